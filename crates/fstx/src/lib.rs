@@ -1,0 +1,81 @@
+//! Transaction-like file operations that survive a power cut at any instant.
+//!
+//! fstx replaces files so that, at every instant, a file holds either its
+//! complete old content or its complete new content — for readers in other
+//! processes, and after a power cut.
+//!
+//! # Examples
+//!
+//! ```
+//! # let dir = std::env::temp_dir().join(format!("fstx-lib-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! use std::io::Write;
+//!
+//! // Like std::fs::write, but atomic and durable.
+//! fstx::write(dir.join("state.json"), b"{\"count\": 1}")?;
+//!
+//! // Streaming, for content of any size, in constant memory.
+//! let mut file = fstx::AtomicFile::create(dir.join("big.bin"))?;
+//! for chunk in 0..4u8 {
+//!     file.write_all(&[chunk; 4096])?;
+//! }
+//! file.commit()?; // nothing is visible at big.bin before this returns
+//!
+//! // After a crash: sweep temporary files left by dead writers.
+//! let report = fstx::recover(&dir)?;
+//! assert!(report.removed.is_empty());
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Guarantees
+//!
+//! For [`write`] and [`AtomicFile::commit`] with the default
+//! [`Durability::Durable`], on a supported filesystem (see
+//! [`FsClass`](fskind::FsClass)):
+//!
+//! - **Atomic**: readers see the complete old or the complete new content,
+//!   never a mix, never an empty or partial file — also after a power cut.
+//! - **Durable**: once `commit` returns `Ok`, the new content survives a
+//!   power cut.
+//! - **Confined**: every path operation after opening the parent directory is
+//!   relative to that directory's handle; swapping a parent for a symlink
+//!   mid-operation cannot redirect the write.
+//! - **Private until committed**: the temporary file is created exclusively
+//!   under an unpredictable name and is never more permissive than the final
+//!   file; the new file gets the old one's owner, group, mode and extended
+//!   attributes, without set-id bits or file capabilities unless asked.
+//! - **No garbage survives recovery**: a writer that dies leaves at most one
+//!   temporary file, which [`recover`] removes; a live writer's file is never
+//!   removed.
+//!
+//! Not guaranteed: durability on filesystems that lie about flushes
+//! (`nobarrier`, cheap flash), crash atomicity on vfat/exfat or network
+//! filesystems (refused by default), and other hard links of a replaced file
+//! (they keep the old content).
+//!
+//! # Errors
+//!
+//! Every failure is an [`Error`] naming the operation, the path and the step,
+//! converting into [`std::io::Error`] with the same [`std::io::ErrorKind`],
+//! and stating the [`State`] the caller is in: not committed (old content
+//! intact, nothing left behind); not committed with a temporary file left
+//! (cleanup failed too; [`recover`] removes it); or committed with durability
+//! unconfirmed (the rename happened, the directory flush failed). A failed
+//! flush is never retried into a success.
+#![forbid(unsafe_code)]
+
+mod atomic;
+mod error;
+pub mod fskind;
+mod recover;
+pub mod storage;
+mod sys;
+
+#[cfg(feature = "planted-bugs")]
+pub use atomic::PlantedBugs;
+pub use atomic::{
+    write, AtomicFile, Durability, HardLinks, Options, Symlinks, MAX_SYMLINK_HOPS, TEMP_PREFIX,
+};
+pub use error::{Error, Result, State};
+pub use recover::{recover, RecoverOptions, Recovery};

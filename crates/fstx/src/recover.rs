@@ -1,0 +1,147 @@
+//! Recovery after a crash: removing temporary files whose writer is gone.
+//!
+//! Every temporary file fstx creates is named `.fstx-tmp.<16 hex>.<name>`
+//! and is held under an exclusive `flock` by its writer for as long as the
+//! writer lives; the kernel drops the lock when the writer dies. Recovery
+//! removes a temporary file only while holding its lock, after checking that
+//! the name still refers to the locked inode, so a live writer's file is
+//! never removed (see [`create_temp`](crate::atomic) for the writer's side).
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::atomic::{is_temp_name, TEMP_PREFIX};
+use crate::error::{Error, Result, State};
+use crate::storage::{self, FileKind, LockMode, OpenHow, Storage, SyncKind};
+
+/// What [`recover`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Temporary files of dead writers that were removed (or, in a dry run,
+    /// would be removed).
+    pub removed: Vec<PathBuf>,
+    /// Temporary files left alone because a live writer holds them.
+    pub in_use: Vec<PathBuf>,
+}
+
+impl Recovery {
+    /// Whether recovery found nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.removed.is_empty() && self.in_use.is_empty()
+    }
+}
+
+/// Options for [`recover`].
+#[derive(Debug, Clone)]
+pub struct RecoverOptions {
+    dry_run: bool,
+    storage: Arc<dyn Storage>,
+}
+
+impl Default for RecoverOptions {
+    fn default() -> RecoverOptions {
+        RecoverOptions::new()
+    }
+}
+
+impl RecoverOptions {
+    /// Default options: remove what is stale, on the real filesystem.
+    pub fn new() -> RecoverOptions {
+        RecoverOptions {
+            dry_run: false,
+            storage: storage::os(),
+        }
+    }
+
+    /// Only report what would be removed.
+    pub fn dry_run(&mut self, yes: bool) -> &mut RecoverOptions {
+        self.dry_run = yes;
+        self
+    }
+
+    /// Routes every filesystem call through `storage`.
+    pub fn storage(&mut self, storage: Arc<dyn Storage>) -> &mut RecoverOptions {
+        self.storage = storage;
+        self
+    }
+
+    /// Recovers the directory `dir`. See [`recover`].
+    pub fn recover(&self, dir: impl AsRef<Path>) -> Result<Recovery> {
+        let path = dir.as_ref();
+        let st = &*self.storage;
+        let fail = |step, e| Error::new("recover", path, step, State::NotCommitted, e);
+        let dir = st
+            .open_dir(None, path, true)
+            .map_err(|e| fail("open directory", e))?;
+        let mut report = Recovery::default();
+        let entries = st.read_dir(&dir).map_err(|e| fail("list directory", e))?;
+        let mut names: Vec<OsString> = entries
+            .into_iter()
+            .filter(|e| matches!(e.kind, FileKind::Regular | FileKind::Unknown))
+            .map(|e| e.name)
+            .filter(|n| is_temp_name(TEMP_PREFIX, n))
+            .collect();
+        names.sort();
+        for name in names {
+            let file = match st.open(&dir, &name, OpenHow::READ_NOFOLLOW) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(fail("open temporary file", e)),
+            };
+            let held = st
+                .stat(&file)
+                .map_err(|e| fail("inspect temporary file", e))?;
+            if held.kind != FileKind::Regular {
+                continue;
+            }
+            if !st
+                .lock(&file, LockMode::Exclusive, false)
+                .map_err(|e| fail("lock temporary file", e))?
+            {
+                report.in_use.push(path.join(&name));
+                continue;
+            }
+            // Still the same file under that name, and ours to remove now.
+            match st.stat_at(&dir, &name, false) {
+                Ok(named) if named.same_inode(&held) => {}
+                _ => continue,
+            }
+            if !self.dry_run {
+                match st.unlink_at(&dir, &name, false) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(fail("remove temporary file", e)),
+                }
+            }
+            drop(file);
+            report.removed.push(path.join(&name));
+        }
+        if !self.dry_run && !report.removed.is_empty() {
+            st.sync(&dir, SyncKind::All)
+                .map_err(|e| fail("fsync directory", e))?;
+        }
+        Ok(report)
+    }
+}
+
+/// Removes the temporary files of dead writers from directory `dir`, and
+/// reports what it removed and which live writers' files it left alone.
+///
+/// Safe to run at any time, also while writers are active: a file whose
+/// writer is alive is never touched.
+///
+/// # Examples
+///
+/// ```
+/// # let dir = std::env::temp_dir();
+/// let report = fstx::recover(&dir)?;
+/// for path in &report.removed {
+///     println!("removed stale {}", path.display());
+/// }
+/// # Ok::<(), fstx::Error>(())
+/// ```
+pub fn recover(dir: impl AsRef<Path>) -> Result<Recovery> {
+    RecoverOptions::new().recover(dir)
+}
