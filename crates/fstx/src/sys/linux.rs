@@ -215,7 +215,7 @@ impl Storage for OsStorage {
     fn list_xattr(&self, file: &Fd) -> io::Result<Vec<OsString>> {
         let fd = os(file)?;
         loop {
-            let size = rfs::flistxattr(fd, &mut [0u8; 0][..])?;
+            let size = rfs::flistxattr_query(fd)?;
             if size == 0 {
                 return Ok(Vec::new());
             }
@@ -239,7 +239,7 @@ impl Storage for OsStorage {
     fn get_xattr(&self, file: &Fd, name: &OsStr) -> io::Result<Vec<u8>> {
         let fd = os(file)?;
         loop {
-            let size = rfs::fgetxattr(fd, name, &mut [0u8; 0][..])?;
+            let size = rfs::fgetxattr_query(fd, name)?;
             let mut buf = vec![0u8; size];
             match rfs::fgetxattr(fd, name, &mut buf[..]) {
                 Ok(n) => {
