@@ -1,1 +1,47 @@
-//! x
+//! # powercut: a power-loss simulator for real ext4, xfs and btrfs
+//!
+//! powercut runs any program (the *workload*) on a real Linux filesystem whose
+//! disk is a RAM image served through FUSE and attached as a loop device. The
+//! FUSE daemon records every block WRITE, discard/zeroing, cache FLUSH and
+//! every line the workload writes to `$POWERCUT_CTL` (a *mark*, e.g.
+//! `ack 42`), in completion order. Replaying a prefix of that log, with the
+//! writes after the last flush each kept or lost (and optionally torn),
+//! gives exactly the disk a power cut at that point can leave.
+//!
+//! Each distinct crash image is served through another FUSE disk, mounted
+//! (journal replay), handed to the program's recovery command and to a
+//! checker (which gets the marks written before the cut in
+//! `$POWERCUT_MARKS`), then unmounted and `fsck`ed. A non-zero exit anywhere
+//! is a violation.
+//!
+//! ## How it works
+//! 1. FUSE disk ([`disk::Recorder`]) → `losetup` → `mkfs` → `mount` →
+//!    setup command → `syncfs` → snapshot (the replay base) → record the
+//!    workload (with background noise, short commit intervals, delayed and
+//!    reordered write completion) → record the unmount → teardown.
+//! 2. [`replay::enumerate`] chooses the crash states and deduplicates them by
+//!    an incremental hash of the image they produce.
+//! 3. [`run`] checks them on one replay stack per core; switching state is
+//!    free (a sector map over the shared base image, plus a scratch layer
+//!    for what recovery writes).
+//!
+//! ## Notes and limitations
+//! - Needs root, `/dev/fuse`, loop devices, and the mkfs/fsck tools.
+//! - Another process calling `sync` on the machine also flushes the
+//!   recorded disk: it can hide a bug in one run, never cause a false alarm.
+//! - The noise switch writes `.powercut-noise` in the filesystem root;
+//!   checkers should ignore it.
+//! - A crash image's volatile writes are sampled when there are many of them;
+//!   the report's coverage section says how many states were chosen.
+
+pub mod disk;
+pub mod log;
+pub mod replay;
+pub mod rng;
+pub mod run;
+pub mod stack;
+mod sys;
+
+pub use replay::{Enumeration, StateSpec};
+pub use run::{run, Config, ConfigReport, Report, Violation};
+pub use stack::FsConfig;

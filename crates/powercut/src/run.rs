@@ -1,0 +1,473 @@
+//! A whole run: record the workload on each configuration, choose the crash
+//! states, check them in parallel, report.
+
+use std::fs;
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::disk::{Recorder, RecorderOptions, ReplayDisk};
+use crate::log::{save_image, Log};
+use crate::replay::{enumerate, marks_before, sector_map, Coverage, Enumeration, StateSpec};
+use crate::stack::{
+    cleanup_dead_runs, err, flush_buffers, preflight, run_tool, run_with_timeout, set_xfs_sync_centisecs,
+    DiskStack, FsConfig, Noise,
+};
+
+/// Everything a run needs. Commands are shell commands (`sh -c`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    /// Configurations to run.
+    pub configs: Vec<FsConfig>,
+    /// Runs in the fresh filesystem before recording starts.
+    pub setup: Option<String>,
+    /// The program under test; runs in the mounted filesystem while recording.
+    pub workload: String,
+    /// Runs in each mounted crash image before the checker (the program's own recovery).
+    pub recover: Option<String>,
+    /// Decides by its exit code whether a crash image is acceptable.
+    pub check: String,
+    /// Run `fsck` on every crash image after the checker.
+    pub fsck: bool,
+    /// Background noise: fsync an unrelated file at this interval (None = off).
+    pub noise: Option<Duration>,
+    /// ext4/btrfs `commit=1`, xfs sync interval 1 s.
+    pub short_commit: bool,
+    /// Delay and reorder WRITE completions by up to this much (None = off).
+    pub write_delay: Option<Duration>,
+    /// Every FSYNC reaching the recorded disk takes this long.
+    pub flush_latency: Duration,
+    /// How crash states are chosen.
+    pub enumeration: Enumeration,
+    /// Parallel checkers (0 = one per core).
+    pub jobs: usize,
+    /// Timeout for each command (setup, workload, recover, check, fsck).
+    pub timeout: Duration,
+    /// Where to save base images and logs for replaying violations.
+    pub artifacts: Option<PathBuf>,
+    /// Also save artifacts for configurations without violations.
+    pub save_all: bool,
+    /// Print progress to stderr.
+    pub progress: bool,
+}
+
+impl Config {
+    /// A config with the realism switches on and the given commands.
+    pub fn new(workload: impl Into<String>, check: impl Into<String>) -> Config {
+        Config {
+            configs: vec![FsConfig::Ext4],
+            setup: None,
+            workload: workload.into(),
+            recover: None,
+            check: check.into(),
+            fsck: true,
+            noise: Some(Duration::from_millis(5)),
+            short_commit: true,
+            write_delay: Some(Duration::from_micros(300)),
+            flush_latency: Duration::ZERO,
+            enumeration: Enumeration::default(),
+            jobs: 0,
+            timeout: Duration::from_secs(120),
+            artifacts: None,
+            save_all: false,
+            progress: false,
+        }
+    }
+}
+
+/// One crash state that failed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Violation {
+    /// The configuration.
+    pub config: FsConfig,
+    /// The crash state (`powercut replay --state`).
+    pub state: String,
+    /// Records issued before the cut.
+    pub point: usize,
+    /// The last mark before the cut, if any.
+    pub last_mark: Option<String>,
+    /// What failed: `mount`, `recover`, `check`, `umount` or `fsck`.
+    pub stage: String,
+    /// What it said.
+    pub message: String,
+    /// A command that rebuilds exactly this crash image for inspection.
+    pub replay: Option<String>,
+}
+
+/// Figures for one configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConfigReport {
+    /// The configuration.
+    pub config: String,
+    /// Records in the log.
+    pub records: usize,
+    /// Write and zero records.
+    pub writes: usize,
+    /// Flush records.
+    pub flushes: usize,
+    /// Mark records.
+    pub marks: usize,
+    /// Log size in bytes.
+    pub log_bytes: u64,
+    /// Noise fsyncs during the workload.
+    pub noise_fsyncs: u64,
+    /// Coverage of the crash-state enumeration.
+    pub coverage: Coverage,
+    /// States checked.
+    pub checked: usize,
+    /// States that failed.
+    pub violation_count: usize,
+    /// Seconds to record (mkfs, setup, workload, teardown).
+    pub record_secs: f64,
+    /// Seconds to check all states.
+    pub check_secs: f64,
+    /// Parallel checkers used.
+    pub jobs: usize,
+    /// Checked states per second per checker.
+    pub states_per_sec_per_core: f64,
+    /// Where the base image and log were saved.
+    pub artifacts: Option<String>,
+    /// The violations (at most 50 listed).
+    pub violations: Vec<Violation>,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// Per configuration.
+    pub configs: Vec<ConfigReport>,
+    /// Violations over all configurations.
+    pub violations: usize,
+    /// Distinct states checked over all configurations.
+    pub checked: usize,
+}
+
+impl Report {
+    /// True when every crash state passed.
+    pub fn passed(&self) -> bool {
+        self.violations == 0
+    }
+
+    /// The per-configuration table, as text.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "{:<15} {:>7} {:>6} {:>6} {:>9} {:>7} {:>8} {:>8} {:>6} {:>7} {:>7} {:>8}\n",
+            "config", "records", "flush", "marks", "log", "points", "distinct", "checked", "viol", "rec s", "chk s",
+            "st/s/cpu"
+        );
+        for c in &self.configs {
+            s.push_str(&format!(
+                "{:<15} {:>7} {:>6} {:>6} {:>8}K {:>7} {:>8} {:>8} {:>6} {:>7.1} {:>7.1} {:>8.1}\n",
+                c.config,
+                c.records,
+                c.flushes,
+                c.marks,
+                c.log_bytes / 1024,
+                c.coverage.crash_points,
+                c.coverage.distinct_states,
+                c.checked,
+                c.violation_count,
+                c.record_secs,
+                c.check_secs,
+                c.states_per_sec_per_core
+            ));
+        }
+        s
+    }
+}
+
+/// The outcome of recording a workload on one configuration.
+pub struct Recording {
+    /// The image when recording started (after mkfs, setup and a sync).
+    pub base: Vec<u8>,
+    /// What reached the disk from then until teardown.
+    pub log: Log,
+    /// Noise fsyncs made.
+    pub noise_fsyncs: u64,
+}
+
+fn shell(cmd: &str, cwd: &Path, env: &[(&str, String)]) -> Command {
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(cmd).current_dir(cwd);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+/// Records `cfg.workload` on `fs`: FUSE disk, loop, mkfs, mount, setup, sync,
+/// then record the workload and the unmount.
+pub fn record(cfg: &Config, fs: FsConfig) -> io::Result<Recording> {
+    let rec = Recorder::new(
+        fs.image_size(),
+        RecorderOptions { write_delay: cfg.write_delay, flush_latency: cfg.flush_latency, seed: cfg.enumeration.seed },
+    );
+    let mut stack = DiskStack::new(Arc::clone(&rec))?;
+    run_tool(fs.mkfs(&stack.dev), &format!("mkfs for {fs}"), cfg.timeout)?;
+    stack.mount(fs.fstype(), &fs.record_options(cfg.short_commit), cfg.timeout)?;
+    let env = [("POWERCUT_CTL", stack.ctl().to_string_lossy().into_owned()), ("POWERCUT_FS", fs.name().to_string())];
+    if let Some(setup) = &cfg.setup {
+        let r = run_with_timeout(&mut shell(setup, &stack.mnt, &env), cfg.timeout)?;
+        if r.code != Some(0) {
+            return Err(err(format!("setup failed on {fs} ({}): {}", r.status_text(), r.output.trim())));
+        }
+    }
+    let dirf = fs::File::open(&stack.mnt)?;
+    rustix::fs::syncfs(&dirf).map_err(|e| err(format!("syncfs: {e}")))?;
+    drop(dirf);
+    let base = rec.start();
+    let old_xfs = (cfg.short_commit && fs == FsConfig::Xfs).then(|| set_xfs_sync_centisecs(100)).flatten();
+    let noise = match cfg.noise {
+        Some(iv) => Some(Noise::start(&stack.mnt, iv)?),
+        None => None,
+    };
+    let result = run_with_timeout(&mut shell(&cfg.workload, &stack.mnt, &env), cfg.timeout);
+    let noise_fsyncs = noise.map_or(0, Noise::stop);
+    if let Some(old) = old_xfs {
+        set_xfs_sync_centisecs(old);
+    }
+    let result = match result {
+        Ok(r) if r.timed_out => {
+            stack.abort();
+            Err(err(format!("workload timed out on {fs} after {:?}", cfg.timeout)))
+        }
+        Ok(r) if r.code != Some(0) => {
+            Err(err(format!("workload failed on {fs} ({}): {}", r.status_text(), r.output.trim())))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
+    let unmounted = result.and_then(|()| stack.unmount(cfg.timeout));
+    let log = rec.stop();
+    stack.teardown()?;
+    unmounted?;
+    Ok(Recording { base, log, noise_fsyncs })
+}
+
+struct Slot {
+    disk: Arc<ReplayDisk>,
+    stack: DiskStack,
+    marks_file: PathBuf,
+}
+
+enum Verdict {
+    Pass,
+    Fail { stage: &'static str, message: String },
+}
+
+fn check_one(cfg: &Config, fs: FsConfig, slot: &mut Slot, log: &Log, spec: &StateSpec) -> io::Result<Verdict> {
+    slot.disk.set_state(sector_map(log, spec));
+    flush_buffers(&slot.stack.dev)?;
+    let marks = marks_before(log, spec.point);
+    let mut text = marks.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    fs::write(&slot.marks_file, text)?;
+    if let Err(e) = slot.stack.mount(fs.fstype(), fs.replay_options(), cfg.timeout) {
+        return Ok(Verdict::Fail { stage: "mount", message: e.to_string() });
+    }
+    let env = [
+        ("POWERCUT_MARKS", slot.marks_file.to_string_lossy().into_owned()),
+        ("POWERCUT_STATE", spec.to_string()),
+        ("POWERCUT_FS", fs.name().to_string()),
+    ];
+    let mut verdict = Verdict::Pass;
+    let stages = [("recover", cfg.recover.as_deref()), ("check", Some(cfg.check.as_str()))];
+    for (stage, cmd) in stages {
+        let Some(cmd) = cmd else { continue };
+        let r = run_with_timeout(&mut shell(cmd, &slot.stack.mnt, &env), cfg.timeout)?;
+        if r.code != Some(0) {
+            verdict = Verdict::Fail { stage, message: format!("{}: {}", r.status_text(), r.output.trim()) };
+            break;
+        }
+    }
+    if let Err(e) = slot.stack.unmount(cfg.timeout) {
+        return Err(err(format!("{fs} state {spec}: {e}")));
+    }
+    if cfg.fsck && matches!(verdict, Verdict::Pass) {
+        let r = run_with_timeout(&mut fs.fsck(&slot.stack.dev), cfg.timeout)?;
+        if r.code != Some(0) {
+            let tail: String = r.output.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
+            verdict = Verdict::Fail { stage: "fsck", message: format!("{}: {tail}", r.status_text()) };
+        }
+    }
+    Ok(verdict)
+}
+
+/// Checks the chosen states of one recording in parallel.
+fn check_states(
+    cfg: &Config,
+    fs: FsConfig,
+    base: Arc<Vec<u8>>,
+    log: Arc<Log>,
+    states: &[(StateSpec, u128)],
+    jobs: usize,
+) -> io::Result<Vec<(StateSpec, &'static str, String)>> {
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let failures: Mutex<Vec<(StateSpec, &'static str, String)>> = Mutex::new(Vec::new());
+    let fatal: Mutex<Option<io::Error>> = Mutex::new(None);
+    let tty = cfg.progress && io::stderr().is_terminal();
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| {
+                let disk = ReplayDisk::new(Arc::clone(&base), Arc::clone(&log));
+                let stack = match DiskStack::new(Arc::clone(&disk)) {
+                    Ok(st) => st,
+                    Err(e) => {
+                        fatal.lock().unwrap().get_or_insert(e);
+                        return;
+                    }
+                };
+                let marks_file = stack.dir.join("marks");
+                let mut slot = Slot { disk, stack, marks_file };
+                loop {
+                    if fatal.lock().unwrap().is_some() {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((spec, _)) = states.get(i) else { break };
+                    match check_one(cfg, fs, &mut slot, &log, spec) {
+                        Ok(Verdict::Pass) => {}
+                        Ok(Verdict::Fail { stage, message }) => {
+                            failures.lock().unwrap().push((spec.clone(), stage, message));
+                        }
+                        Err(e) => {
+                            fatal.lock().unwrap().get_or_insert(e);
+                            break;
+                        }
+                    }
+                    let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if tty && (d % 10 == 0 || d == states.len()) {
+                        let nfail = failures.lock().unwrap().len();
+                        let width = 30;
+                        let filled = d * width / states.len().max(1);
+                        eprint!(
+                            "\r[{fs:<14}] [{}{}] {d}/{} states, {nfail} violations ",
+                            "#".repeat(filled),
+                            " ".repeat(width - filled),
+                            states.len()
+                        );
+                    }
+                }
+                if let Err(e) = slot.stack.teardown() {
+                    fatal.lock().unwrap().get_or_insert(e);
+                }
+            });
+        }
+    });
+    if tty {
+        eprintln!();
+    }
+    if let Some(e) = fatal.into_inner().unwrap() {
+        return Err(e);
+    }
+    let mut f = failures.into_inner().unwrap();
+    f.sort_by_key(|(s, _, _)| (s.point, s.keep.clone()));
+    Ok(f)
+}
+
+/// Records and checks one configuration.
+pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
+    let t0 = Instant::now();
+    let rec = record(cfg, fs)?;
+    let record_secs = t0.elapsed().as_secs_f64();
+    let log = Arc::new(rec.log);
+    let base = Arc::new(rec.base);
+    let (states, coverage) = enumerate(&log, &base, &cfg.enumeration);
+    let jobs = if cfg.jobs == 0 { std::thread::available_parallelism().map_or(1, usize::from) } else { cfg.jobs };
+    let t1 = Instant::now();
+    let failures = check_states(cfg, fs, Arc::clone(&base), Arc::clone(&log), &states, jobs)?;
+    let check_secs = t1.elapsed().as_secs_f64();
+    let mut artifacts = None;
+    if let Some(dir) = &cfg.artifacts {
+        if cfg.save_all || !failures.is_empty() {
+            let d = dir.join(fs.name());
+            fs::create_dir_all(&d)?;
+            save_image(&base, &d.join("base.img"))?;
+            log.save(&d.join("log.bin"))?;
+            fs::write(d.join("config"), fs.name())?;
+            artifacts = Some(d);
+        }
+    }
+    let violations = failures
+        .iter()
+        .take(50)
+        .map(|(spec, stage, message)| Violation {
+            config: fs,
+            state: spec.to_string(),
+            point: spec.point,
+            last_mark: marks_before(&log, spec.point).pop(),
+            stage: (*stage).to_string(),
+            message: message.clone(),
+            replay: artifacts.as_ref().map(|d| {
+                format!("powercut replay --from {} --state {spec} --out /tmp/powercut-inspect", d.display())
+            }),
+        })
+        .collect();
+    Ok(ConfigReport {
+        config: fs.name().to_string(),
+        records: log.records.len(),
+        writes: log.writes(),
+        flushes: log.flushes(),
+        marks: log.marks(),
+        log_bytes: log.stored_size(),
+        noise_fsyncs: rec.noise_fsyncs,
+        checked: states.len(),
+        violation_count: failures.len(),
+        record_secs,
+        check_secs,
+        jobs,
+        states_per_sec_per_core: states.len() as f64 / check_secs.max(1e-9) / jobs as f64,
+        artifacts: artifacts.map(|d| d.display().to_string()),
+        violations,
+        coverage,
+    })
+}
+
+/// Runs every configuration of `cfg` and reports.
+pub fn run(cfg: &Config) -> io::Result<Report> {
+    preflight(&cfg.configs)?;
+    cleanup_dead_runs();
+    let mut report = Report::default();
+    for &fs in &cfg.configs {
+        let c = run_config(cfg, fs).map_err(|e| err(format!("{fs}: {e}")))?;
+        if cfg.progress {
+            let mut e = io::stderr().lock();
+            let _ = writeln!(
+                e,
+                "[{fs:<14}] {} records, {} distinct states, {} checked, {} violations ({:.1}s + {:.1}s)",
+                c.records, c.coverage.distinct_states, c.checked, c.violation_count, c.record_secs, c.check_secs
+            );
+        }
+        report.violations += c.violation_count;
+        report.checked += c.checked;
+        report.configs.push(c);
+    }
+    Ok(report)
+}
+
+/// Rebuilds one crash image from saved artifacts into `out/crash.img`.
+pub fn replay_to(from: &Path, spec: &StateSpec, out: &Path) -> io::Result<PathBuf> {
+    let log = Log::load(&from.join("log.bin"))?;
+    let base = fs::read(from.join("base.img"))?;
+    if spec.point > log.records.len() {
+        return Err(err(format!("state {spec} is past the end of the log ({} records)", log.records.len())));
+    }
+    let img = crate::replay::materialize(&log, &base, spec);
+    fs::create_dir_all(out)?;
+    let p = out.join("crash.img");
+    fs::write(&p, img)?;
+    let marks = marks_before(&log, spec.point);
+    fs::write(out.join("marks"), marks.iter().map(|m| format!("{m}\n")).collect::<String>())?;
+    Ok(p)
+}
+
+/// Default wall-clock timeout for one command.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);

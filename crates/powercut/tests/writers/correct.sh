@@ -1,0 +1,12 @@
+# Correct: temp + fsync + rename + fsync(dir), then acknowledge.
+. "$(dirname "$0")/common.sh"
+i=1
+while [ $i -le $N ]; do
+    content $i > data.tmp
+    sync data.tmp
+    mv data.tmp data
+    sync .
+    echo "ack $i" > "$POWERCUT_CTL"
+    sleep $PAUSE
+    i=$((i + 1))
+done
