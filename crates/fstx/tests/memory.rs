@@ -44,12 +44,20 @@ fn mount_streaming_one_gib_keeps_memory_flat() {
     let fs = common::Tmpfs::new("memory", "size=1100m");
     let target = fs.join("big.bin");
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "mount_streaming_one_gib_keeps_memory_flat", "--nocapture"])
+        .args([
+            "--exact",
+            "mount_streaming_one_gib_keeps_memory_flat",
+            "--nocapture",
+        ])
         .env(CHILD_ENV, &target)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "child failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let growth: u64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("peak-rss-growth-kib="))

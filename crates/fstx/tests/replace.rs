@@ -108,7 +108,10 @@ fn temp_file_is_never_wider_than_the_old_file() {
     assert_eq!(temp_mode & !0o600, 0, "temp mode {temp_mode:o}");
     f.commit().unwrap();
     let md = std::fs::metadata(&p).unwrap();
-    assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777), (4242, 4343, 0o640));
+    assert_eq!(
+        (md.uid(), md.gid(), md.mode() & 0o7777),
+        (4242, 4343, 0o640)
+    );
 }
 
 #[test]
@@ -140,7 +143,10 @@ fn set_id_bits_and_capabilities_dropped_unless_kept() {
             .unwrap()
             .success());
     }
-    Options::new().keep_privileges(true).write(&p, b"newer").unwrap();
+    Options::new()
+        .keep_privileges(true)
+        .write(&p, b"newer")
+        .unwrap();
     assert_eq!(mode_of(&p), 0o4755);
     if cap {
         assert!(xattr_get(&p, "security.capability").is_some());
@@ -153,7 +159,10 @@ fn xattrs_can_be_left_behind() {
     let p = d.join("f");
     std::fs::write(&p, b"old").unwrap();
     xattr_set(&p, "user.note", b"v");
-    Options::new().preserve_xattrs(false).write(&p, b"new").unwrap();
+    Options::new()
+        .preserve_xattrs(false)
+        .write(&p, b"new")
+        .unwrap();
     assert_eq!(xattr_get(&p, "user.note"), None);
 }
 
@@ -177,8 +186,13 @@ fn posix_acl_is_carried() {
         v.extend_from_slice(&id.to_le_bytes());
         v
     });
-    if rustix::fs::setxattr(&p, "system.posix_acl_access", &acl, rustix::fs::XattrFlags::empty())
-        .is_err()
+    if rustix::fs::setxattr(
+        &p,
+        "system.posix_acl_access",
+        &acl,
+        rustix::fs::XattrFlags::empty(),
+    )
+    .is_err()
     {
         eprintln!("filesystem without POSIX ACLs; skipping");
         return;
@@ -199,7 +213,10 @@ fn symlink_follow_keeps_the_link_and_never_copies_its_mode() {
     std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
     symlink("real", &link).unwrap();
     fstx::write(&link, b"new").unwrap();
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_eq!(std::fs::read(&real).unwrap(), b"new");
     assert_eq!(mode_of(&real), 0o600);
     assert!(temps(d.path()).is_empty());
@@ -212,8 +229,14 @@ fn symlink_chain_into_another_directory_and_dangling_link() {
     symlink("sub/hop", d.join("a")).unwrap();
     symlink(d.join("sub/target"), d.join("sub/hop")).unwrap(); // absolute, dangling
     fstx::write(d.join("a"), b"through two links").unwrap();
-    assert_eq!(std::fs::read(d.join("sub/target")).unwrap(), b"through two links");
-    assert!(std::fs::symlink_metadata(d.join("a")).unwrap().file_type().is_symlink());
+    assert_eq!(
+        std::fs::read(d.join("sub/target")).unwrap(),
+        b"through two links"
+    );
+    assert!(std::fs::symlink_metadata(d.join("a"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }
 
 #[test]
@@ -245,7 +268,10 @@ fn symlink_loop_is_a_clear_error() {
     symlink("b", d.join("a")).unwrap();
     symlink("a", d.join("b")).unwrap();
     let e = fstx::write(d.join("a"), b"x").unwrap_err();
-    assert_eq!(e.io_error().raw_os_error(), Some(rustix::io::Errno::LOOP.raw_os_error()));
+    assert_eq!(
+        e.io_error().raw_os_error(),
+        Some(rustix::io::Errno::LOOP.raw_os_error())
+    );
     assert!(e.to_string().contains("resolve symlink"), "{e}");
     assert!(temps(d.path()).is_empty());
 }
@@ -291,7 +317,10 @@ fn refuses_directories_fifos_and_devices() {
     .unwrap();
     let e = fstx::write(d.join("null"), b"x").unwrap_err();
     assert!(e.to_string().contains("not a regular file"), "{e}");
-    assert!(std::fs::symlink_metadata(d.join("null")).unwrap().file_type().is_char_device());
+    assert!(std::fs::symlink_metadata(d.join("null"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
     assert!(temps(d.path()).is_empty());
 }
 
@@ -365,7 +394,10 @@ fn succeeds_beside_stale_temps_and_recover_removes_them() {
     assert_eq!(std::fs::read(d.join("f")).unwrap(), b"ok");
     // A live writer's temp.
     let live = AtomicFile::create(d.join("g")).unwrap();
-    let dry = fstx::RecoverOptions::new().dry_run(true).recover(d.path()).unwrap();
+    let dry = fstx::RecoverOptions::new()
+        .dry_run(true)
+        .recover(d.path())
+        .unwrap();
     assert_eq!(dry.removed, vec![stale.clone()]);
     assert!(stale.exists());
     let report = fstx::recover(d.path()).unwrap();
@@ -401,7 +433,11 @@ fn recovery_between_create_and_lock_cannot_break_a_writer() {
         .storage(storage.clone())
         .write(d.join("f"), b"content")
         .unwrap();
-    assert_eq!(removed.lock().unwrap().len(), 1, "the interleaving did not happen");
+    assert_eq!(
+        removed.lock().unwrap().len(),
+        1,
+        "the interleaving did not happen"
+    );
     assert_eq!(storage.creates.load(std::sync::atomic::Ordering::SeqCst), 2);
     assert_eq!(std::fs::read(d.join("f")).unwrap(), b"content");
     assert!(temps(d.path()).is_empty());
@@ -416,10 +452,17 @@ fn failed_file_flush_is_not_committed_and_never_retried() {
         fail_sync: Some((1, rustix::io::Errno::IO.raw_os_error())),
         ..Hooks::default()
     });
-    let e = Options::new().storage(storage.clone()).write(&p, b"new").unwrap_err();
+    let e = Options::new()
+        .storage(storage.clone())
+        .write(&p, b"new")
+        .unwrap_err();
     assert_eq!(e.state(), &State::NotCommitted);
     assert_eq!(e.step(), "fsync temporary file");
-    assert_eq!(storage.syncs.load(std::sync::atomic::Ordering::SeqCst), 1, "fsync retried");
+    assert_eq!(
+        storage.syncs.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "fsync retried"
+    );
     assert_eq!(std::fs::read(&p).unwrap(), b"old");
     assert!(temps(d.path()).is_empty());
     let io: std::io::Error = e.into();
@@ -436,7 +479,10 @@ fn failed_directory_flush_is_committed_not_durable() {
         fail_sync: Some((2, rustix::io::Errno::IO.raw_os_error())),
         ..Hooks::default()
     });
-    let e = Options::new().storage(storage).write(&p, b"new").unwrap_err();
+    let e = Options::new()
+        .storage(storage)
+        .write(&p, b"new")
+        .unwrap_err();
     assert_eq!(e.state(), &State::CommittedNotDurable);
     assert!(e.state().is_committed());
     assert_eq!(std::fs::read(&p).unwrap(), b"new");
@@ -453,7 +499,10 @@ fn failed_cleanup_reports_the_temp_left_behind() {
         fail_unlink: Some(rustix::io::Errno::ROFS.raw_os_error()),
         ..Hooks::default()
     });
-    let e = Options::new().storage(storage).write(&p, b"new").unwrap_err();
+    let e = Options::new()
+        .storage(storage)
+        .write(&p, b"new")
+        .unwrap_err();
     let State::NotCommittedTempLeft { temp } = e.state() else {
         panic!("wrong state {:?}", e.state());
     };
