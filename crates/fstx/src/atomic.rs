@@ -92,6 +92,13 @@ pub struct PlantedBugs {
     pub no_dir_sync: bool,
     /// Retry a failed file flush and carry on if the retry succeeds.
     pub retry_fsync: bool,
+    /// `update` with backups: skip the directory flush between making the
+    /// backup and replacing the target, so a power cut can keep the replace
+    /// and lose the backup (the previous version is then gone).
+    pub backup_no_dir_sync: bool,
+    /// `update` with copied backups: skip the flush of the copy before it is
+    /// renamed to the backup name (a power cut can leave a torn backup).
+    pub backup_copy_no_sync: bool,
 }
 
 /// Options for an atomic replace, in the style of [`std::fs::OpenOptions`].
@@ -125,7 +132,7 @@ pub struct Options {
     allow_weak_fs: bool,
     pub(crate) storage: Arc<dyn Storage>,
     #[cfg(feature = "planted-bugs")]
-    bugs: PlantedBugs,
+    pub(crate) bugs: PlantedBugs,
 }
 
 impl Default for Options {
@@ -307,105 +314,25 @@ impl AtomicFile {
     }
 
     pub(crate) fn open_with(op: &'static str, path: &Path, opts: &Options) -> Result<AtomicFile> {
+        let target = resolve(op, path, opts)?;
+        AtomicFile::open_resolved(op, path, target, opts)
+    }
+
+    /// Starts replacing a target already found by [`resolve`].
+    pub(crate) fn open_resolved(
+        op: &'static str,
+        path: &Path,
+        target: Resolved,
+        opts: &Options,
+    ) -> Result<AtomicFile> {
         let st = &*opts.storage;
         let fail = |step, e| Error::new(op, path, step, State::NotCommitted, e);
-        let (mut dir_path, mut name) = split(path).map_err(|e| fail("parse path", e))?;
-        let mut dir = st
-            .open_dir(None, &dir_path, true)
-            .map_err(|e| fail("open parent directory", e))?;
-
-        // Resolve the target by the symlink policy, relative to directory handles.
-        let mut hops = 0;
-        let existing_stat = loop {
-            let stat = match st.stat_at(&dir, &name, false) {
-                Ok(stat) => stat,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => break None,
-                Err(e) => return Err(fail("inspect target", e)),
-            };
-            match stat.kind {
-                FileKind::Regular => break Some(stat),
-                FileKind::Dir => {
-                    return Err(fail(
-                        "inspect target",
-                        invalid(io::ErrorKind::IsADirectory, "the target is a directory"),
-                    ))
-                }
-                FileKind::Symlink => match opts.symlinks {
-                    Symlinks::Refuse => {
-                        return Err(fail(
-                            "inspect target",
-                            invalid(
-                                io::ErrorKind::InvalidInput,
-                                "the target is a symlink and the symlink policy refuses it",
-                            ),
-                        ))
-                    }
-                    Symlinks::ReplaceLink => break None,
-                    Symlinks::Follow => {
-                        hops += 1;
-                        if hops > MAX_SYMLINK_HOPS {
-                            return Err(fail(
-                                "resolve symlink",
-                                io::Error::from_raw_os_error(
-                                    rustix::io::Errno::LOOP.raw_os_error(),
-                                ),
-                            ));
-                        }
-                        let link = st
-                            .read_link_at(&dir, &name)
-                            .map_err(|e| fail("read symlink", e))?;
-                        let (link_dir, link_name) =
-                            split(&link).map_err(|e| fail("resolve symlink", e))?;
-                        dir = if link.is_absolute() {
-                            dir_path = link_dir;
-                            st.open_dir(None, &dir_path, true)
-                        } else {
-                            dir_path = dir_path.join(&link_dir);
-                            st.open_dir(Some(&dir), &link_dir, true)
-                        }
-                        .map_err(|e| fail("open symlink target's directory", e))?;
-                        name = link_name;
-                    }
-                },
-                _ => {
-                    return Err(fail(
-                        "inspect target",
-                        invalid(
-                            io::ErrorKind::InvalidInput,
-                            "the target is not a regular file (FIFO, socket or device)",
-                        ),
-                    ))
-                }
-            }
-        };
-
-        if let Some(stat) = &existing_stat {
-            if stat.nlink > 1 && opts.hard_links == HardLinks::Refuse {
-                return Err(fail(
-                    "inspect target",
-                    invalid(
-                        io::ErrorKind::InvalidInput,
-                        "the target has several hard links and the hard-link policy refuses to break them",
-                    ),
-                ));
-            }
-        }
-
-        if opts.durability != Durability::None && !opts.allow_weak_fs {
-            let magic = st
-                .fs_type(&dir)
-                .map_err(|e| fail("identify filesystem", e))?;
-            if !FsClass::from_magic(magic).can_promise() {
-                return Err(fail(
-                    "identify filesystem",
-                    invalid(
-                        io::ErrorKind::Unsupported,
-                        "this filesystem cannot make a replace crash-atomic (vfat/exfat/ntfs or network); \
-                         allow weak filesystems explicitly to accept weaker semantics",
-                    ),
-                ));
-            }
-        }
+        let Resolved {
+            dir_path,
+            dir,
+            name,
+            existing: existing_stat,
+        } = target;
 
         let existing = match existing_stat {
             Some(stat) if opts.preserve_metadata || opts.preserve_xattrs => {
@@ -467,6 +394,16 @@ impl AtomicFile {
     /// The path this file will replace, as given.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The directory handle the replace happens in.
+    pub(crate) fn dir(&self) -> &Fd {
+        &self.dir
+    }
+
+    /// The target's final name in [`dir`](Self::dir).
+    pub(crate) fn name(&self) -> &OsStr {
+        &self.name
     }
 
     /// The path of the temporary file holding the new content.
@@ -704,6 +641,127 @@ impl Seek for AtomicFile {
         self.pos = new;
         Ok(new)
     }
+}
+
+/// Where a replace of `path` happens, after resolving symlinks by the policy.
+#[derive(Debug)]
+pub(crate) struct Resolved {
+    /// The directory, as a path (for messages).
+    pub(crate) dir_path: PathBuf,
+    /// The directory handle every later operation is relative to.
+    pub(crate) dir: Fd,
+    /// The final name in `dir`.
+    pub(crate) name: OsString,
+    /// The regular file found there, if any.
+    pub(crate) existing: Option<Stat>,
+}
+
+/// Resolves `path` by the options' symlink policy and checks that it may be
+/// replaced (a regular file or nothing; hard-link policy; filesystem class).
+pub(crate) fn resolve(op: &'static str, path: &Path, opts: &Options) -> Result<Resolved> {
+    let st = &*opts.storage;
+    let fail = |step, e| Error::new(op, path, step, State::NotCommitted, e);
+    let (mut dir_path, mut name) = split(path).map_err(|e| fail("parse path", e))?;
+    let mut dir = st
+        .open_dir(None, &dir_path, true)
+        .map_err(|e| fail("open parent directory", e))?;
+
+    // Resolve the target by the symlink policy, relative to directory handles.
+    let mut hops = 0;
+    let existing_stat = loop {
+        let stat = match st.stat_at(&dir, &name, false) {
+            Ok(stat) => stat,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break None,
+            Err(e) => return Err(fail("inspect target", e)),
+        };
+        match stat.kind {
+            FileKind::Regular => break Some(stat),
+            FileKind::Dir => {
+                return Err(fail(
+                    "inspect target",
+                    invalid(io::ErrorKind::IsADirectory, "the target is a directory"),
+                ))
+            }
+            FileKind::Symlink => match opts.symlinks {
+                Symlinks::Refuse => {
+                    return Err(fail(
+                        "inspect target",
+                        invalid(
+                            io::ErrorKind::InvalidInput,
+                            "the target is a symlink and the symlink policy refuses it",
+                        ),
+                    ))
+                }
+                Symlinks::ReplaceLink => break None,
+                Symlinks::Follow => {
+                    hops += 1;
+                    if hops > MAX_SYMLINK_HOPS {
+                        return Err(fail(
+                            "resolve symlink",
+                            io::Error::from_raw_os_error(rustix::io::Errno::LOOP.raw_os_error()),
+                        ));
+                    }
+                    let link = st
+                        .read_link_at(&dir, &name)
+                        .map_err(|e| fail("read symlink", e))?;
+                    let (link_dir, link_name) =
+                        split(&link).map_err(|e| fail("resolve symlink", e))?;
+                    dir = if link.is_absolute() {
+                        dir_path = link_dir;
+                        st.open_dir(None, &dir_path, true)
+                    } else {
+                        dir_path = dir_path.join(&link_dir);
+                        st.open_dir(Some(&dir), &link_dir, true)
+                    }
+                    .map_err(|e| fail("open symlink target's directory", e))?;
+                    name = link_name;
+                }
+            },
+            _ => {
+                return Err(fail(
+                    "inspect target",
+                    invalid(
+                        io::ErrorKind::InvalidInput,
+                        "the target is not a regular file (FIFO, socket or device)",
+                    ),
+                ))
+            }
+        }
+    };
+
+    if let Some(stat) = &existing_stat {
+        if stat.nlink > 1 && opts.hard_links == HardLinks::Refuse {
+            return Err(fail(
+                "inspect target",
+                invalid(
+                    io::ErrorKind::InvalidInput,
+                    "the target has several hard links and the hard-link policy refuses to break them",
+                ),
+            ));
+        }
+    }
+
+    if opts.durability != Durability::None && !opts.allow_weak_fs {
+        let magic = st
+            .fs_type(&dir)
+            .map_err(|e| fail("identify filesystem", e))?;
+        if !FsClass::from_magic(magic).can_promise() {
+            return Err(fail(
+                "identify filesystem",
+                invalid(
+                    io::ErrorKind::Unsupported,
+                    "this filesystem cannot make a replace crash-atomic (vfat/exfat/ntfs or network); \
+                     allow weak filesystems explicitly to accept weaker semantics",
+                ),
+            ));
+        }
+    }
+    Ok(Resolved {
+        dir_path,
+        dir,
+        name,
+        existing: existing_stat,
+    })
 }
 
 /// Whether an xattr error means "not here / not allowed", which is skipped.

@@ -54,6 +54,18 @@
 //! filesystems (refused by default), and other hard links of a replaced file
 //! (they keep the old content).
 //!
+//! # Locked read-modify-write
+//!
+//! [`update`] (and [`update_stream`] for large files) reads a file, lets a
+//! function compute the new content, and replaces the file atomically and
+//! durably, all under an exclusive lock that threads and processes share: no
+//! update is ever lost. The lock is a sidecar file `.fstx-lock.NAME`, never
+//! deleted, released by the kernel when a holder dies ([`lock`] explains why
+//! not the file itself). [`UpdateOptions::backup`] keeps the previous version
+//! as `NAME~` (and [`generations`](UpdateOptions::generations) more), as a
+//! hard link where possible: complete at every instant, also after a crash.
+//! Readers need no lock: every replace is an atomic rename.
+//!
 //! # Errors
 //!
 //! Every failure is an [`Error`] naming the operation, the path and the step,
@@ -68,9 +80,11 @@
 mod atomic;
 mod error;
 pub mod fskind;
+pub mod lock;
 mod recover;
 pub mod storage;
 mod sys;
+mod update;
 
 #[cfg(feature = "planted-bugs")]
 pub use atomic::PlantedBugs;
@@ -78,4 +92,9 @@ pub use atomic::{
     write, AtomicFile, Durability, HardLinks, Options, Symlinks, MAX_SYMLINK_HOPS, TEMP_PREFIX,
 };
 pub use error::{Error, Result, State};
+pub use lock::{FileLock, Wait, LOCK_PREFIX};
 pub use recover::{recover, RecoverOptions, Recovery};
+pub use update::{
+    update, update_stream, BackupKind, BackupMethod, OldFile, UpdateOptions, Updated,
+    UPDATE_FUNCTION_STEP,
+};

@@ -6,6 +6,12 @@
 //! removes a temporary file only while holding its lock, after checking that
 //! the name still refers to the locked inode, so a live writer's file is
 //! never removed (see [`create_temp`](crate::atomic) for the writer's side).
+//!
+//! A temporary name may also be a second hard link to a live file: an
+//! update making a backup links the target to a temporary name, then renames
+//! it to `NAME~`. Removing such a name loses nothing (the inode keeps its
+//! other name) and the update makes the link again. Lock files
+//! (`.fstx-lock.*`) are never removed.
 
 use std::ffi::OsString;
 use std::io;
@@ -14,6 +20,7 @@ use std::sync::Arc;
 
 use crate::atomic::{is_temp_name, TEMP_PREFIX};
 use crate::error::{Error, Result, State};
+use crate::lock::is_lock_name;
 use crate::storage::{self, FileKind, LockMode, OpenHow, Storage, SyncKind};
 
 /// What [`recover`] did.
@@ -81,7 +88,8 @@ impl RecoverOptions {
             .into_iter()
             .filter(|e| matches!(e.kind, FileKind::Regular | FileKind::Unknown))
             .map(|e| e.name)
-            .filter(|n| is_temp_name(TEMP_PREFIX, n))
+            // Lock files (`.fstx-lock.*`) are never removed: someone may wait on one.
+            .filter(|n| is_temp_name(TEMP_PREFIX, n) && !is_lock_name(n))
             .collect();
         names.sort();
         for name in names {

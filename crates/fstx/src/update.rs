@@ -1,0 +1,675 @@
+//! Locked read-modify-write with optional atomic backups.
+//!
+//! The protocol of one update (see `docs/design.md`):
+//!
+//! 1. take the target's lock (a sidecar lock file, see [`crate::lock`]) and
+//!    resolve the target again under it;
+//! 2. open the current file (if any) and hand its content to the caller's
+//!    function; if the function fails or declines, stop: nothing was written;
+//! 3. write the new content to a temporary file beside the target;
+//! 4. with backups: rotate older generations (`NAME~2`… by renames), make
+//!    the previous version the backup `NAME~` — a hard link to the current
+//!    inode made under a temporary name and renamed over `NAME~`, or, where
+//!    links are impossible, a flushed copy renamed the same way — and flush
+//!    the directory, so the backup is durable before the target changes;
+//! 5. commit the temporary file (flush, rename over the target, flush the
+//!    directory), then release the lock.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::atomic::{
+    create_temp, temp_name, AtomicFile, Durability, Options, Resolved, TEMP_PREFIX,
+};
+use crate::error::{invalid, Error, Result, State};
+use crate::lock::{acquire, FileLock, Wait};
+use crate::storage::{Fd, FileKind, OpenHow, Stat, Storage, SyncKind};
+
+/// The step named in the [`Error`] returned when the caller's update
+/// function itself fails; [`Error::into_io_error`] gives back the function's
+/// error unchanged.
+pub const UPDATE_FUNCTION_STEP: &str = "update function";
+
+/// How a backup is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackupMethod {
+    /// A hard link to the previous version's inode (no data written), or a
+    /// copy where the filesystem or the kernel refuses the link (default).
+    #[default]
+    LinkOrCopy,
+    /// Always a copy (for files also modified in place by other programs,
+    /// which would modify a hard-linked backup too).
+    Copy,
+}
+
+/// How a backup was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupKind {
+    /// A hard link to the previous version: no data was written.
+    HardLink,
+    /// A copy: the link was impossible (or [`BackupMethod::Copy`] was asked).
+    Copy,
+}
+
+/// What an update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Updated {
+    /// Whether the file was replaced (`false` when the function declined).
+    pub replaced: bool,
+    /// The backup made of the previous version, if any (none when backups
+    /// are off, the file did not exist, or nothing was replaced).
+    pub backup: Option<BackupKind>,
+}
+
+/// Options for [`update`] and [`update_stream`]: the replace [`Options`],
+/// how long to wait for the lock, and backups.
+///
+/// # Examples
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("fstx-doc-uo-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// use std::time::Duration;
+/// use fstx::{BackupKind, UpdateOptions};
+///
+/// let path = dir.join("config");
+/// let mut opts = UpdateOptions::new();
+/// opts.backup("~").generations(2).timeout(Duration::from_secs(5));
+/// for version in 1..=3 {
+///     let done = opts.update(&path, |_old| Ok(Some(format!("v{version}\n").into_bytes())))?;
+///     assert!(done.replaced);
+/// }
+/// assert_eq!(std::fs::read(&path)?, b"v3\n");
+/// assert_eq!(std::fs::read(dir.join("config~"))?, b"v2\n");
+/// assert_eq!(std::fs::read(dir.join("config~2"))?, b"v1\n");
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct UpdateOptions {
+    opts: Options,
+    wait: Wait,
+    backup: Option<OsString>,
+    generations: usize,
+    method: BackupMethod,
+}
+
+impl Default for UpdateOptions {
+    fn default() -> UpdateOptions {
+        UpdateOptions::new()
+    }
+}
+
+impl UpdateOptions {
+    /// Default options: default [`Options`], wait for the lock as long as it
+    /// takes, no backups.
+    pub fn new() -> UpdateOptions {
+        UpdateOptions {
+            opts: Options::new(),
+            wait: Wait::Block,
+            backup: None,
+            generations: 1,
+            method: BackupMethod::LinkOrCopy,
+        }
+    }
+
+    /// The options of the replace itself (durability, symlink policy, mode,
+    /// storage, ...).
+    pub fn options(&mut self, opts: Options) -> &mut UpdateOptions {
+        self.opts = opts;
+        self
+    }
+
+    /// How long to wait for the lock (default [`Wait::Block`]).
+    pub fn wait(&mut self, wait: Wait) -> &mut UpdateOptions {
+        self.wait = wait;
+        self
+    }
+
+    /// Waits at most `timeout` for the lock, then fails with
+    /// [`io::ErrorKind::TimedOut`].
+    pub fn timeout(&mut self, timeout: Duration) -> &mut UpdateOptions {
+        self.wait = Wait::Timeout(timeout);
+        self
+    }
+
+    /// Keeps the previous version as `NAME` + `suffix` (the usual suffix is
+    /// `"~"`). An empty suffix turns backups off.
+    pub fn backup(&mut self, suffix: impl AsRef<OsStr>) -> &mut UpdateOptions {
+        let suffix = suffix.as_ref();
+        self.backup = (!suffix.is_empty()).then(|| suffix.to_os_string());
+        self
+    }
+
+    /// Keeps `n` generations of backups: `NAME~` (the newest), `NAME~2`, …
+    /// `NAME~n` (the oldest). Implies backups with suffix `"~"` unless a
+    /// suffix was set; `0` turns backups off. Default 1.
+    pub fn generations(&mut self, n: usize) -> &mut UpdateOptions {
+        if n == 0 {
+            self.backup = None;
+            self.generations = 1;
+        } else {
+            self.generations = n;
+            if self.backup.is_none() {
+                self.backup = Some(OsString::from("~"));
+            }
+        }
+        self
+    }
+
+    /// How backups are made (default [`BackupMethod::LinkOrCopy`]).
+    pub fn backup_method(&mut self, method: BackupMethod) -> &mut UpdateOptions {
+        self.method = method;
+        self
+    }
+
+    /// Updates `path` under its lock. See [`update`].
+    pub fn update<F>(&self, path: impl AsRef<Path>, f: F) -> Result<Updated>
+    where
+        F: FnOnce(Option<&[u8]>) -> io::Result<Option<Vec<u8>>>,
+    {
+        let path = path.as_ref();
+        let (lock, target) = acquire("update", path, &self.opts, self.wait)?;
+        let mut old = self.open_old(path, &target)?;
+        let old_bytes = match old.as_mut() {
+            Some(file) => {
+                let mut buf = Vec::with_capacity(usize::try_from(file.len).unwrap_or(0));
+                file.read_to_end(&mut buf)
+                    .map_err(|e| fail(path, "read current content", e))?;
+                Some(buf)
+            }
+            None => None,
+        };
+        let new = f(old_bytes.as_deref()).map_err(|e| {
+            Error::new("update", path, UPDATE_FUNCTION_STEP, State::NotCommitted, e)
+        })?;
+        drop(old_bytes);
+        let Some(new) = new else {
+            return Ok(Updated {
+                replaced: false,
+                backup: None,
+            });
+        };
+        let mut file = AtomicFile::open_resolved("update", path, target, &self.opts)?;
+        if let Err(e) = file.write_all(&new) {
+            let state = file.cleanup();
+            return Err(Error::new("update", path, "write temporary file", state, e));
+        }
+        self.finish(path, file, old.as_ref(), lock)
+    }
+
+    /// Updates `path` under its lock, streaming. See [`update_stream`].
+    pub fn update_stream<F>(&self, path: impl AsRef<Path>, f: F) -> Result<Updated>
+    where
+        F: FnOnce(Option<&mut OldFile>, &mut AtomicFile) -> io::Result<bool>,
+    {
+        let path = path.as_ref();
+        let (lock, target) = acquire("update", path, &self.opts, self.wait)?;
+        let mut old = self.open_old(path, &target)?;
+        let mut file = AtomicFile::open_resolved("update", path, target, &self.opts)?;
+        let commit = match f(old.as_mut(), &mut file) {
+            Ok(commit) => commit,
+            Err(e) => {
+                let state = file.cleanup();
+                return Err(Error::new("update", path, UPDATE_FUNCTION_STEP, state, e));
+            }
+        };
+        if !commit {
+            file.discard()?;
+            return Ok(Updated {
+                replaced: false,
+                backup: None,
+            });
+        }
+        self.finish(path, file, old.as_ref(), lock)
+    }
+
+    /// Opens the current version of the target, if there is one.
+    fn open_old(&self, path: &Path, target: &Resolved) -> Result<Option<OldFile>> {
+        if target.existing.is_none() {
+            return Ok(None);
+        }
+        let st = &self.opts.storage;
+        let fd = match st.open(&target.dir, &target.name, OpenHow::READ_NOFOLLOW) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(fail(path, "open current file", e)),
+        };
+        let stat = st
+            .stat(&fd)
+            .map_err(|e| fail(path, "inspect current file", e))?;
+        if stat.kind != FileKind::Regular {
+            return Err(fail(
+                path,
+                "inspect current file",
+                invalid(
+                    io::ErrorKind::InvalidInput,
+                    "the target is not a regular file",
+                ),
+            ));
+        }
+        Ok(Some(OldFile {
+            storage: st.clone(),
+            fd,
+            stat,
+            len: stat.size,
+            pos: 0,
+        }))
+    }
+
+    /// Makes the backup (if asked and there is a previous version), commits,
+    /// and releases the lock.
+    fn finish(
+        &self,
+        path: &Path,
+        mut file: AtomicFile,
+        old: Option<&OldFile>,
+        lock: FileLock,
+    ) -> Result<Updated> {
+        let backup = match (&self.backup, old) {
+            (Some(suffix), Some(old)) => match self.make_backup(&file, old, suffix) {
+                Ok(kind) => Some(kind),
+                Err((step, e)) => {
+                    let state = file.cleanup();
+                    return Err(Error::new("update", path, step, state, e));
+                }
+            },
+            _ => None,
+        };
+        file.commit()?;
+        drop(lock);
+        Ok(Updated {
+            replaced: true,
+            backup,
+        })
+    }
+
+    /// Makes `old` the newest backup, rotating older generations, and flushes
+    /// the directory so the backup is durable before the target changes.
+    fn make_backup(
+        &self,
+        file: &AtomicFile,
+        old: &OldFile,
+        suffix: &OsStr,
+    ) -> std::result::Result<BackupKind, (&'static str, io::Error)> {
+        let st = &*self.opts.storage;
+        let dir = file.dir();
+        let name = file.name();
+        let names: Vec<OsString> = (1..=self.generations)
+            .map(|k| backup_name(name, suffix, k))
+            .collect();
+        // Already backed up (an earlier update was interrupted after its
+        // backup and before its replace): rotating now would duplicate it.
+        match st.stat_at(dir, &names[0], false) {
+            Ok(b) if b.same_inode(&old.stat) => return Ok(BackupKind::HardLink),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(("inspect backup", e)),
+        }
+        // Oldest first: NAME~(n-1) -> NAME~n, ..., NAME~ -> NAME~2. Every
+        // name holds a complete version at every instant; a crash between
+        // two renames loses at most one old generation.
+        for k in (1..names.len()).rev() {
+            match st.rename_at(dir, &names[k - 1], dir, &names[k], false) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(("rotate backups", e)),
+            }
+        }
+        let kind = match self.method {
+            BackupMethod::LinkOrCopy => match link_backup(st, dir, name, old, &names[0]) {
+                Ok(()) => BackupKind::HardLink,
+                Err(e) if link_impossible(&e) => {
+                    self.copy_backup(dir, old, &names[0])?;
+                    BackupKind::Copy
+                }
+                Err(e) => return Err(("link backup", e)),
+            },
+            BackupMethod::Copy => {
+                self.copy_backup(dir, old, &names[0])?;
+                BackupKind::Copy
+            }
+        };
+        if self.opts.durability != Durability::None && !self.bug_no_backup_dir_sync() {
+            st.sync(dir, SyncKind::All)
+                .map_err(|e| ("fsync directory after backup", e))?;
+        }
+        Ok(kind)
+    }
+
+    /// Copies `old` to a locked temporary file, flushes it, and renames it
+    /// to `backup`.
+    fn copy_backup(
+        &self,
+        dir: &Fd,
+        old: &OldFile,
+        backup: &OsStr,
+    ) -> std::result::Result<(), (&'static str, io::Error)> {
+        let st = &*self.opts.storage;
+        let (temp, fd) = create_temp(st, dir, backup, 0o600)?;
+        let result = (|| {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut offset = 0u64;
+            loop {
+                let n = match st.read_at(&old.fd, &mut buf, offset) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(("read previous version", e)),
+                };
+                let mut done = 0;
+                while done < n {
+                    let w = st
+                        .write_at(&fd, &buf[done..n], offset + done as u64)
+                        .map_err(|e| ("write backup copy", e))?;
+                    if w == 0 {
+                        return Err(("write backup copy", io::ErrorKind::WriteZero.into()));
+                    }
+                    done += w;
+                }
+                offset += n as u64;
+            }
+            // The previous version's permission bits, never set-id bits.
+            st.chmod(&fd, old.stat.mode & 0o777)
+                .map_err(|e| ("set backup mode", e))?;
+            if self.opts.durability != Durability::None && !self.bug_no_backup_copy_sync() {
+                st.sync(&fd, SyncKind::All)
+                    .map_err(|e| ("fsync backup copy", e))?;
+            }
+            st.rename_at(dir, &temp, dir, backup, false)
+                .map_err(|e| ("rename backup copy", e))
+        })();
+        if result.is_err() {
+            let _ = st.unlink_at(dir, &temp, false);
+        }
+        drop(fd);
+        result
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    fn bug_no_backup_dir_sync(&self) -> bool {
+        self.opts.bugs.backup_no_dir_sync
+    }
+    #[cfg(not(feature = "planted-bugs"))]
+    #[allow(clippy::unused_self)]
+    fn bug_no_backup_dir_sync(&self) -> bool {
+        false
+    }
+    #[cfg(feature = "planted-bugs")]
+    fn bug_no_backup_copy_sync(&self) -> bool {
+        self.opts.bugs.backup_copy_no_sync
+    }
+    #[cfg(not(feature = "planted-bugs"))]
+    #[allow(clippy::unused_self)]
+    fn bug_no_backup_copy_sync(&self) -> bool {
+        false
+    }
+}
+
+/// Links the target (which must still be `old`) to a temporary name and
+/// renames that over `backup`.
+///
+/// A concurrent [`recover`](crate::recover()) may remove the temporary link
+/// before the rename (it is a second name of an unlocked inode, so removing
+/// it loses nothing); the rename then fails with `NotFound` and the link is
+/// made again.
+fn link_backup(
+    st: &dyn Storage,
+    dir: &Fd,
+    name: &OsStr,
+    old: &OldFile,
+    backup: &OsStr,
+) -> io::Result<()> {
+    const ATTEMPTS: usize = 64;
+    for _ in 0..ATTEMPTS {
+        let temp = temp_name(TEMP_PREFIX, st.random()?, backup);
+        match st.link_at(dir, name, dir, &temp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+        match st.stat_at(dir, &temp, false) {
+            Ok(linked) if linked.same_inode(&old.stat) => {}
+            Ok(_) => {
+                let _ = st.unlink_at(dir, &temp, false);
+                return Err(invalid(
+                    io::ErrorKind::Other,
+                    "the target was replaced under the lock by a writer that does not take it",
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                let _ = st.unlink_at(dir, &temp, false);
+                return Err(e);
+            }
+        }
+        match st.rename_at(dir, &temp, dir, backup, false) {
+            Ok(()) => return Ok(()),
+            // Swept by a concurrent recovery: link again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                let _ = st.unlink_at(dir, &temp, false);
+                return Err(e);
+            }
+        }
+    }
+    Err(invalid(
+        io::ErrorKind::Other,
+        "the temporary backup link kept disappearing",
+    ))
+}
+
+/// Whether a `link` failure means "links are impossible here", so a copy
+/// is the fallback: the filesystem has no hard links (`EPERM` on vfat,
+/// `EOPNOTSUPP`, `ENOSYS`), the kernel refuses (`EPERM` under
+/// `fs.protected_hardlinks` for a file we do not own), or the inode has too
+/// many links (`EMLINK`).
+fn link_impossible(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    [
+        Errno::PERM,
+        Errno::MLINK,
+        Errno::NOTSUP,
+        Errno::OPNOTSUPP,
+        Errno::NOSYS,
+        Errno::XDEV,
+    ]
+    .iter()
+    .any(|errno| e.raw_os_error() == Some(errno.raw_os_error()))
+}
+
+/// The name of backup generation `k` (1-based) of `name`.
+pub(crate) fn backup_name(name: &OsStr, suffix: &OsStr, k: usize) -> OsString {
+    let mut out = name.to_os_string();
+    out.push(suffix);
+    if k > 1 {
+        out.push(k.to_string());
+    }
+    out
+}
+
+fn fail(path: &Path, step: &'static str, e: io::Error) -> Error {
+    Error::new("update", path, step, State::NotCommitted, e)
+}
+
+/// The current version of a file being updated, for [`update_stream`]:
+/// readable and seekable, independent of anything written to the new file.
+#[derive(Debug)]
+pub struct OldFile {
+    storage: Arc<dyn Storage>,
+    fd: Fd,
+    stat: Stat,
+    len: u64,
+    pos: u64,
+}
+
+impl OldFile {
+    /// The size of the current version, in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the current version is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Read for OldFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.storage.read_at(&self.fd, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for OldFile {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let new = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+        };
+        self.pos = new.ok_or_else(|| {
+            invalid(
+                io::ErrorKind::InvalidInput,
+                "seek to a negative or overflowing position",
+            )
+        })?;
+        Ok(self.pos)
+    }
+}
+
+/// Read-modify-write of one file under an exclusive cross-process lock.
+///
+/// Takes `path`'s lock (waiting as long as it takes), reads the current
+/// content (`None` if the file does not exist), and calls `f` with it. If
+/// `f` returns `Ok(Some(new))`, replaces the file with `new` atomically and
+/// durably, then releases the lock; `Ok(None)` leaves the file as it is.
+///
+/// # Guarantees
+///
+/// - **No lost updates**: updates of one file by threads of one process and
+///   by separate processes are serialized; each `f` sees the content the
+///   previous update committed.
+/// - **Atomic and durable**: as [`write`](crate::write()): the file holds the
+///   complete old or the complete new content at every instant, for readers
+///   (who need no lock) and after a power cut; once `update` returns `Ok`,
+///   the new content survives a power cut.
+/// - **Dies cleanly**: a process killed while holding the lock releases it
+///   (the kernel drops its `flock`); the file is complete old or new; a
+///   temporary file it leaves is removed by [`recover`](crate::recover()).
+/// - **Backups** (with [`UpdateOptions::backup`]): at every instant, also
+///   after a crash, each backup name holds a complete earlier version; once
+///   the target holds the new content, `NAME~` holds the version it replaced.
+///
+/// The lock is advisory: writers that do not take it (a plain
+/// [`write`](crate::write()), other programs) are not serialized.
+///
+/// # Errors
+///
+/// If `f` fails, the file is untouched and the error is returned with step
+/// [`UPDATE_FUNCTION_STEP`]; [`Error::into_io_error`] gives back `f`'s error.
+/// Other errors are those of [`AtomicFile::commit`], with the same
+/// [`State`]s; failures before the commit leave the target untouched.
+///
+/// # Examples
+///
+/// The counter from many processes: never loses a count.
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("fstx-doc-update-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// let path = dir.join("count");
+/// let threads: Vec<_> = (0..4)
+///     .map(|_| {
+///         let path = path.clone();
+///         std::thread::spawn(move || {
+///             for _ in 0..25 {
+///                 fstx::update(&path, |old| {
+///                     let n: u64 = match old {
+///                         Some(bytes) => String::from_utf8_lossy(bytes).trim().parse().unwrap(),
+///                         None => 0,
+///                     };
+///                     Ok(Some(format!("{}\n", n + 1).into_bytes()))
+///                 })
+///                 .unwrap();
+///             }
+///         })
+///     })
+///     .collect();
+/// for t in threads {
+///     t.join().unwrap();
+/// }
+/// assert_eq!(std::fs::read_to_string(&path)?, "100\n");
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn update<F>(path: impl AsRef<Path>, f: F) -> Result<Updated>
+where
+    F: FnOnce(Option<&[u8]>) -> io::Result<Option<Vec<u8>>>,
+{
+    UpdateOptions::new().update(path, f)
+}
+
+/// Streaming read-modify-write, for content of any size in constant memory.
+///
+/// Like [`update`], but `f` gets the current version as an [`OldFile`]
+/// (`None` if the file does not exist) and writes the new content into the
+/// [`AtomicFile`] itself; it returns `Ok(true)` to commit what it wrote or
+/// `Ok(false)` to leave the file as it is. Same guarantees and errors as
+/// [`update`].
+///
+/// # Examples
+///
+/// Appending a line to a log without ever exposing a partial file:
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("fstx-doc-stream-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// use std::io::{copy, Write};
+/// let path = dir.join("journal.txt");
+/// for line in ["first\n", "second\n"] {
+///     fstx::update_stream(&path, |old, new| {
+///         if let Some(old) = old {
+///             copy(old, new)?;
+///         }
+///         new.write_all(line.as_bytes())?;
+///         Ok(true)
+///     })?;
+/// }
+/// assert_eq!(std::fs::read_to_string(&path)?, "first\nsecond\n");
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn update_stream<F>(path: impl AsRef<Path>, f: F) -> Result<Updated>
+where
+    F: FnOnce(Option<&mut OldFile>, &mut AtomicFile) -> io::Result<bool>,
+{
+    UpdateOptions::new().update_stream(path, f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_names() {
+        let n = OsStr::new("a.json");
+        assert_eq!(backup_name(n, OsStr::new("~"), 1), "a.json~");
+        assert_eq!(backup_name(n, OsStr::new("~"), 3), "a.json~3");
+        assert_eq!(backup_name(n, OsStr::new(".bak"), 2), "a.json.bak2");
+    }
+
+    #[test]
+    fn link_failures_that_fall_back_to_a_copy() {
+        let e = io::Error::from_raw_os_error(rustix::io::Errno::PERM.raw_os_error());
+        assert!(link_impossible(&e));
+        let e = io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error());
+        assert!(!link_impossible(&e));
+    }
+}
