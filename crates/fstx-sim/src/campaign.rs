@@ -1,0 +1,84 @@
+//! Campaigns: many explorations — every fault at every call, many seeds, on
+//! several threads — with their figures merged.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::explore::{explore, Config, Report, Workload};
+use crate::fault::{CallKind, Fault};
+use crate::fs::SimFs;
+use crate::history::History;
+
+/// Runs `workload` once without crashes and counts its calls by kind.
+pub fn count_calls(workload: &dyn Workload, seed: u64) -> BTreeMap<CallKind, u64> {
+    let fs = SimFs::new(seed);
+    let mut history = History::default();
+    workload.setup(seed, &fs, &mut history);
+    workload.run(seed, &fs, &mut history);
+    fs.counts()
+}
+
+/// Every single fault worth injecting into a run of `workload` with `seed`:
+/// each fault kind of each call kind, at each of its calls.
+pub fn all_faults(workload: &dyn Workload, seed: u64) -> Vec<Fault> {
+    let mut out = Vec::new();
+    for (kind, count) in count_calls(workload, seed) {
+        for nth in 1..=count {
+            for &error in kind.faults() {
+                out.push(Fault { kind, nth, error });
+            }
+        }
+    }
+    out
+}
+
+/// Explores `workload` with `base` (no faults), then once with each fault of
+/// [`all_faults`] armed; merges the reports.
+pub fn with_every_fault(workload: &dyn Workload, base: &Config) -> Report {
+    let started = Instant::now();
+    let mut report = explore(workload, base);
+    for fault in all_faults(workload, base.seed) {
+        let mut cfg = base.clone();
+        cfg.faults = vec![fault];
+        report.merge(explore(workload, &cfg));
+    }
+    report.elapsed = started.elapsed();
+    report
+}
+
+/// Runs `each(seed)` for every seed in `seeds` on `threads` threads and
+/// merges the reports (elapsed is wall time).
+pub fn parallel(
+    seeds: std::ops::Range<u64>,
+    threads: usize,
+    each: &(dyn Fn(u64) -> Report + Sync),
+) -> Report {
+    let started = Instant::now();
+    let next = AtomicU64::new(seeds.start);
+    let total = Mutex::new(Report::default());
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                let mut mine = Report::default();
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= seeds.end {
+                        break;
+                    }
+                    mine.merge(each(seed));
+                }
+                total
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .merge(mine);
+            });
+        }
+    });
+    let mut report = total
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    report.elapsed = started.elapsed();
+    report
+}

@@ -1,0 +1,197 @@
+//! What a workload did and what each operation promised, and the checks
+//! that follow from it at any crash point.
+//!
+//! A workload records every operation it starts ([`History::begin`]) and how
+//! it ended ([`History::end`]), with the call counter of the simulator at both
+//! instants. A crash "after call `k`" then knows exactly which operations had
+//! started (`start < k`) and which were acknowledged (`end <= k`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::tree::{describe, Tree};
+
+/// How an operation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Still running (the crash came first), or not recorded.
+    Running,
+    /// Returned `Ok` with a durability promise: must survive any later crash.
+    Durable,
+    /// Returned `Ok`, atomic but not durable: old or new after a crash.
+    Consistent,
+    /// Returned `Ok` with no crash promise at all (`Durability::None`): the
+    /// files it wrote are not checked until a later durable operation.
+    NoPromise,
+    /// Failed and said "not committed": its content must not appear once it
+    /// has returned.
+    NotCommitted,
+    /// Failed and said "committed, durability unconfirmed": old or new.
+    CommittedNotDurable,
+    /// Failed and said "committed, recovery will finish it": new after recovery,
+    /// old or new before.
+    CommittedPendingRecovery,
+}
+
+/// One operation: what it writes where.
+#[derive(Debug, Clone)]
+pub struct OpRecord {
+    /// For reports.
+    pub label: String,
+    /// New content per path (`None`: the path is removed).
+    pub writes: Vec<(PathBuf, Option<Vec<u8>>)>,
+    /// Calls made before it started.
+    pub start: u64,
+    /// Calls made when it returned.
+    pub end: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Whether its writes land together (a transaction) or file by file.
+    pub atomic_group: bool,
+}
+
+/// A workload's history.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// Content of each tracked path before the workload (`None`: absent).
+    pub initial: BTreeMap<PathBuf, Option<Vec<u8>>>,
+    /// Operations, in order.
+    pub ops: Vec<OpRecord>,
+    /// Violations seen while the workload ran (on the live state).
+    pub live_violations: Vec<String>,
+    /// Directories the workload's recovery looks at.
+    pub dirs: Vec<PathBuf>,
+}
+
+impl History {
+    /// Tracks `path`, whose content before the workload is `initial`.
+    pub fn track(&mut self, path: impl Into<PathBuf>, initial: Option<Vec<u8>>) {
+        self.initial.insert(path.into(), initial);
+    }
+
+    /// Records the start of an operation; returns its index.
+    pub fn begin(
+        &mut self,
+        label: impl Into<String>,
+        writes: Vec<(PathBuf, Option<Vec<u8>>)>,
+        calls: u64,
+    ) -> usize {
+        for (p, _) in &writes {
+            self.initial.entry(p.clone()).or_insert(None);
+        }
+        self.ops.push(OpRecord {
+            label: label.into(),
+            writes,
+            start: calls,
+            end: u64::MAX,
+            outcome: Outcome::Running,
+            atomic_group: false,
+        });
+        self.ops.len() - 1
+    }
+
+    /// Records how operation `op` ended.
+    pub fn end(&mut self, op: usize, outcome: Outcome, calls: u64) {
+        self.ops[op].outcome = outcome;
+        self.ops[op].end = calls;
+    }
+
+    /// The content `path` is expected to have after every operation so far
+    /// that returned `Ok` or committed (the live expectation).
+    pub fn current(&self, path: &Path) -> Option<&[u8]> {
+        let mut cur = self.initial.get(path).and_then(|c| c.as_deref());
+        for op in &self.ops {
+            if matches!(op.outcome, Outcome::NotCommitted | Outcome::Running) {
+                continue;
+            }
+            for (p, c) in &op.writes {
+                if p == path {
+                    cur = c.as_deref();
+                }
+            }
+        }
+        cur
+    }
+
+    /// What may be at each tracked path after a crash after call `k`, file by
+    /// file (single-file operations: each file independently old or new).
+    pub fn allowed_per_file(&self, k: u64) -> BTreeMap<PathBuf, Allowed> {
+        let mut out = BTreeMap::new();
+        for (path, initial) in &self.initial {
+            let mut allowed = Allowed {
+                versions: vec![(String::from("initial"), initial.clone())],
+                unchecked: false,
+            };
+            for op in &self.ops {
+                let Some((_, content)) = op.writes.iter().rev().find(|(p, _)| p == path) else {
+                    continue;
+                };
+                if op.start >= k {
+                    break;
+                }
+                let returned = op.end <= k;
+                let version = (op.label.clone(), content.clone());
+                match (&op.outcome, returned) {
+                    (Outcome::Durable, true) => {
+                        // A durable acknowledgement: nothing older may show.
+                        allowed.versions = vec![version];
+                        allowed.unchecked = false;
+                    }
+                    (Outcome::NotCommitted, true) => {}
+                    (Outcome::NoPromise, _) => {
+                        allowed.versions.push(version);
+                        allowed.unchecked = true;
+                    }
+                    _ => allowed.versions.push(version),
+                }
+            }
+            out.insert(path.clone(), allowed);
+        }
+        out
+    }
+
+    /// Expectation key for a crash after call `k` (equal keys: equal checks).
+    pub fn expectation_key(&self, k: u64) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for op in &self.ops {
+            (op.start < k, op.end <= k).hash(&mut h);
+        }
+        h.finish()
+    }
+}
+
+/// The contents a path may have.
+#[derive(Debug, Clone)]
+pub struct Allowed {
+    /// Labelled versions (`None`: absent).
+    pub versions: Vec<(String, Option<Vec<u8>>)>,
+    /// Whether a `Durability::None` write makes any content acceptable.
+    pub unchecked: bool,
+}
+
+impl Allowed {
+    /// Checks `path` in `tree`; returns a violation message if its content is
+    /// none of the allowed versions.
+    pub fn check(&self, tree: &Tree, path: &Path) -> Option<String> {
+        if self.unchecked {
+            return None;
+        }
+        let actual = tree.read(path);
+        if self.versions.iter().any(|(_, v)| v.as_deref() == actual) {
+            return None;
+        }
+        let show = |c: Option<&[u8]>| c.map_or_else(|| "absent".to_string(), describe);
+        let allowed: Vec<String> = self
+            .versions
+            .iter()
+            .map(|(label, v)| format!("{label}: {}", show(v.as_deref())))
+            .collect();
+        Some(format!(
+            "{}: holds {}, but only these are allowed: [{}]",
+            path.display(),
+            show(actual),
+            allowed.join("; ")
+        ))
+    }
+}

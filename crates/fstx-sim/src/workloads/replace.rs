@@ -1,0 +1,359 @@
+//! Workload: a sequence of single-file replaces (`fstx::Options::write` and
+//! streamed `AtomicFile`s), on one to three files in nested directories,
+//! some reached through a symlink, one with a second hard link, some with
+//! extended attributes; recovery is `fstx::recover` on every directory.
+//!
+//! Checks: each file holds one of its allowed versions (old or new; nothing
+//! older than the last `Durable` acknowledgement), the other hard link keeps
+//! the old content, no temporary file survives recovery, and every failed
+//! replace left the live tree as its error's `State` says.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fstx::storage::Storage;
+use fstx::{Durability, Options, PlantedBugs, State};
+
+use crate::explore::Workload;
+use crate::fs::SimFs;
+use crate::history::{History, Outcome};
+use crate::rng::Rng;
+use crate::tree::describe;
+
+/// Which durability levels the replaces use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// All `Durable`.
+    Durable,
+    /// All `Consistent`.
+    Consistent,
+    /// All `None`.
+    None,
+    /// Each replace picks one.
+    Mixed,
+}
+
+/// The replace workload. See the [module docs](self).
+#[derive(Debug, Clone, Copy)]
+pub struct Replace {
+    /// Durability levels used.
+    pub level: Level,
+    /// Planted protocol bugs.
+    pub bugs: PlantedBugs,
+}
+
+struct Step {
+    path: PathBuf,
+    content: Vec<u8>,
+    durability: Durability,
+    chunks: Vec<usize>,
+}
+
+struct Plan {
+    dirs: Vec<PathBuf>,
+    /// Tracked files with initial content.
+    files: Vec<(PathBuf, Option<Vec<u8>>)>,
+    /// (link path, relative target): the link is what the steps write to.
+    symlink: Option<(PathBuf, PathBuf)>,
+    /// (existing file, second name).
+    hard_link: Option<(PathBuf, PathBuf)>,
+    xattr_on: Option<PathBuf>,
+    steps: Vec<Step>,
+}
+
+fn content(r: &mut Rng, tag: &str) -> Vec<u8> {
+    let len = match r.below(10) {
+        0..=4 => 1 + r.below(16),
+        5..=8 => 17 + r.below(300),
+        _ => 1000 + r.below(4000),
+    };
+    let mut c = format!("{tag}:").into_bytes();
+    c.extend(r.bytes(len));
+    c
+}
+
+impl Replace {
+    fn plan(self, seed: u64) -> Plan {
+        let mut r = Rng::new(seed);
+        let mut dirs = vec![PathBuf::from("/d")];
+        if r.one_in(2) {
+            dirs.push(PathBuf::from("/d/sub"));
+            if r.one_in(3) {
+                dirs.push(PathBuf::from("/d/sub/deep"));
+            }
+        }
+        let nfiles = 1 + r.below(2);
+        let files: Vec<(PathBuf, Option<Vec<u8>>)> = (0..nfiles)
+            .map(|i| {
+                let dir = &dirs[r.below(dirs.len())];
+                let init = (r.below(10) < 7).then(|| content(&mut r, "init"));
+                (dir.join(format!("f{i}")), init)
+            })
+            .collect();
+        // Sometimes the first file in a subdirectory is written through a
+        // symlink in /d (the default policy follows it).
+        let mut symlink = None;
+        if files[0].0.parent() != Some(Path::new("/d")) && r.one_in(3) {
+            let rel = files[0]
+                .0
+                .strip_prefix("/d")
+                .expect("under /d")
+                .to_path_buf();
+            symlink = Some((PathBuf::from("/d/link"), rel));
+        }
+        let hard_link = (files[0].1.is_some() && r.one_in(4))
+            .then(|| (files[0].0.clone(), PathBuf::from("/d/hardlink")));
+        let xattr_on = files
+            .iter()
+            .find(|f| f.1.is_some())
+            .filter(|_| r.one_in(3))
+            .map(|f| f.0.clone());
+        let n = 2 + r.below(3);
+        let steps = (0..n)
+            .map(|i| {
+                let t = r.below(files.len());
+                let path = match (&symlink, t) {
+                    (Some((link, _)), 0) => link.clone(),
+                    _ => files[t].0.clone(),
+                };
+                let content = content(&mut r, &format!("v{i}"));
+                let durability = match self.level {
+                    Level::Durable => Durability::Durable,
+                    Level::Consistent => Durability::Consistent,
+                    Level::None => Durability::None,
+                    Level::Mixed => [
+                        Durability::Durable,
+                        Durability::Consistent,
+                        Durability::None,
+                    ][r.below(3)],
+                };
+                let chunks = if r.one_in(3) && content.len() > 4 {
+                    let a = 1 + r.below(content.len() - 2);
+                    vec![a, content.len() - a]
+                } else {
+                    vec![content.len()]
+                };
+                Step {
+                    path,
+                    content,
+                    durability,
+                    chunks,
+                }
+            })
+            .collect();
+        Plan {
+            dirs,
+            files,
+            symlink,
+            hard_link,
+            xattr_on,
+            steps,
+        }
+    }
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Durable => "durable",
+        Level::Consistent => "consistent",
+        Level::None => "none",
+        Level::Mixed => "mixed",
+    }
+}
+
+/// Parses a workload name made by [`Replace::name`](Workload::name).
+pub fn parse(name: &str) -> Option<Replace> {
+    let rest = name.strip_prefix("replace/")?;
+    let mut parts = rest.split('+');
+    let level = match parts.next()? {
+        "durable" => Level::Durable,
+        "consistent" => Level::Consistent,
+        "none" => Level::None,
+        "mixed" => Level::Mixed,
+        _ => return None,
+    };
+    let mut bugs = PlantedBugs::default();
+    for bug in parts {
+        match bug {
+            "no_file_sync" => bugs.no_file_sync = true,
+            "no_dir_sync" => bugs.no_dir_sync = true,
+            "retry_fsync" => bugs.retry_fsync = true,
+            _ => return None,
+        }
+    }
+    Some(Replace { level, bugs })
+}
+
+impl Workload for Replace {
+    fn name(&self) -> String {
+        let mut name = format!("replace/{}", level_name(self.level));
+        for (on, bug) in [
+            (self.bugs.no_file_sync, "no_file_sync"),
+            (self.bugs.no_dir_sync, "no_dir_sync"),
+            (self.bugs.retry_fsync, "retry_fsync"),
+        ] {
+            if on {
+                name.push('+');
+                name.push_str(bug);
+            }
+        }
+        name
+    }
+
+    fn setup(&self, seed: u64, fs: &SimFs, history: &mut History) {
+        let plan = self.plan(seed);
+        for dir in &plan.dirs {
+            fs.mkdir_p(dir).expect("setup");
+        }
+        if let Some((link, target)) = &plan.symlink {
+            fs.symlink(target, link).expect("setup");
+        }
+        for (i, (path, init)) in plan.files.iter().enumerate() {
+            if let Some(init) = init {
+                fs.put_file(path, init, 0o640).expect("setup");
+            }
+            // Track the file under the name the steps use.
+            let tracked = match (&plan.symlink, i) {
+                (Some((link, _)), 0) => link.clone(),
+                _ => path.clone(),
+            };
+            history.track(tracked, init.clone());
+        }
+        if let Some((existing, second)) = &plan.hard_link {
+            fs.hard_link(existing, second).expect("setup");
+            history.track(second.clone(), plan.files[0].1.clone());
+        }
+        if let Some(path) = &plan.xattr_on {
+            fs.put_xattr(path, "user.origin", b"sim").expect("setup");
+        }
+        history.dirs.clone_from(&plan.dirs);
+    }
+
+    fn run(&self, seed: u64, fs: &Arc<SimFs>, history: &mut History) {
+        let plan = self.plan(seed);
+        let storage: Arc<dyn Storage> = fs.clone();
+        let mut temp_left = false;
+        for (i, step) in plan.steps.iter().enumerate() {
+            let before = history.current(&step.path).map(<[u8]>::to_vec);
+            let label = format!("replace#{i} {:?} {}", step.durability, step.path.display());
+            let op = history.begin(
+                label.clone(),
+                vec![(step.path.clone(), Some(step.content.clone()))],
+                fs.calls(),
+            );
+            let mut opts = Options::new();
+            opts.storage(storage.clone())
+                .durability(step.durability)
+                .planted_bugs(self.bugs);
+            let result: Result<(), (State, std::io::Error)> = if step.chunks.len() == 1 {
+                opts.write(&step.path, &step.content)
+                    .map_err(|e| (e.state().clone(), e.into_io_error()))
+            } else {
+                streamed(&opts, &step.path, &step.content, &step.chunks)
+            };
+            let outcome = match &result {
+                Ok(()) => match step.durability {
+                    Durability::Durable => Outcome::Durable,
+                    Durability::Consistent => Outcome::Consistent,
+                    Durability::None => Outcome::NoPromise,
+                },
+                Err((State::NotCommitted | State::NotCommittedTempLeft { .. }, _)) => {
+                    Outcome::NotCommitted
+                }
+                Err((State::CommittedNotDurable, _)) => Outcome::CommittedNotDurable,
+                Err((State::CommittedPendingRecovery, _)) => Outcome::CommittedPendingRecovery,
+            };
+            let end = fs.calls();
+            history.end(op, outcome.clone(), end);
+            if let Err((State::NotCommittedTempLeft { .. }, _)) = &result {
+                temp_left = true;
+            }
+
+            // The live tree must be as the result says.
+            let live = fs.live();
+            let now = live.read(&step.path);
+            let expect = match outcome {
+                Outcome::NotCommitted => before.as_deref(),
+                _ => Some(step.content.as_slice()),
+            };
+            if now != expect {
+                history.live_violations.push(format!(
+                    "{label} returned {outcome:?} ({:?}), but the live file holds {}",
+                    result.as_ref().err().map(|e| e.1.to_string()),
+                    now.map_or_else(|| "nothing".into(), describe)
+                ));
+            }
+            if !temp_left {
+                for (p, _) in live.walk() {
+                    if p.file_name()
+                        .is_some_and(|n| n.as_encoded_bytes().starts_with(b".fstx-tmp."))
+                    {
+                        history.live_violations.push(format!(
+                            "{label} returned {outcome:?} but left {}",
+                            p.display()
+                        ));
+                    }
+                }
+            }
+            // Every injected error must reach the caller, as itself.
+            for (call, fault) in fs.injected() {
+                if call <= history.ops[op].start || call > end {
+                    continue;
+                }
+                let Some(errno) = fault.error.errno() else {
+                    continue;
+                };
+                if fault.error == crate::fault::FaultError::Eintr {
+                    continue;
+                }
+                match &result {
+                    Ok(()) => history.live_violations.push(format!(
+                        "{label}: injected {fault} at call {call}, but the replace returned Ok"
+                    )),
+                    Err((_, e)) if e.raw_os_error() != Some(errno.raw_os_error()) => {
+                        history.live_violations.push(format!(
+                            "{label}: injected {fault} at call {call}, but the error was {e}"
+                        ));
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+
+    fn recover(&self, fs: &Arc<SimFs>, history: &History) -> Result<(), String> {
+        let storage: Arc<dyn Storage> = fs.clone();
+        for dir in &history.dirs {
+            fstx::RecoverOptions::new()
+                .storage(storage.clone())
+                .recover(dir)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// Streams `content` in `chunks` through an `AtomicFile`.
+fn streamed(
+    opts: &Options,
+    path: &Path,
+    content: &[u8],
+    chunks: &[usize],
+) -> Result<(), (State, std::io::Error)> {
+    let mut file = opts
+        .open(path)
+        .map_err(|e| (e.state().clone(), e.into_io_error()))?;
+    let mut at = 0;
+    for &n in chunks {
+        if let Err(e) = file.write_all(&content[at..at + n]) {
+            return match file.discard() {
+                Ok(()) => Err((State::NotCommitted, e)),
+                Err(d) => Err((d.state().clone(), e)),
+            };
+        }
+        at += n;
+    }
+    file.commit()
+        .map_err(|e| (e.state().clone(), e.into_io_error()))
+}
