@@ -84,6 +84,7 @@ pub mod lock;
 mod recover;
 pub mod storage;
 mod sys;
+pub mod txn;
 mod update;
 
 #[cfg(feature = "planted-bugs")]
@@ -94,6 +95,9 @@ pub use atomic::{
 pub use error::{Error, Result, State};
 pub use lock::{FileLock, Wait, LOCK_PREFIX};
 pub use recover::{recover, RecoverOptions, Recovery};
+#[cfg(feature = "planted-bugs")]
+pub use txn::TxnBugs;
+pub use txn::{Committed, Snapshot, StagedFile, Transaction, TxnOptions, TxnOutcome, TxnRecovery};
 pub use update::{
     update, update_stream, BackupKind, BackupMethod, OldFile, UpdateOptions, Updated,
     UPDATE_FUNCTION_STEP,

@@ -29,14 +29,18 @@ pub struct Recovery {
     /// Temporary files of dead writers that were removed (or, in a dry run,
     /// would be removed).
     pub removed: Vec<PathBuf>,
-    /// Temporary files left alone because a live writer holds them.
+    /// Temporary files left alone because a live writer holds them (and a
+    /// transaction root's `.fstx-txn` while a live transaction holds it).
     pub in_use: Vec<PathBuf>,
+    /// For a transaction root: the interrupted transaction recovery finished
+    /// or rolled back (or, in a dry run, would).
+    pub transactions: Vec<crate::txn::TxnRecovery>,
 }
 
 impl Recovery {
     /// Whether recovery found nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.removed.is_empty() && self.in_use.is_empty()
+        self.removed.is_empty() && self.in_use.is_empty() && self.transactions.is_empty()
     }
 }
 
@@ -129,6 +133,15 @@ impl RecoverOptions {
         if !self.dry_run && !report.removed.is_empty() {
             st.sync(&dir, SyncKind::All)
                 .map_err(|e| fail("fsync directory", e))?;
+        }
+        // A transaction root: finish or roll back an interrupted transaction.
+        let root = st
+            .open_dir(Some(&dir), Path::new("."), false)
+            .map_err(|e| fail("open directory", e))?;
+        match crate::txn::recover_root(&self.storage, Arc::new(root), path, self.dry_run)? {
+            crate::txn::RootState::NotARoot | crate::txn::RootState::Done(None) => {}
+            crate::txn::RootState::Busy => report.in_use.push(path.join(crate::txn::CONTROL_DIR)),
+            crate::txn::RootState::Done(Some(t)) => report.transactions.push(t),
         }
         Ok(report)
     }

@@ -1,0 +1,582 @@
+//! Recovery of a transaction root, and the idempotent apply step shared by
+//! commit and redo.
+//!
+//! Decision table (the writer lock is held throughout):
+//!
+//! | `journal`                                   | action                                   |
+//! |---------------------------------------------|------------------------------------------|
+//! | absent                                      | nothing                                  |
+//! | COMMIT, valid, seq > `retired`'s seq        | verify every staged file, redo, flush touched directories, retire |
+//! | COMMIT, valid, seq ≤ `retired`'s seq        | stale (already applied): remove it, never replay |
+//! | BEGIN, empty, torn, bad checksum, malformed | roll back: remove every staged file, flush, then remove the journal |
+//! | unknown version                             | refuse (error): it may be a newer fstx's committed journal |
+//! | COMMIT whose staged data fails verification | refuse (error), change nothing           |
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::flush::Flusher;
+use super::journal::{self, DecodeError, Kind, Op, Record, RelPath};
+use super::{
+    bug, is_stage_name, open_control, read_small, Control, Tree, TxnOptions, CONTROL_DIR,
+    JOURNAL_FILE, RETIRED_FILE,
+};
+use crate::error::{invalid, Error, Result, State};
+use crate::storage::{Fd, FileKind, LockMode, OpenHow, Storage, SyncKind};
+
+/// Which way an interrupted transaction went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnOutcome {
+    /// It had committed: recovery applied it to completion.
+    Finished {
+        /// Operations in the transaction.
+        operations: usize,
+    },
+    /// It had not committed: its staged files were removed; the tree is as
+    /// before it.
+    RolledBack {
+        /// Staged files removed.
+        staged_removed: Vec<PathBuf>,
+    },
+    /// A journal already applied and retired (left behind by a crash during
+    /// retirement) was removed without being replayed.
+    DiscardedStale,
+}
+
+/// What recovery did to one transaction root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnRecovery {
+    /// The transaction root.
+    pub root: PathBuf,
+    /// The interrupted transaction's sequence number, when its record was readable.
+    pub seq: Option<u64>,
+    /// Which way it went (in a dry run: which way it would go).
+    pub outcome: TxnOutcome,
+}
+
+impl fmt::Display for TxnRecovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seq = match self.seq {
+            Some(s) => format!("transaction {s}"),
+            None => "an uncommitted transaction".to_string(),
+        };
+        match &self.outcome {
+            TxnOutcome::Finished { operations } => write!(
+                f,
+                "{}: {seq} had committed; finished applying its {operations} operation(s)",
+                self.root.display()
+            ),
+            TxnOutcome::RolledBack { staged_removed } => write!(
+                f,
+                "{}: {seq} had not committed; rolled back ({} staged file(s) removed)",
+                self.root.display(),
+                staged_removed.len()
+            ),
+            TxnOutcome::DiscardedStale => write!(
+                f,
+                "{}: {seq} was already applied; removed its stale journal",
+                self.root.display()
+            ),
+        }
+    }
+}
+
+pub(crate) struct Last {
+    /// The highest sequence number known to be applied.
+    pub(crate) last_seq: u64,
+    pub(crate) report: Option<TxnRecovery>,
+}
+
+fn retired_seq(st: &dyn Storage, ctl: &Control) -> io::Result<u64> {
+    Ok(
+        match read_small(st, &ctl.dir, RETIRED_FILE, journal::MAX_RECORD_LEN as u64)? {
+            Some(b) => Record::decode(&b).map(|r| r.seq).unwrap_or(0),
+            None => 0,
+        },
+    )
+}
+
+/// The sequence number of a committed, unretired journal, if there is one
+/// (a reader must not read the tree then).
+pub(crate) fn pending_commit(st: &dyn Storage, ctl: &Control) -> io::Result<Option<u64>> {
+    let Some(b) = read_small(st, &ctl.dir, JOURNAL_FILE, journal::MAX_RECORD_LEN as u64)? else {
+        return Ok(None);
+    };
+    match Record::decode(&b) {
+        Ok(r) if r.kind == Kind::Commit && r.seq > retired_seq(st, ctl)? => Ok(Some(r.seq)),
+        // A newer format: treat as pending (never read past it).
+        Err(DecodeError::UnsupportedVersion(_)) => Ok(Some(0)),
+        _ => Ok(None),
+    }
+}
+
+/// Recovers the root whose writer lock the caller holds.
+pub(crate) fn recover_locked(
+    st: &dyn Storage,
+    tree: &mut Tree,
+    root_path: &Path,
+    ctl: &Control,
+    opts: &TxnOptions,
+    dry_run: bool,
+) -> Result<Last> {
+    let fail = |step, state, e| Error::new("recover", root_path, step, state, e);
+    let nc = State::NotCommitted;
+    let retired = retired_seq(st, ctl).map_err(|e| fail("read retired journal", nc.clone(), e))?;
+    let bugs = opts.bugs;
+    if bug!(bugs, sweep_staging_first) && !dry_run {
+        // PLANTED BUG: staging treated as garbage before the journal is read.
+        let found = find_staging(st, tree).map_err(|e| fail("find staged files", nc.clone(), e))?;
+        for (dir, name) in found {
+            if let Ok(d) = tree.dir(&dir) {
+                let _ = st.unlink_at(&d, &name, false);
+            }
+        }
+    }
+    let Some(bytes) = read_small(st, &ctl.dir, JOURNAL_FILE, journal::MAX_RECORD_LEN as u64)
+        .map_err(|e| fail("read journal", nc.clone(), e))?
+    else {
+        return Ok(Last {
+            last_seq: retired,
+            report: None,
+        });
+    };
+    let durable = opts.durable();
+    let mut flusher = Flusher::new(opts.flush, opts.storage.clone(), tree.root());
+    let report = |seq, outcome| TxnRecovery {
+        root: root_path.to_path_buf(),
+        seq,
+        outcome,
+    };
+    match Record::decode(&bytes) {
+        Ok(rec)
+            if rec.kind == Kind::Commit && (rec.seq > retired || bug!(bugs, replay_retired)) =>
+        {
+            let pending = State::CommittedPendingRecovery;
+            if !bug!(bugs, trust_staged) {
+                verify(st, tree, &rec.ops).map_err(|(step, e)| fail(step, pending.clone(), e))?;
+            }
+            if !dry_run {
+                // Readers are held off while the tree changes.
+                st.lock(&ctl.view, LockMode::Exclusive, true)
+                    .map_err(|e| fail("take reader lock", nc.clone(), e))?;
+                let touched = apply(st, tree, &rec.ops, root_path)
+                    .map_err(|(s, e)| fail(s, pending.clone(), e))?;
+                if durable {
+                    flusher
+                        .round(touched.into_iter().map(|d| (d, SyncKind::All)))
+                        .map_err(|e| fail("flush directories", pending.clone(), e))?;
+                }
+                retire(st, ctl, durable && !bug!(bugs, replay_retired))
+                    .map_err(|e| fail("retire journal", pending.clone(), e))?;
+                let _ = st.unlock(&ctl.view);
+            }
+            Ok(Last {
+                last_seq: rec.seq,
+                report: Some(report(
+                    Some(rec.seq),
+                    TxnOutcome::Finished {
+                        operations: rec.ops.len(),
+                    },
+                )),
+            })
+        }
+        Ok(rec) if rec.kind == Kind::Commit => {
+            if !dry_run {
+                remove_journal(st, ctl, durable)
+                    .map_err(|e| fail("remove stale journal", nc.clone(), e))?;
+            }
+            Ok(Last {
+                last_seq: retired,
+                report: Some(report(Some(rec.seq), TxnOutcome::DiscardedStale)),
+            })
+        }
+        Err(DecodeError::UnsupportedVersion(v)) => Err(fail(
+            "read journal",
+            State::CommittedPendingRecovery,
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the journal has format version {v}, which this fstx does not know; \
+                     refusing to redo or roll it back (use the fstx that wrote it)"
+                ),
+            ),
+        )),
+        other => {
+            let seq = other.ok().map(|r| r.seq);
+            let removed = rollback(st, tree, ctl, &mut flusher, durable, dry_run)
+                .map_err(|(step, e)| fail(step, nc.clone(), e))?;
+            Ok(Last {
+                last_seq: retired,
+                report: Some(report(
+                    seq,
+                    TxnOutcome::RolledBack {
+                        staged_removed: removed.iter().map(|p| root_path.join(p)).collect(),
+                    },
+                )),
+            })
+        }
+    }
+}
+
+fn remove_journal(st: &dyn Storage, ctl: &Control, durable: bool) -> io::Result<()> {
+    match st.unlink_at(&ctl.dir, OsStr::new(JOURNAL_FILE), false) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    if durable {
+        st.sync(&ctl.dir, SyncKind::All)?;
+    }
+    Ok(())
+}
+
+/// Retires the journal: renames it to `retired` and (if `flush`) flushes
+/// the control directory, so it can never be replayed.
+pub(crate) fn retire(st: &dyn Storage, ctl: &Control, flush: bool) -> io::Result<()> {
+    let j = OsStr::new(JOURNAL_FILE);
+    match st.rename_at(&ctl.dir, j, &ctl.dir, OsStr::new(RETIRED_FILE), false) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if flush {
+        st.sync(&ctl.dir, SyncKind::All)?;
+    }
+    Ok(())
+}
+
+/// Removes every staged file under the root, flushes the directories they
+/// were in, and only then removes the journal (the marker outlives the
+/// staging). Returns the staged files' paths.
+fn rollback(
+    st: &dyn Storage,
+    tree: &mut Tree,
+    ctl: &Control,
+    flusher: &mut Flusher,
+    durable: bool,
+    dry_run: bool,
+) -> std::result::Result<Vec<PathBuf>, (&'static str, io::Error)> {
+    let found = find_staging(st, tree).map_err(|e| ("find staged files", e))?;
+    let paths: Vec<PathBuf> = found
+        .iter()
+        .map(|(d, n)| PathBuf::from(d.to_string()).join(n))
+        .collect();
+    if dry_run {
+        return Ok(paths);
+    }
+    let mut dirs = BTreeMap::new();
+    for (dir, name) in &found {
+        let d = tree.dir(dir).map_err(|e| ("open directory", e))?;
+        match st.unlink_at(&d, name, false) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(("remove staged file", e)),
+        }
+        dirs.insert(dir.clone(), d);
+    }
+    if durable {
+        flusher
+            .round(dirs.into_values().map(|d| (d, SyncKind::All)))
+            .map_err(|e| ("flush directories", e))?;
+    }
+    remove_journal(st, ctl, durable).map_err(|e| ("remove journal", e))?;
+    Ok(paths)
+}
+
+/// Walks the tree (never following symlinks, skipping the control directory
+/// and nested transaction roots) and lists staged files.
+fn find_staging(
+    st: &dyn Storage,
+    tree: &mut Tree,
+) -> io::Result<Vec<(RelPath, std::ffi::OsString)>> {
+    let mut out = Vec::new();
+    let mut queue = vec![RelPath::root()];
+    while let Some(dir) = queue.pop() {
+        let fd = match tree.dir(&dir) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let mut entries = st.read_dir(&fd)?;
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        for e in entries {
+            if dir.is_root() && e.name == CONTROL_DIR {
+                continue;
+            }
+            let kind = match e.kind {
+                FileKind::Unknown => match st.stat_at(&fd, &e.name, false) {
+                    Ok(s) => s.kind,
+                    Err(_) => continue,
+                },
+                k => k,
+            };
+            match kind {
+                FileKind::Regular if is_stage_name(&e.name) => out.push((dir.clone(), e.name)),
+                FileKind::Dir => {
+                    let Ok(child) = RelPath::from_components(
+                        dir.components()
+                            .iter()
+                            .cloned()
+                            .chain([e.name.clone()])
+                            .collect(),
+                    ) else {
+                        continue;
+                    };
+                    let sub = tree.dir(&child)?;
+                    // A nested transaction root keeps its own staging.
+                    if st.stat_at(&sub, OsStr::new(CONTROL_DIR), false).is_ok() {
+                        continue;
+                    }
+                    queue.push(child);
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn crc_of(st: &dyn Storage, f: &Fd, len: u64) -> io::Result<Option<u32>> {
+    let s = st.stat(f)?;
+    if s.kind != FileKind::Regular || s.size != len {
+        return Ok(None);
+    }
+    let mut crc = 0u32;
+    let mut off = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = st.read_at(f, &mut buf, off)?;
+        if n == 0 {
+            break;
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        off += n as u64;
+    }
+    Ok((off == len).then_some(crc))
+}
+
+/// Checks, before anything is applied, that every write can be completed:
+/// its staged file holds the recorded length and checksum, or the target
+/// already does (applied before the crash).
+fn verify(
+    st: &dyn Storage,
+    tree: &mut Tree,
+    ops: &[Op],
+) -> std::result::Result<(), (&'static str, io::Error)> {
+    for op in ops {
+        let Op::Put {
+            path,
+            stage_dir,
+            stage_name,
+            len,
+            crc,
+        } = op
+        else {
+            continue;
+        };
+        let staged = match tree.dir(stage_dir) {
+            Ok(d) => match st.open(&d, stage_name, OpenHow::READ_NOFOLLOW) {
+                Ok(f) => Some(f),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(("open staged file", e)),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(("open staging directory", e)),
+        };
+        let ok = match staged {
+            Some(f) => crc_of(st, &f, *len).map_err(|e| ("read staged file", e))? == Some(*crc),
+            None => {
+                let (parent, name) = path.split_last().expect("validated non-empty");
+                match tree.dir(&parent) {
+                    Ok(d) => match st.open(&d, name, OpenHow::READ_NOFOLLOW) {
+                        Ok(f) => {
+                            crc_of(st, &f, *len).map_err(|e| ("read target", e))? == Some(*crc)
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                        Err(e) => return Err(("open target", e)),
+                    },
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                    Err(e) => return Err(("open target directory", e)),
+                }
+            }
+        };
+        if !ok {
+            return Err((
+                "verify staged file",
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the staged content for {path} does not match the journal (length or \
+                         checksum), and the target does not hold it either: refusing to apply \
+                         the transaction (storage lost flushed data?)"
+                    ),
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Applies `ops` idempotently (each step checks whether it is already
+/// done) and returns the directories to flush, each once.
+pub(crate) fn apply(
+    st: &dyn Storage,
+    tree: &mut Tree,
+    ops: &[Op],
+    _root: &Path,
+) -> std::result::Result<Vec<Arc<Fd>>, (&'static str, io::Error)> {
+    let mut touched: BTreeMap<RelPath, Arc<Fd>> = BTreeMap::new();
+    let not_found = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    for op in ops {
+        match op {
+            Op::Mkdir { path, mode } => {
+                let (parent, name) = path.split_last().expect("non-empty");
+                let pd = tree
+                    .dir(&parent)
+                    .map_err(|e| ("open parent directory", e))?;
+                match st.mkdir_at(&pd, name, *mode) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(("create directory", e)),
+                }
+                let d = tree.dir(path).map_err(|e| ("open new directory", e))?;
+                touched.insert(parent, pd);
+                touched.insert(path.clone(), d);
+            }
+            Op::Rename { from, to, ino } => {
+                let (fparent, fname) = from.split_last().expect("non-empty");
+                let (tparent, tname) = to.split_last().expect("non-empty");
+                let fd = match tree.dir(&fparent) {
+                    Ok(d) => d,
+                    Err(e) if not_found(&e) => continue,
+                    Err(e) => return Err(("open source directory", e)),
+                };
+                touched.insert(fparent.clone(), fd.clone());
+                let td = tree
+                    .dir(&tparent)
+                    .map_err(|e| ("open destination directory", e))?;
+                touched.insert(tparent.clone(), td.clone());
+                let s = match st.stat_at(&fd, fname, false) {
+                    Ok(s) if s.ino == *ino && s.kind != FileKind::Dir => s,
+                    Ok(_) => continue,
+                    Err(e) if not_found(&e) => continue,
+                    Err(e) => return Err(("inspect source", e)),
+                };
+                match st.stat_at(&td, tname, false) {
+                    // Two names of one inode: rename(2) would do nothing.
+                    Ok(t) if t.same_inode(&s) => st
+                        .unlink_at(&fd, fname, false)
+                        .map_err(|e| ("remove hard-linked source", e))?,
+                    _ => st
+                        .rename_at(&fd, fname, &td, tname, false)
+                        .map_err(|e| ("rename", e))?,
+                }
+            }
+            Op::Put {
+                path,
+                stage_dir,
+                stage_name,
+                ..
+            } => {
+                let (parent, name) = path.split_last().expect("non-empty");
+                let sd = tree
+                    .dir(stage_dir)
+                    .map_err(|e| ("open staging directory", e))?;
+                let td = tree
+                    .dir(&parent)
+                    .map_err(|e| ("open target directory", e))?;
+                touched.insert(stage_dir.clone(), sd.clone());
+                touched.insert(parent.clone(), td.clone());
+                let s = match st.stat_at(&sd, stage_name, false) {
+                    Ok(s) => s,
+                    Err(e) if not_found(&e) => continue,
+                    Err(e) => return Err(("inspect staged file", e)),
+                };
+                match st.stat_at(&td, name, false) {
+                    Ok(t) if t.same_inode(&s) => st
+                        .unlink_at(&sd, stage_name, false)
+                        .map_err(|e| ("remove hard-linked staged file", e))?,
+                    Ok(t) if t.kind == FileKind::Dir => {
+                        return Err((
+                            "rename staged file over target",
+                            invalid(io::ErrorKind::IsADirectory, "the target became a directory"),
+                        ))
+                    }
+                    _ => st
+                        .rename_at(&sd, stage_name, &td, name, false)
+                        .map_err(|e| ("rename staged file over target", e))?,
+                }
+            }
+            Op::Remove { path, ino } => {
+                let (parent, name) = path.split_last().expect("non-empty");
+                let pd = match tree.dir(&parent) {
+                    Ok(d) => d,
+                    Err(e) if not_found(&e) => continue,
+                    Err(e) => return Err(("open directory", e)),
+                };
+                touched.insert(parent.clone(), pd.clone());
+                match st.stat_at(&pd, name, false) {
+                    Ok(s) if s.ino == *ino && s.kind != FileKind::Dir => {
+                        match st.unlink_at(&pd, name, false) {
+                            Ok(()) => {}
+                            Err(e) if not_found(&e) => {}
+                            Err(e) => return Err(("remove file", e)),
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) if not_found(&e) => {}
+                    Err(e) => return Err(("inspect file", e)),
+                }
+            }
+        }
+    }
+    Ok(touched.into_values().collect())
+}
+
+/// What recovering one directory as a transaction root found.
+pub(crate) enum RootState {
+    /// Not a transaction root.
+    NotARoot,
+    /// A live transaction holds the writer lock.
+    Busy,
+    /// Recovered (with what it did, if anything).
+    Done(Option<TxnRecovery>),
+}
+
+/// Recovery entry point for [`crate::recover`]: if `root` is a transaction
+/// root and no transaction is live, recovers it.
+pub(crate) fn recover_root(
+    st: &Arc<dyn Storage>,
+    root: Arc<Fd>,
+    root_path: &Path,
+    dry_run: bool,
+) -> Result<RootState> {
+    let fail = |step, e| Error::new("recover", root_path, step, State::NotCommitted, e);
+    match st.stat_at(&root, OsStr::new(CONTROL_DIR), false) {
+        Ok(s) if s.kind == FileKind::Dir => {}
+        Ok(_) => return Ok(RootState::NotARoot),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(RootState::NotARoot),
+        Err(e) => return Err(fail("inspect control directory", e)),
+    }
+    let ctl = match open_control(&**st, &root, !dry_run) {
+        Ok(c) => c,
+        Err(e) if dry_run && e.kind() == io::ErrorKind::NotFound => return Ok(RootState::NotARoot),
+        Err(e) => return Err(fail("open control directory", e)),
+    };
+    if !st
+        .lock(&ctl.lock, LockMode::Exclusive, false)
+        .map_err(|e| fail("take writer lock", e))?
+    {
+        return Ok(RootState::Busy);
+    }
+    let mut opts = TxnOptions::new();
+    opts.storage(st.clone());
+    let mut tree = Tree::new(st.clone(), root);
+    let r = recover_locked(&**st, &mut tree, root_path, &ctl, &opts, dry_run);
+    let _ = st.unlock(&ctl.lock);
+    Ok(RootState::Done(r?.report))
+}
