@@ -23,6 +23,10 @@ struct Cli {
 enum Command {
     Write(cmd::write::Args),
     Recover(cmd::recover::Args),
+    Update(cmd::update::Args),
+    Torture(cmd::torture::Args),
+    #[command(hide = true)]
+    TortureWorker(cmd::torture::WorkerArgs),
 }
 
 /// A CLI failure: an error message, and the exit code to leave with.
@@ -53,6 +57,9 @@ fn try_main() -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Write(args) => cmd::write::run(&args),
         Command::Recover(args) => cmd::recover::run(&args),
+        Command::Update(args) => cmd::update::run(&args),
+        Command::Torture(args) => cmd::torture::run(&args),
+        Command::TortureWorker(args) => cmd::torture::worker(&args),
     }
 }
 

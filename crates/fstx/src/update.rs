@@ -7,9 +7,9 @@
 //! 2. open the current file (if any) and hand its content to the caller's
 //!    function; if the function fails or declines, stop: nothing was written;
 //! 3. write the new content to a temporary file beside the target;
-//! 4. with backups: rotate older generations (`NAME~2`… by renames), make
-//!    the previous version the backup `NAME~` — a hard link to the current
-//!    inode made under a temporary name and renamed over `NAME~`, or, where
+//! 4. with backups: rotate older generations (`NAME~` to `NAME~2`, …), then
+//!    make the previous version the backup `NAME~` — each step a hard link
+//!    made under a temporary name and renamed over the backup name, or, where
 //!    links are impossible, a flushed copy renamed the same way — and flush
 //!    the directory, so the backup is durable before the target changes;
 //! 5. commit the temporary file (flush, rename over the target, flush the
@@ -310,18 +310,32 @@ impl UpdateOptions {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(("inspect backup", e)),
         }
-        // Oldest first: NAME~(n-1) -> NAME~n, ..., NAME~ -> NAME~2. Every
-        // name holds a complete version at every instant; a crash between
-        // two renames loses at most one old generation.
+        // Oldest first: NAME~(n-1) -> NAME~n, ..., NAME~ -> NAME~2, each by a
+        // hard link under a temporary name renamed over the older name, so
+        // that no backup name is ever missing or incomplete. A crash between
+        // two steps loses at most one old generation (or shows one twice).
         for k in (1..names.len()).rev() {
-            match st.rename_at(dir, &names[k - 1], dir, &names[k], false) {
-                Ok(()) => {}
+            let src = match st.stat_at(dir, &names[k - 1], false) {
+                Ok(src) => src,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(("inspect backup", e)),
+            };
+            match st.stat_at(dir, &names[k], false) {
+                Ok(dst) if dst.same_inode(&src) => continue,
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(("inspect backup", e)),
+            }
+            match link_over(st, dir, &names[k - 1], &src, &names[k]) {
+                Ok(()) => {}
+                Err(e) if link_impossible(&e) => st
+                    .rename_at(dir, &names[k - 1], dir, &names[k], false)
+                    .map_err(|e| ("rotate backups", e))?,
                 Err(e) => return Err(("rotate backups", e)),
             }
         }
         let kind = match self.method {
-            BackupMethod::LinkOrCopy => match link_backup(st, dir, name, old, &names[0]) {
+            BackupMethod::LinkOrCopy => match link_over(st, dir, name, &old.stat, &names[0]) {
                 Ok(()) => BackupKind::HardLink,
                 Err(e) if link_impossible(&e) => {
                     self.copy_backup(dir, old, &names[0])?;
@@ -410,35 +424,36 @@ impl UpdateOptions {
     }
 }
 
-/// Links the target (which must still be `old`) to a temporary name and
-/// renames that over `backup`.
+/// Makes `to` a hard link to `from` (which must still be the inode
+/// `expected`): links `from` to a temporary name, then renames that over
+/// `to`, so `to` always names a complete file.
 ///
 /// A concurrent [`recover`](crate::recover()) may remove the temporary link
 /// before the rename (it is a second name of an unlocked inode, so removing
 /// it loses nothing); the rename then fails with `NotFound` and the link is
 /// made again.
-fn link_backup(
+fn link_over(
     st: &dyn Storage,
     dir: &Fd,
-    name: &OsStr,
-    old: &OldFile,
-    backup: &OsStr,
+    from: &OsStr,
+    expected: &Stat,
+    to: &OsStr,
 ) -> io::Result<()> {
     const ATTEMPTS: usize = 64;
     for _ in 0..ATTEMPTS {
-        let temp = temp_name(TEMP_PREFIX, st.random()?, backup);
-        match st.link_at(dir, name, dir, &temp) {
+        let temp = temp_name(TEMP_PREFIX, st.random()?, to);
+        match st.link_at(dir, from, dir, &temp) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
         match st.stat_at(dir, &temp, false) {
-            Ok(linked) if linked.same_inode(&old.stat) => {}
+            Ok(linked) if linked.same_inode(expected) => {}
             Ok(_) => {
                 let _ = st.unlink_at(dir, &temp, false);
                 return Err(invalid(
                     io::ErrorKind::Other,
-                    "the target was replaced under the lock by a writer that does not take it",
+                    "the file changed under the lock (a writer that does not take the lock?)",
                 ));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -447,8 +462,15 @@ fn link_backup(
                 return Err(e);
             }
         }
-        match st.rename_at(dir, &temp, dir, backup, false) {
-            Ok(()) => return Ok(()),
+        match st.rename_at(dir, &temp, dir, to, false) {
+            Ok(()) => {
+                // rename(2) between two links of one inode does nothing and
+                // succeeds: then the temporary name is still there.
+                if st.stat_at(dir, &temp, false).is_ok() {
+                    let _ = st.unlink_at(dir, &temp, false);
+                }
+                return Ok(());
+            }
             // Swept by a concurrent recovery: link again.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {

@@ -1,6 +1,8 @@
 //! One module per subcommand; each has `Args` and `run`.
 
 pub mod recover;
+pub mod torture;
+pub mod update;
 pub mod write;
 
 use clap::ValueEnum;
