@@ -1,0 +1,252 @@
+//! End-to-end tests of `fstx update` and `fstx torture`, running the real
+//! binary in real processes (lost updates across processes, dead lock
+//! holders, the SIGKILL test and its failure against unsafe updaters).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn fstx() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fstx"))
+}
+
+struct Dir(PathBuf);
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("fstx-cli-update-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+    fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+    fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `fstx update FILE [flags] -- sh -c SCRIPT`.
+fn update(file: &Path, flags: &[&str], script: &str) -> Output {
+    fstx()
+        .arg("update")
+        .arg(file)
+        .args(flags)
+        .args(["--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+const INCREMENT: &str = "read x; echo $((x+1))";
+
+#[test]
+fn counter_from_many_shells_never_loses_a_count() {
+    let d = Dir::new("counter");
+    let n = d.join("n");
+    let shells = 8;
+    let each = 25;
+    let script = format!(
+        "for i in $(seq {each}); do \"$0\" update \"$1\" -- sh -c '{INCREMENT}' || exit 1; done"
+    );
+    let children: Vec<_> = (0..shells)
+        .map(|_| {
+            Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .arg(env!("CARGO_BIN_EXE_fstx"))
+                .arg(&n)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    assert_eq!(
+        std::fs::read_to_string(&n).unwrap(),
+        format!("{}\n", shells * each)
+    );
+    assert_eq!(d.names(), vec![".fstx-lock.n", "n"]);
+}
+
+#[test]
+fn failing_command_leaves_the_file_and_passes_its_status() {
+    let d = Dir::new("fail");
+    let f = d.join("f");
+    std::fs::write(&f, "keep\n").unwrap();
+    let out = update(&f, &["--backup"], "cat >/dev/null; echo garbage; exit 3");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("file unchanged"));
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "keep\n");
+    let out = update(&f, &[], "kill -9 $$");
+    assert_eq!(out.status.code(), Some(128 + 9));
+    let out = fstx()
+        .args(["update"])
+        .arg(&f)
+        .args(["--", "/nonexistent/command"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "keep\n");
+    assert_eq!(d.names(), vec![".fstx-lock.f", "f"]);
+}
+
+#[test]
+fn missing_file_reads_as_empty_and_output_becomes_content() {
+    let d = Dir::new("missing");
+    let f = d.join("new");
+    let out = update(&f, &[], "wc -c; echo made");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "0\nmade\n");
+}
+
+#[test]
+fn backups_and_generations() {
+    let d = Dir::new("backup");
+    let f = d.join("cfg");
+    for v in 1..=4 {
+        let out = update(
+            &f,
+            &["--backup=.old", "--generations", "2"],
+            &format!("echo v{v}"),
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let read = |n: &str| std::fs::read_to_string(d.join(n)).unwrap();
+    assert_eq!(
+        (read("cfg"), read("cfg.old"), read("cfg.old2")),
+        ("v4\n".into(), "v3\n".into(), "v2\n".into())
+    );
+    let out = update(&f, &["--backup"], "echo v5");
+    assert!(out.status.success());
+    assert_eq!(read("cfg~"), "v4\n");
+}
+
+/// Starts `fstx update FILE -- sleep` in the background and waits until it
+/// holds the lock. Returns the fstx process and the pid of its `sleep`.
+fn hold_lock(d: &Dir, f: &Path) -> (std::process::Child, u32) {
+    let pidfile = d.join("holder.pid");
+    let mut holder = fstx()
+        .arg("update")
+        .arg(f)
+        .args(["--", "sh", "-c"])
+        .arg(format!("echo $$ > {}; exec sleep 30", pidfile.display()))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if let Some(pid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return (holder, pid);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = holder.kill();
+    let _ = holder.wait();
+    panic!("the lock holder never started");
+}
+
+#[test]
+fn lock_timeout_and_dead_holder_releases() {
+    let d = Dir::new("timeout");
+    let f = d.join("f");
+    std::fs::write(&f, "1\n").unwrap();
+    let (mut holder, sleep_pid) = hold_lock(&d, &f);
+
+    // Held: --timeout 0 fails at once, --timeout 0.3 after 0.3 s, with 75.
+    let out = update(&f, &["--timeout", "0"], INCREMENT);
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
+    let start = Instant::now();
+    let out = update(&f, &["--timeout", "0.3"], INCREMENT);
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timed out"));
+
+    // The holder dies by SIGKILL (its `sleep` child lives on, without the
+    // lock: the lock file handle is close-on-exec): the lock is free at once.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let start = Instant::now();
+    let out = update(&f, &["--timeout", "5"], INCREMENT);
+    assert!(out.status.success(), "{out:?}");
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "2\n");
+    let _ = Command::new("kill").arg(sleep_pid.to_string()).status();
+}
+
+fn torture(d: &Dir, extra: &[&str]) -> (Option<i32>, String) {
+    let out = fstx()
+        .arg("torture")
+        .arg("--dir")
+        .arg(d.join("run"))
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), stdout)
+}
+
+/// The number after `key` in the summary line.
+fn field(summary: &str, key: &str) -> u64 {
+    let line = summary
+        .lines()
+        .find(|l| l.starts_with("torture: updater"))
+        .expect("summary line");
+    let at = line.find(&format!(" {key} ")).expect(key) + key.len() + 2;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn kill_test_finds_no_violation_with_fstx_update() {
+    let d = Dir::new("torture");
+    let (code, out) = torture(&d, &["--processes", "10", "--seconds", "5"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(field(&out, "violations"), 0);
+    assert!(field(&out, "kills") >= 50, "{out}");
+    assert!(field(&out, "updates") >= 100, "{out}");
+    assert!(field(&out, "checks") >= 10, "{out}");
+    assert!(field(&out, "shared counter") >= 50, "{out}");
+}
+
+#[test]
+fn kill_test_finds_torn_files_of_an_in_place_updater() {
+    let d = Dir::new("torture-in-place");
+    let (code, out) = torture(&d, &["--processes", "10", "--seconds", "3", "--unsafe"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(field(&out, "violations") > 0);
+    assert!(out.contains("torn or mixed"), "{out}");
+}
+
+#[test]
+fn kill_test_finds_lost_updates_of_an_unlocked_updater() {
+    let d = Dir::new("torture-no-lock");
+    let (code, out) = torture(
+        &d,
+        &["--processes", "10", "--seconds", "3", "--unsafe=no-lock"],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(field(&out, "violations") > 0);
+    assert!(out.contains("lost"), "{out}");
+    // Atomic replaces never tear, even without the lock.
+    assert!(!out.contains("torn"), "{out}");
+}
