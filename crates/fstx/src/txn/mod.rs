@@ -295,12 +295,14 @@ impl Tree {
         let parent = self.dir(&parent)?;
         let fd = match self.st.open_dir(Some(&parent), Path::new(name), false) {
             Ok(fd) => Arc::new(fd),
-            Err(e) if is_not_dir(&e) => return Err(io::Error::new(
-                e.kind(),
-                format!(
+            Err(e) if is_not_dir(&e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
                     "{p} is a symlink or not a directory (transactions never follow symlinks): {e}"
                 ),
-            )),
+                ))
+            }
             Err(e) => return Err(e),
         };
         self.dirs.insert(p.clone(), fd.clone());
