@@ -48,6 +48,10 @@ pub struct OpRecord {
     pub outcome: Outcome,
     /// Whether its writes land together (a transaction) or file by file.
     pub atomic_group: bool,
+    /// Implications: once the first path of `writes` holds this operation's
+    /// content, each of these paths must hold one of the listed contents
+    /// (a backup of the version this operation replaced).
+    pub implies: Vec<(PathBuf, Vec<Option<Vec<u8>>>)>,
 }
 
 /// A workload's history.
@@ -61,6 +65,9 @@ pub struct History {
     pub live_violations: Vec<String>,
     /// Directories the workload's recovery looks at.
     pub dirs: Vec<PathBuf>,
+    /// Paths that may only ever hold a complete version of another tracked
+    /// path (backups): path -> (the tracked path, the path's own initial content).
+    pub versions_of: BTreeMap<PathBuf, (PathBuf, Option<Vec<u8>>)>,
 }
 
 impl History {
@@ -86,6 +93,7 @@ impl History {
             end: u64::MAX,
             outcome: Outcome::Running,
             atomic_group: false,
+            implies: Vec::new(),
         });
         self.ops.len() - 1
     }
@@ -158,6 +166,84 @@ impl History {
             (op.start < k, op.end <= k).hash(&mut h);
         }
         h.finish()
+    }
+}
+
+impl History {
+    /// Checks backups and implications in a recovered tree after a crash
+    /// after call `k`: every path of [`versions_of`](Self::versions_of)
+    /// holds a complete version of its source (or its own initial content,
+    /// or is absent if it was absent at first), and every operation whose
+    /// content is visible has its implications met.
+    pub fn check_versions(&self, tree: &Tree, k: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        for (path, (source, own_initial)) in &self.versions_of {
+            let _ = own_initial;
+            let Some(actual) = tree.read(path) else {
+                if own_initial.is_some() {
+                    out.push(format!(
+                        "{}: missing, but it existed before",
+                        path.display()
+                    ));
+                }
+                continue;
+            };
+            // Its own or another backup's first content (rotated), the
+            // source's first content, or what an operation wrote there.
+            let mut ok = self.initial.get(source).and_then(|c| c.as_deref()) == Some(actual)
+                || self
+                    .versions_of
+                    .values()
+                    .any(|(s, own)| s == source && own.as_deref() == Some(actual));
+            for op in self.ops.iter().filter(|op| op.start < k) {
+                ok |= op
+                    .writes
+                    .iter()
+                    .any(|(p, c)| p == source && c.as_deref() == Some(actual));
+            }
+            if !ok {
+                out.push(format!(
+                    "{}: holds {}, which is no complete version of {}",
+                    path.display(),
+                    describe(actual),
+                    source.display()
+                ));
+            }
+        }
+        for (i, op) in self.ops.iter().enumerate() {
+            if op.start >= k || op.implies.is_empty() {
+                continue;
+            }
+            let Some((target, Some(content))) = op.writes.first() else {
+                continue;
+            };
+            // A later operation that committed without confirmed durability
+            // may be undone by the crash while later backups of its content
+            // survive: the target then shows this older content again, and
+            // the implication no longer says anything.
+            if self.ops[i + 1..]
+                .iter()
+                .any(|later| later.start < k && later.outcome == Outcome::CommittedNotDurable)
+            {
+                continue;
+            }
+            if tree.read(target) != Some(content.as_slice()) {
+                continue;
+            }
+            for (path, allowed) in &op.implies {
+                let actual = tree.read(path);
+                if !allowed.iter().any(|a| a.as_deref() == actual) {
+                    out.push(format!(
+                        "{} holds the content of {}, but {} holds {} instead of the version it replaced",
+                        target.display(),
+                        op.label,
+                        path.display(),
+                        actual.map_or_else(|| "nothing".into(), describe)
+                    ));
+                }
+            }
+        }
+        out
     }
 }
 

@@ -17,9 +17,9 @@ use fstx::{Durability, Options, PlantedBugs, State};
 
 use crate::explore::Workload;
 use crate::fs::SimFs;
-use crate::history::{History, Outcome};
+use crate::history::History;
 use crate::rng::Rng;
-use crate::tree::describe;
+use crate::workloads::{content, live_checks, outcome_of, CallResult};
 
 /// Which durability levels the replaces use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,17 +60,6 @@ struct Plan {
     hard_link: Option<(PathBuf, PathBuf)>,
     xattr_on: Option<PathBuf>,
     steps: Vec<Step>,
-}
-
-fn content(r: &mut Rng, tag: &str) -> Vec<u8> {
-    let len = match r.below(10) {
-        0..=4 => 1 + r.below(16),
-        5..=8 => 17 + r.below(300),
-        _ => 1000 + r.below(4000),
-    };
-    let mut c = format!("{tag}:").into_bytes();
-    c.extend(r.bytes(len));
-    c
 }
 
 impl Replace {
@@ -246,79 +235,15 @@ impl Workload for Replace {
             opts.storage(storage.clone())
                 .durability(step.durability)
                 .planted_bugs(self.bugs);
-            let result: Result<(), (State, std::io::Error)> = if step.chunks.len() == 1 {
+            let result: CallResult = if step.chunks.len() == 1 {
                 opts.write(&step.path, &step.content)
                     .map_err(|e| (e.state().clone(), e.into_io_error()))
             } else {
                 streamed(&opts, &step.path, &step.content, &step.chunks)
             };
-            let outcome = match &result {
-                Ok(()) => match step.durability {
-                    Durability::Durable => Outcome::Durable,
-                    Durability::Consistent => Outcome::Consistent,
-                    Durability::None => Outcome::NoPromise,
-                },
-                Err((State::NotCommitted | State::NotCommittedTempLeft { .. }, _)) => {
-                    Outcome::NotCommitted
-                }
-                Err((State::CommittedNotDurable, _)) => Outcome::CommittedNotDurable,
-                Err((State::CommittedPendingRecovery, _)) => Outcome::CommittedPendingRecovery,
-            };
-            let end = fs.calls();
-            history.end(op, outcome.clone(), end);
-            if let Err((State::NotCommittedTempLeft { .. }, _)) = &result {
-                temp_left = true;
-            }
-
-            // The live tree must be as the result says.
-            let live = fs.live();
-            let now = live.read(&step.path);
-            let expect = match outcome {
-                Outcome::NotCommitted => before.as_deref(),
-                _ => Some(step.content.as_slice()),
-            };
-            if now != expect {
-                history.live_violations.push(format!(
-                    "{label} returned {outcome:?} ({:?}), but the live file holds {}",
-                    result.as_ref().err().map(|e| e.1.to_string()),
-                    now.map_or_else(|| "nothing".into(), describe)
-                ));
-            }
-            if !temp_left {
-                for (p, _) in live.walk() {
-                    if p.file_name()
-                        .is_some_and(|n| n.as_encoded_bytes().starts_with(b".fstx-tmp."))
-                    {
-                        history.live_violations.push(format!(
-                            "{label} returned {outcome:?} but left {}",
-                            p.display()
-                        ));
-                    }
-                }
-            }
-            // Every injected error must reach the caller, as itself.
-            for (call, fault) in fs.injected() {
-                if call <= history.ops[op].start || call > end {
-                    continue;
-                }
-                let Some(errno) = fault.error.errno() else {
-                    continue;
-                };
-                if fault.error == crate::fault::FaultError::Eintr {
-                    continue;
-                }
-                match &result {
-                    Ok(()) => history.live_violations.push(format!(
-                        "{label}: injected {fault} at call {call}, but the replace returned Ok"
-                    )),
-                    Err((_, e)) if e.raw_os_error() != Some(errno.raw_os_error()) => {
-                        history.live_violations.push(format!(
-                            "{label}: injected {fault} at call {call}, but the error was {e}"
-                        ));
-                    }
-                    Err(_) => {}
-                }
-            }
+            let outcome = outcome_of(&result, step.durability);
+            history.end(op, outcome, fs.calls());
+            live_checks(fs, history, op, &result, before.as_deref(), &mut temp_left);
         }
     }
 

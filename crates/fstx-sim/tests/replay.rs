@@ -1,0 +1,42 @@
+//! Replays one case from the environment, as printed with every violation:
+//!
+//! ```text
+//! FSTX_SIM_WORKLOAD='replace/durable' FSTX_SIM_SEED=7 FSTX_SIM_PROFILE=weak \
+//!     FSTX_SIM_FAULTS='sync#1:eio' cargo test -p fstx-sim --test replay -- --nocapture
+//! ```
+//!
+//! Without `FSTX_SIM_WORKLOAD` it does nothing (so it passes in CI).
+
+use fstx_sim::{explore, workloads, Config, Fault, Profile};
+
+#[test]
+fn replay() {
+    let Ok(name) = std::env::var("FSTX_SIM_WORKLOAD") else {
+        println!("set FSTX_SIM_WORKLOAD (and FSTX_SIM_SEED, FSTX_SIM_PROFILE, FSTX_SIM_FAULTS) to replay a case");
+        return;
+    };
+    let workload = workloads::by_name(&name).unwrap_or_else(|| panic!("unknown workload {name}"));
+    let seed =
+        std::env::var("FSTX_SIM_SEED").map_or(0, |s| s.parse().expect("FSTX_SIM_SEED is a number"));
+    let mut cfg = Config::new(seed);
+    if let Ok(p) = std::env::var("FSTX_SIM_PROFILE") {
+        cfg.profile = Profile::parse(&p).expect("FSTX_SIM_PROFILE is weak, ordered or prefix");
+    }
+    if let Ok(f) = std::env::var("FSTX_SIM_FAULTS") {
+        cfg.faults = f
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| Fault::parse(s).unwrap_or_else(|| panic!("bad fault {s}")))
+            .collect();
+    }
+    cfg.max_kept = std::env::var("FSTX_SIM_SHOW").map_or(3, |s| s.parse().unwrap_or(3));
+    let report = explore(&*workload, &cfg);
+    println!("{name} seed {seed}: {}", report.summary());
+    for v in &report.violations {
+        println!("{v}");
+    }
+    assert_eq!(
+        report.violation_count, 0,
+        "violations found (details above)"
+    );
+}
