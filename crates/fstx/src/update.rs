@@ -296,6 +296,24 @@ impl UpdateOptions {
         old: &OldFile,
         suffix: &OsStr,
     ) -> std::result::Result<BackupKind, (&'static str, io::Error)> {
+        let kind = self.place_backup(file, old, suffix)?;
+        if self.opts.durability != Durability::None && !self.bug_no_backup_dir_sync() {
+            self.opts
+                .storage
+                .sync(file.dir(), SyncKind::All)
+                .map_err(|e| ("fsync directory after backup", e))?;
+        }
+        Ok(kind)
+    }
+
+    /// Rotates the generations and places `old` under the newest backup
+    /// name (nothing flushed yet).
+    fn place_backup(
+        &self,
+        file: &AtomicFile,
+        old: &OldFile,
+        suffix: &OsStr,
+    ) -> std::result::Result<BackupKind, (&'static str, io::Error)> {
         let st = &*self.opts.storage;
         let dir = file.dir();
         let name = file.name();
@@ -304,6 +322,8 @@ impl UpdateOptions {
             .collect();
         // Already backed up (an earlier update was interrupted after its
         // backup and before its replace): rotating now would duplicate it.
+        // The directory is flushed all the same: that earlier update may have
+        // died (or failed) before its flush, so the backup may not be durable.
         match st.stat_at(dir, &names[0], false) {
             Ok(b) if b.same_inode(&old.stat) => return Ok(BackupKind::HardLink),
             Ok(_) => {}
@@ -348,10 +368,6 @@ impl UpdateOptions {
                 BackupKind::Copy
             }
         };
-        if self.opts.durability != Durability::None && !self.bug_no_backup_dir_sync() {
-            st.sync(dir, SyncKind::All)
-                .map_err(|e| ("fsync directory after backup", e))?;
-        }
         Ok(kind)
     }
 
