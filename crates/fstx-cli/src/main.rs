@@ -23,6 +23,7 @@ struct Cli {
 enum Command {
     Write(cmd::write::Args),
     Recover(cmd::recover::Args),
+    Commit(cmd::commit::Args),
     Update(cmd::update::Args),
     Torture(cmd::torture::Args),
     #[command(hide = true)]
@@ -57,6 +58,7 @@ fn try_main() -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Write(args) => cmd::write::run(&args),
         Command::Recover(args) => cmd::recover::run(&args),
+        Command::Commit(args) => cmd::commit::run(&args),
         Command::Update(args) => cmd::update::run(&args),
         Command::Torture(args) => cmd::torture::run(&args),
         Command::TortureWorker(args) => cmd::torture::worker(&args),

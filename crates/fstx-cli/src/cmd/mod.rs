@@ -1,5 +1,6 @@
 //! One module per subcommand; each has `Args` and `run`.
 
+pub mod commit;
 pub mod recover;
 pub mod torture;
 pub mod update;

@@ -33,6 +33,13 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
     for path in &report.in_use {
         println!("left alone (a live writer holds it): {}", path.display());
     }
+    for t in &report.transactions {
+        if args.dry_run {
+            println!("would recover: {t}");
+        } else {
+            println!("{t}");
+        }
+    }
     if report.is_empty() {
         println!("nothing to recover in {}", args.dir.display());
     }
