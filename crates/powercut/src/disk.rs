@@ -16,14 +16,15 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyWrite, Request, WriteFlags,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite,
+    Request, WriteFlags,
 };
 
 use crate::log::{Log, Record, SECTOR};
 use crate::rng::Rng;
 
-const INO_DISK: u64 = 2;
+/// Inode number of `disk.img`.
+pub const INO_DISK: u64 = 2;
 const INO_CTL: u64 = 3;
 /// Name of the disk image file inside the FUSE mount.
 pub const DISK_NAME: &str = "disk.img";
@@ -47,6 +48,13 @@ pub trait Backing: Send + Sync + 'static {
     fn flush(&self, reply: ReplyEmpty);
     /// Handles a line written to the control file.
     fn mark(&self, line: &str);
+    /// Whether the disk file bypasses the kernel's page cache (the recorder:
+    /// every I/O reaches the log in order). Without it reads are cached and
+    /// read ahead, and the owner must invalidate the cache when the disk
+    /// content changes under it.
+    fn direct_io(&self) -> bool {
+        true
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -138,7 +146,13 @@ impl Recorder {
                 .expect("spawn flush thread");
             tx
         });
-        Arc::new(Recorder { state, rng: Mutex::new(Rng::new(opts.seed)), opts, delayers, flusher })
+        Arc::new(Recorder {
+            state,
+            rng: Mutex::new(Rng::new(opts.seed)),
+            opts,
+            delayers,
+            flusher,
+        })
     }
 
     /// Starts recording: returns a snapshot of the image (the replay base)
@@ -198,7 +212,12 @@ impl Backing for Recorder {
                     let us = rng.below(max.as_micros() as u64 + 1);
                     (which, Duration::from_micros(us))
                 };
-                let job = DelayedWrite { off, data: data.to_vec(), reply, delay };
+                let job = DelayedWrite {
+                    off,
+                    data: data.to_vec(),
+                    reply,
+                    delay,
+                };
                 if let Err(mpsc::SendError(job)) = self.delayers[which].send(job) {
                     job.reply.error(Errno::EIO);
                 }
@@ -291,7 +310,10 @@ impl ReplayDisk {
         Arc::new(ReplayDisk {
             base,
             log,
-            state: Mutex::new(ReplayState { map: SectorMap::new(), scratch: HashMap::new() }),
+            state: Mutex::new(ReplayState {
+                map: SectorMap::new(),
+                scratch: HashMap::new(),
+            }),
         })
     }
 
@@ -382,6 +404,10 @@ impl Backing for ReplayDisk {
     }
 
     fn mark(&self, _line: &str) {}
+
+    fn direct_io(&self) -> bool {
+        false
+    }
 }
 
 // ---------------------------------------------------------------- FUSE plumbing
@@ -396,7 +422,10 @@ pub struct DiskFs<B: Backing> {
 impl<B: Backing> DiskFs<B> {
     /// A filesystem serving `backing`.
     pub fn new(backing: Arc<B>) -> DiskFs<B> {
-        DiskFs { backing, pending_ctl: Mutex::new(Vec::new()) }
+        DiskFs {
+            backing,
+            pending_ctl: Mutex::new(Vec::new()),
+        }
     }
 
     fn attr(&self, ino: u64) -> Option<FileAttr> {
@@ -428,6 +457,13 @@ impl<B: Backing> DiskFs<B> {
 }
 
 impl<B: Backing> Filesystem for DiskFs<B> {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        // Bigger requests: fewer round trips. Values the kernel refuses are clamped.
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let ino = match (parent.0, name.to_str()) {
             (1, Some(DISK_NAME)) => INO_DISK,
@@ -478,7 +514,11 @@ impl<B: Backing> Filesystem for DiskFs<B> {
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match ino.0 {
             // Direct I/O: no FUSE page cache, so every read and write reaches us.
-            INO_DISK | INO_CTL => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
+            INO_DISK if self.backing.direct_io() => {
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
+            }
+            INO_DISK => reply.opened(FileHandle(0), FopenFlags::empty()),
+            INO_CTL => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
             _ => reply.error(Errno::EISDIR),
         }
     }

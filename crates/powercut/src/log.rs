@@ -56,17 +56,27 @@ impl Log {
     pub fn push_write(&mut self, off: u64, bytes: &[u8]) {
         let data = self.data.len() as u64;
         self.data.extend_from_slice(bytes);
-        self.records.push(Record::Write { off, len: bytes.len() as u64, data });
+        self.records.push(Record::Write {
+            off,
+            len: bytes.len() as u64,
+            data,
+        });
     }
 
     /// Number of flush records.
     pub fn flushes(&self) -> usize {
-        self.records.iter().filter(|r| matches!(r, Record::Flush)).count()
+        self.records
+            .iter()
+            .filter(|r| matches!(r, Record::Flush))
+            .count()
     }
 
     /// Number of mark records.
     pub fn marks(&self) -> usize {
-        self.records.iter().filter(|r| matches!(r, Record::Mark(_))).count()
+        self.records
+            .iter()
+            .filter(|r| matches!(r, Record::Mark(_)))
+            .count()
     }
 
     /// Number of write and zero records.
@@ -114,7 +124,10 @@ impl Log {
     /// Reads a log written by [`Log::save`].
     pub fn load(path: &Path) -> io::Result<Log> {
         fn bad(what: &str) -> io::Error {
-            io::Error::new(io::ErrorKind::InvalidData, format!("bad powercut log: {what}"))
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad powercut log: {what}"),
+            )
         }
         fn u64_of(r: &mut impl Read) -> io::Result<u64> {
             let mut b = [0u8; 8];
@@ -133,8 +146,15 @@ impl Log {
             let mut tag = [0u8; 1];
             inp.read_exact(&mut tag)?;
             records.push(match tag[0] {
-                1 => Record::Write { off: u64_of(&mut inp)?, len: u64_of(&mut inp)?, data: u64_of(&mut inp)? },
-                2 => Record::Zero { off: u64_of(&mut inp)?, len: u64_of(&mut inp)? },
+                1 => Record::Write {
+                    off: u64_of(&mut inp)?,
+                    len: u64_of(&mut inp)?,
+                    data: u64_of(&mut inp)?,
+                },
+                2 => Record::Zero {
+                    off: u64_of(&mut inp)?,
+                    len: u64_of(&mut inp)?,
+                },
                 3 => Record::Flush,
                 4 => {
                     let len = u64_of(&mut inp)?;

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use powercut::{Config, Enumeration, FsConfig, StateSpec};
 
 #[derive(Parser)]
-#[command(name = "powercut", version, about = "Power-loss simulator for real ext4, xfs and btrfs")]
+#[command(
+    name = "powercut",
+    version,
+    about = "Power-loss simulator for real ext4, xfs and btrfs"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -101,6 +105,9 @@ struct RunArgs {
     /// Save artifacts even for configurations without violations.
     #[arg(long)]
     save_all: bool,
+    /// Self-test: compare the loop device with the rebuilt image before each check (slow).
+    #[arg(long)]
+    verify_images: bool,
     /// No progress output.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -111,7 +118,10 @@ fn parse_fs(s: &str) -> Result<Vec<FsConfig>, String> {
         return Ok(FsConfig::ALL.to_vec());
     }
     s.split(',')
-        .map(|n| FsConfig::parse(n.trim()).ok_or_else(|| format!("unknown filesystem configuration `{n}`")))
+        .map(|n| {
+            FsConfig::parse(n.trim())
+                .ok_or_else(|| format!("unknown filesystem configuration `{n}`"))
+        })
         .collect()
 }
 
@@ -128,7 +138,11 @@ fn try_main() -> Result<ExitCode, String> {
             let cfg = std::fs::read_to_string(from.join("config")).unwrap_or_default();
             let opts = FsConfig::parse(cfg.trim()).map_or("", FsConfig::replay_options);
             println!("{}", img.display());
-            println!("inspect with: mkdir -p {0}/mnt && mount -o loop,{opts} {1} {0}/mnt", out.display(), img.display());
+            println!(
+                "inspect with: mkdir -p {0}/mnt && mount -o loop,{opts} {1} {0}/mnt",
+                out.display(),
+                img.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run(a) => {
@@ -139,7 +153,8 @@ fn try_main() -> Result<ExitCode, String> {
             cfg.fsck = !a.no_fsck;
             cfg.noise = (a.noise_ms > 0).then(|| Duration::from_millis(a.noise_ms));
             cfg.short_commit = !a.no_short_commit;
-            cfg.write_delay = (a.write_delay_us > 0).then(|| Duration::from_micros(a.write_delay_us));
+            cfg.write_delay =
+                (a.write_delay_us > 0).then(|| Duration::from_micros(a.write_delay_us));
             cfg.flush_latency = Duration::from_millis(a.flush_latency);
             cfg.enumeration = Enumeration {
                 exhaustive_up_to: a.exhaustive,
@@ -151,29 +166,46 @@ fn try_main() -> Result<ExitCode, String> {
             };
             cfg.jobs = a.jobs;
             cfg.timeout = Duration::from_secs(a.timeout);
-            cfg.artifacts =
-                Some(a.artifacts.unwrap_or_else(|| std::env::temp_dir().join(format!("powercut-{}", std::process::id()))));
+            cfg.artifacts = Some(a.artifacts.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("powercut-{}", std::process::id()))
+            }));
             cfg.save_all = a.save_all;
             cfg.progress = !a.quiet;
+            cfg.verify_images = a.verify_images;
             let report = powercut::run(&cfg).map_err(|e| e.to_string())?;
             print!("{}", report.table());
             for c in &report.configs {
                 for v in &c.violations {
-                    println!("VIOLATION {} {} [{}] after {:?}: {}", v.config, v.state, v.stage, v.last_mark, v.message);
+                    println!(
+                        "VIOLATION {} {} [{}] after {:?}: {}",
+                        v.config, v.state, v.stage, v.last_mark, v.message
+                    );
                     if let Some(r) = &v.replay {
                         println!("  replay: {r}");
                     }
                 }
                 if c.violation_count > c.violations.len() {
-                    println!("  ... {} more violations on {}", c.violation_count - c.violations.len(), c.config);
+                    println!(
+                        "  ... {} more violations on {}",
+                        c.violation_count - c.violations.len(),
+                        c.config
+                    );
                 }
             }
-            println!("{} states checked, {} violations", report.checked, report.violations);
+            println!(
+                "{} states checked, {} violations",
+                report.checked, report.violations
+            );
             if let Some(path) = a.json {
                 let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-                std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+                std::fs::write(&path, text)
+                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
             }
-            Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     }
 }

@@ -55,16 +55,28 @@ impl FromStr for StateSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<StateSpec, String> {
         let bad = || format!("bad state `{s}` (expected like p12:k3,5:t5/77:l2/9)");
-        let mut spec = StateSpec { point: 0, keep: vec![], torn: None, lie: None };
+        let mut spec = StateSpec {
+            point: 0,
+            keep: vec![],
+            torn: None,
+            lie: None,
+        };
         let mut parts = s.split(':');
-        spec.point = parts.next().and_then(|p| p.strip_prefix('p')).and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        spec.point = parts
+            .next()
+            .and_then(|p| p.strip_prefix('p'))
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(bad)?;
         let pair = |v: &str| -> Option<(u32, u64)> {
             let (a, b) = v.split_once('/')?;
             Some((a.parse().ok()?, b.parse().ok()?))
         };
         for part in parts {
             if let Some(k) = part.strip_prefix('k') {
-                spec.keep = k.split(',').map(|x| x.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+                spec.keep = k
+                    .split(',')
+                    .map(|x| x.parse().map_err(|_| bad()))
+                    .collect::<Result<_, _>>()?;
             } else if let Some(t) = part.strip_prefix('t') {
                 spec.torn = Some(pair(t).ok_or_else(bad)?);
             } else if let Some(l) = part.strip_prefix('l') {
@@ -78,7 +90,9 @@ impl FromStr for StateSpec {
 }
 
 fn last_flush_before(log: &Log, point: usize) -> Option<usize> {
-    log.records[..point].iter().rposition(|r| matches!(r, Record::Flush))
+    log.records[..point]
+        .iter()
+        .rposition(|r| matches!(r, Record::Flush))
 }
 
 fn chosen(seed: u64, sector: u64) -> bool {
@@ -162,7 +176,14 @@ pub struct Enumeration {
 
 impl Default for Enumeration {
     fn default() -> Enumeration {
-        Enumeration { exhaustive_up_to: 5, random_subsets: 8, torn: 0, lying_flash: 0, max_states: 2000, seed: 1 }
+        Enumeration {
+            exhaustive_up_to: 5,
+            random_subsets: 8,
+            torn: 0,
+            lying_flash: 0,
+            max_states: 2000,
+            seed: 1,
+        }
     }
 }
 
@@ -215,9 +236,16 @@ impl Hasher<'_> {
 
 /// Chooses the crash states of `log` over `base` and deduplicates them.
 pub fn enumerate(log: &Log, base: &[u8], e: &Enumeration) -> (Vec<(StateSpec, u128)>, Coverage) {
-    let mut h = Hasher { log, base, base_cache: HashMap::new() };
+    let mut h = Hasher {
+        log,
+        base,
+        base_cache: HashMap::new(),
+    };
     let mut rng = Rng::new(e.seed);
-    let mut cov = Coverage { crash_points: log.records.len() + 1, ..Coverage::default() };
+    let mut cov = Coverage {
+        crash_points: log.records.len() + 1,
+        ..Coverage::default()
+    };
 
     // Durable sectors so far (sector -> term), and their sum.
     let mut durable: HashMap<u64, u128> = HashMap::new();
@@ -251,7 +279,9 @@ pub fn enumerate(log: &Log, base: &[u8], e: &Enumeration) -> (Vec<(StateSpec, u1
         }
         let mut sum = durable_sum;
         for (s, t) in diff {
-            sum = sum.wrapping_sub(durable.get(&s).copied().unwrap_or(0)).wrapping_add(t);
+            sum = sum
+                .wrapping_sub(durable.get(&s).copied().unwrap_or(0))
+                .wrapping_add(t);
         }
         images.insert(sum);
         if seen.insert((sum, marks)) {
@@ -280,7 +310,12 @@ pub fn enumerate(log: &Log, base: &[u8], e: &Enumeration) -> (Vec<(StateSpec, u1
             }
         }
         // The in-order prefix state at every point.
-        let prefix = StateSpec { point: p, keep: volatile.clone(), torn: None, lie: None };
+        let prefix = StateSpec {
+            point: p,
+            keep: volatile.clone(),
+            torn: None,
+            lie: None,
+        };
         consider(&mut h, &durable, durable_sum, prefix, marks, &mut cov);
         // Subsets, tears and lies at the end of each segment (before a flush,
         // a mark, or the end): subsets there cover the points inside it.
@@ -295,7 +330,12 @@ pub fn enumerate(log: &Log, base: &[u8], e: &Enumeration) -> (Vec<(StateSpec, u1
         let mut subsets: BTreeSet<Vec<u32>> = BTreeSet::new();
         if n <= e.exhaustive_up_to {
             for mask in 0u64..(1u64 << n) {
-                subsets.insert((0..n).filter(|i| mask >> i & 1 == 1).map(|i| volatile[i]).collect());
+                subsets.insert(
+                    (0..n)
+                        .filter(|i| mask >> i & 1 == 1)
+                        .map(|i| volatile[i])
+                        .collect(),
+                );
             }
         } else {
             subsets.insert(Vec::new());
@@ -305,21 +345,46 @@ pub fn enumerate(log: &Log, base: &[u8], e: &Enumeration) -> (Vec<(StateSpec, u1
         }
         cov.max_subsets_per_point = cov.max_subsets_per_point.max(subsets.len());
         for keep in subsets {
-            consider(&mut h, &durable, durable_sum, StateSpec { point: p, keep, torn: None, lie: None }, marks, &mut cov);
+            consider(
+                &mut h,
+                &durable,
+                durable_sum,
+                StateSpec {
+                    point: p,
+                    keep,
+                    torn: None,
+                    lie: None,
+                },
+                marks,
+                &mut cov,
+            );
         }
         let multi: Vec<u32> = volatile
             .iter()
             .copied()
-            .filter(|&w| log.records[w as usize].range().is_some_and(|(_, l)| l > SECTOR))
+            .filter(|&w| {
+                log.records[w as usize]
+                    .range()
+                    .is_some_and(|(_, l)| l > SECTOR)
+            })
             .collect();
         for _ in 0..e.torn {
             if multi.is_empty() {
                 break;
             }
             let victim = multi[rng.below(multi.len() as u64) as usize];
-            let mut keep: Vec<u32> = volatile.iter().copied().filter(|&w| w == victim || rng.coin()).collect();
+            let mut keep: Vec<u32> = volatile
+                .iter()
+                .copied()
+                .filter(|&w| w == victim || rng.coin())
+                .collect();
             keep.sort_unstable();
-            let spec = StateSpec { point: p, keep, torn: Some((victim, rng.next_u64() >> 11)), lie: None };
+            let spec = StateSpec {
+                point: p,
+                keep,
+                torn: Some((victim, rng.next_u64() >> 11)),
+                lie: None,
+            };
             consider(&mut h, &durable, durable_sum, spec, marks, &mut cov);
         }
         for _ in 0..e.lying_flash {
@@ -327,8 +392,12 @@ pub fn enumerate(log: &Log, base: &[u8], e: &Enumeration) -> (Vec<(StateSpec, u1
                 break;
             }
             let victim = last_epoch[rng.below(last_epoch.len() as u64) as usize];
-            let spec =
-                StateSpec { point: p, keep: volatile.clone(), torn: None, lie: Some((victim, rng.next_u64() >> 11)) };
+            let spec = StateSpec {
+                point: p,
+                keep: volatile.clone(),
+                torn: None,
+                lie: Some((victim, rng.next_u64() >> 11)),
+            };
             consider(&mut h, &durable, durable_sum, spec, marks, &mut cov);
         }
     }
@@ -376,9 +445,19 @@ mod tests {
 
     #[test]
     fn spec_round_trips_as_text() {
-        let s = StateSpec { point: 12, keep: vec![3, 5], torn: Some((5, 77)), lie: Some((2, 9)) };
+        let s = StateSpec {
+            point: 12,
+            keep: vec![3, 5],
+            torn: Some((5, 77)),
+            lie: Some((2, 9)),
+        };
         assert_eq!(s.to_string().parse::<StateSpec>().unwrap(), s);
-        let s = StateSpec { point: 0, keep: vec![], torn: None, lie: None };
+        let s = StateSpec {
+            point: 0,
+            keep: vec![],
+            torn: None,
+            lie: None,
+        };
         assert_eq!(s.to_string().parse::<StateSpec>().unwrap(), s);
     }
 
@@ -388,7 +467,10 @@ mod tests {
         let base = vec![0u8; 8 * SECTOR as usize];
         let (states, cov) = enumerate(&log, &base, &Enumeration::default());
         // Every state has sector 0 once the flush is passed; sectors 1 and 2 vary freely.
-        let imgs: HashSet<Vec<u8>> = states.iter().map(|(s, _)| materialize(&log, &base, s)).collect();
+        let imgs: HashSet<Vec<u8>> = states
+            .iter()
+            .map(|(s, _)| materialize(&log, &base, s))
+            .collect();
         let after_flush: Vec<_> = states.iter().filter(|(s, _)| s.point >= 2).collect();
         for (s, _) in &after_flush {
             assert_eq!(materialize(&log, &base, s)[0], 1, "{s}");
@@ -401,7 +483,14 @@ mod tests {
     #[test]
     fn hash_dedup_matches_real_image_equality() {
         // Overwrites of the same sector with the same bytes must dedup.
-        let log = log_of(&[("w", 0, 7), ("w", 0, 7), ("w", 1, 0), ("f", 0, 0), ("m", 0, 1), ("w", 0, 9)]);
+        let log = log_of(&[
+            ("w", 0, 7),
+            ("w", 0, 7),
+            ("w", 1, 0),
+            ("f", 0, 0),
+            ("m", 0, 1),
+            ("w", 0, 9),
+        ]);
         let base = vec![0u8; 4 * SECTOR as usize];
         let (states, cov) = enumerate(&log, &base, &Enumeration::default());
         let mut by_hash: HashMap<u128, Vec<u8>> = HashMap::new();
@@ -411,7 +500,10 @@ mod tests {
                 assert_eq!(prev, img);
             }
         }
-        let distinct: HashSet<Vec<u8>> = states.iter().map(|(s, _)| materialize(&log, &base, s)).collect();
+        let distinct: HashSet<Vec<u8>> = states
+            .iter()
+            .map(|(s, _)| materialize(&log, &base, s))
+            .collect();
         assert_eq!(distinct.len(), cov.distinct_images);
     }
 
@@ -422,7 +514,11 @@ mod tests {
         log.records.push(Record::Flush);
         log.push_write(8 * SECTOR, &[6u8; 8 * SECTOR as usize]);
         let base = vec![0u8; 16 * SECTOR as usize];
-        let e = Enumeration { torn: 4, lying_flash: 4, ..Enumeration::default() };
+        let e = Enumeration {
+            torn: 4,
+            lying_flash: 4,
+            ..Enumeration::default()
+        };
         let (states, _) = enumerate(&log, &base, &e);
         assert!(states.iter().any(|(s, _)| s.torn.is_some()));
         assert!(states.iter().any(|(s, _)| s.lie.is_some()));

@@ -15,8 +15,8 @@ use crate::disk::{Recorder, RecorderOptions, ReplayDisk};
 use crate::log::{save_image, Log};
 use crate::replay::{enumerate, marks_before, sector_map, Coverage, Enumeration, StateSpec};
 use crate::stack::{
-    cleanup_dead_runs, err, flush_buffers, preflight, run_tool, run_with_timeout, set_xfs_sync_centisecs,
-    DiskStack, FsConfig, Noise,
+    cleanup_dead_runs, err, flush_buffers, preflight, run_tool, run_with_timeout,
+    set_xfs_sync_centisecs, DiskStack, FsConfig, Noise,
 };
 
 /// Everything a run needs. Commands are shell commands (`sh -c`).
@@ -54,6 +54,9 @@ pub struct Config {
     pub save_all: bool,
     /// Print progress to stderr.
     pub progress: bool,
+    /// Self-test: before mounting each crash image, read the whole loop
+    /// device and compare it with the image rebuilt from the log (slow).
+    pub verify_images: bool,
 }
 
 impl Config {
@@ -76,6 +79,7 @@ impl Config {
             artifacts: None,
             save_all: false,
             progress: false,
+            verify_images: false,
         }
     }
 }
@@ -157,7 +161,17 @@ impl Report {
     pub fn table(&self) -> String {
         let mut s = format!(
             "{:<15} {:>7} {:>6} {:>6} {:>9} {:>7} {:>8} {:>8} {:>6} {:>7} {:>7} {:>8}\n",
-            "config", "records", "flush", "marks", "log", "points", "distinct", "checked", "viol", "rec s", "chk s",
+            "config",
+            "records",
+            "flush",
+            "marks",
+            "log",
+            "points",
+            "distinct",
+            "checked",
+            "viol",
+            "rec s",
+            "chk s",
             "st/s/cpu"
         );
         for c in &self.configs {
@@ -205,23 +219,40 @@ fn shell(cmd: &str, cwd: &Path, env: &[(&str, String)]) -> Command {
 pub fn record(cfg: &Config, fs: FsConfig) -> io::Result<Recording> {
     let rec = Recorder::new(
         fs.image_size(),
-        RecorderOptions { write_delay: cfg.write_delay, flush_latency: cfg.flush_latency, seed: cfg.enumeration.seed },
+        RecorderOptions {
+            write_delay: cfg.write_delay,
+            flush_latency: cfg.flush_latency,
+            seed: cfg.enumeration.seed,
+        },
     );
     let mut stack = DiskStack::new(Arc::clone(&rec))?;
     run_tool(fs.mkfs(&stack.dev), &format!("mkfs for {fs}"), cfg.timeout)?;
-    stack.mount(fs.fstype(), &fs.record_options(cfg.short_commit), cfg.timeout)?;
-    let env = [("POWERCUT_CTL", stack.ctl().to_string_lossy().into_owned()), ("POWERCUT_FS", fs.name().to_string())];
+    stack.mount(
+        fs.fstype(),
+        &fs.record_options(cfg.short_commit),
+        cfg.timeout,
+    )?;
+    let env = [
+        ("POWERCUT_CTL", stack.ctl().to_string_lossy().into_owned()),
+        ("POWERCUT_FS", fs.name().to_string()),
+    ];
     if let Some(setup) = &cfg.setup {
         let r = run_with_timeout(&mut shell(setup, &stack.mnt, &env), cfg.timeout)?;
         if r.code != Some(0) {
-            return Err(err(format!("setup failed on {fs} ({}): {}", r.status_text(), r.output.trim())));
+            return Err(err(format!(
+                "setup failed on {fs} ({}): {}",
+                r.status_text(),
+                r.output.trim()
+            )));
         }
     }
     let dirf = fs::File::open(&stack.mnt)?;
     rustix::fs::syncfs(&dirf).map_err(|e| err(format!("syncfs: {e}")))?;
     drop(dirf);
     let base = rec.start();
-    let old_xfs = (cfg.short_commit && fs == FsConfig::Xfs).then(|| set_xfs_sync_centisecs(100)).flatten();
+    let old_xfs = (cfg.short_commit && fs == FsConfig::Xfs)
+        .then(|| set_xfs_sync_centisecs(100))
+        .flatten();
     let noise = match cfg.noise {
         Some(iv) => Some(Noise::start(&stack.mnt, iv)?),
         None => None,
@@ -234,11 +265,16 @@ pub fn record(cfg: &Config, fs: FsConfig) -> io::Result<Recording> {
     let result = match result {
         Ok(r) if r.timed_out => {
             stack.abort();
-            Err(err(format!("workload timed out on {fs} after {:?}", cfg.timeout)))
+            Err(err(format!(
+                "workload timed out on {fs} after {:?}",
+                cfg.timeout
+            )))
         }
-        Ok(r) if r.code != Some(0) => {
-            Err(err(format!("workload failed on {fs} ({}): {}", r.status_text(), r.output.trim())))
-        }
+        Ok(r) if r.code != Some(0) => Err(err(format!(
+            "workload failed on {fs} ({}): {}",
+            r.status_text(),
+            r.output.trim()
+        ))),
         Ok(_) => Ok(()),
         Err(e) => Err(e),
     };
@@ -246,10 +282,15 @@ pub fn record(cfg: &Config, fs: FsConfig) -> io::Result<Recording> {
     let log = rec.stop();
     stack.teardown()?;
     unmounted?;
-    Ok(Recording { base, log, noise_fsyncs })
+    Ok(Recording {
+        base,
+        log,
+        noise_fsyncs,
+    })
 }
 
 struct Slot {
+    base: Arc<Vec<u8>>,
     disk: Arc<ReplayDisk>,
     stack: DiskStack,
     marks_file: PathBuf,
@@ -257,46 +298,110 @@ struct Slot {
 
 enum Verdict {
     Pass,
-    Fail { stage: &'static str, message: String },
+    Fail {
+        stage: &'static str,
+        message: String,
+    },
 }
 
-fn check_one(cfg: &Config, fs: FsConfig, slot: &mut Slot, log: &Log, spec: &StateSpec) -> io::Result<Verdict> {
+/// Time spent per stage of checking (ns), printed with `POWERCUT_TIMING=1`.
+static STAGE_NS: [std::sync::atomic::AtomicU64; 6] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 6];
+const STAGE_NAMES: [&str; 6] = ["prepare", "mount", "commands", "umount", "fsck", "total"];
+
+fn lap(stage: usize, t: &mut Instant) {
+    let now = Instant::now();
+    STAGE_NS[stage].fetch_add((now - *t).as_nanos() as u64, Ordering::Relaxed);
+    *t = now;
+}
+
+fn check_one(
+    cfg: &Config,
+    fs: FsConfig,
+    slot: &mut Slot,
+    log: &Log,
+    spec: &StateSpec,
+) -> io::Result<Verdict> {
+    let t_start = Instant::now();
+    let mut t = t_start;
     slot.disk.set_state(sector_map(log, spec));
+    slot.stack.invalidate_cache()?;
     flush_buffers(&slot.stack.dev)?;
+    if cfg.verify_images {
+        let seen = fs::read(&slot.stack.dev)?;
+        if seen != crate::replay::materialize(log, &slot.base, spec) {
+            return Err(err(format!(
+                "{fs} state {spec}: the loop device does not show the crash image"
+            )));
+        }
+    }
     let marks = marks_before(log, spec.point);
     let mut text = marks.join("\n");
     if !text.is_empty() {
         text.push('\n');
     }
     fs::write(&slot.marks_file, text)?;
-    if let Err(e) = slot.stack.mount(fs.fstype(), fs.replay_options(), cfg.timeout) {
-        return Ok(Verdict::Fail { stage: "mount", message: e.to_string() });
+    lap(0, &mut t);
+    if let Err(e) = slot
+        .stack
+        .mount(fs.fstype(), fs.replay_options(), cfg.timeout)
+    {
+        return Ok(Verdict::Fail {
+            stage: "mount",
+            message: e.to_string(),
+        });
     }
+    lap(1, &mut t);
     let env = [
-        ("POWERCUT_MARKS", slot.marks_file.to_string_lossy().into_owned()),
+        (
+            "POWERCUT_MARKS",
+            slot.marks_file.to_string_lossy().into_owned(),
+        ),
         ("POWERCUT_STATE", spec.to_string()),
         ("POWERCUT_FS", fs.name().to_string()),
     ];
     let mut verdict = Verdict::Pass;
-    let stages = [("recover", cfg.recover.as_deref()), ("check", Some(cfg.check.as_str()))];
+    let stages = [
+        ("recover", cfg.recover.as_deref()),
+        ("check", Some(cfg.check.as_str())),
+    ];
     for (stage, cmd) in stages {
         let Some(cmd) = cmd else { continue };
         let r = run_with_timeout(&mut shell(cmd, &slot.stack.mnt, &env), cfg.timeout)?;
         if r.code != Some(0) {
-            verdict = Verdict::Fail { stage, message: format!("{}: {}", r.status_text(), r.output.trim()) };
+            verdict = Verdict::Fail {
+                stage,
+                message: format!("{}: {}", r.status_text(), r.output.trim()),
+            };
             break;
         }
     }
+    lap(2, &mut t);
     if let Err(e) = slot.stack.unmount(cfg.timeout) {
         return Err(err(format!("{fs} state {spec}: {e}")));
     }
+    lap(3, &mut t);
     if cfg.fsck && matches!(verdict, Verdict::Pass) {
         let r = run_with_timeout(&mut fs.fsck(&slot.stack.dev), cfg.timeout)?;
         if r.code != Some(0) {
-            let tail: String = r.output.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
-            verdict = Verdict::Fail { stage: "fsck", message: format!("{}: {tail}", r.status_text()) };
+            let tail: String = r
+                .output
+                .lines()
+                .rev()
+                .take(6)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join(" | ");
+            verdict = Verdict::Fail {
+                stage: "fsck",
+                message: format!("{}: {tail}", r.status_text()),
+            };
         }
     }
+    lap(4, &mut t);
+    STAGE_NS[5].fetch_add(t_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
     Ok(verdict)
 }
 
@@ -326,17 +431,27 @@ fn check_states(
                     }
                 };
                 let marks_file = stack.dir.join("marks");
-                let mut slot = Slot { disk, stack, marks_file };
+                let mut slot = Slot {
+                    base: Arc::clone(&base),
+                    disk,
+                    stack,
+                    marks_file,
+                };
                 loop {
                     if fatal.lock().unwrap().is_some() {
                         break;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((spec, _)) = states.get(i) else { break };
+                    let Some((spec, _)) = states.get(i) else {
+                        break;
+                    };
                     match check_one(cfg, fs, &mut slot, &log, spec) {
                         Ok(Verdict::Pass) => {}
                         Ok(Verdict::Fail { stage, message }) => {
-                            failures.lock().unwrap().push((spec.clone(), stage, message));
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push((spec.clone(), stage, message));
                         }
                         Err(e) => {
                             fatal.lock().unwrap().get_or_insert(e);
@@ -365,6 +480,15 @@ fn check_states(
     if tty {
         eprintln!();
     }
+    if std::env::var_os("POWERCUT_TIMING").is_some() {
+        let n = states.len().max(1) as u64;
+        let parts: Vec<String> = STAGE_NAMES
+            .iter()
+            .zip(&STAGE_NS)
+            .map(|(name, ns)| format!("{name} {:.2}ms", ns.swap(0, Ordering::Relaxed) as f64 / n as f64 / 1e6))
+            .collect();
+        eprintln!("[{fs:<14}] per state: {}", parts.join(", "));
+    }
     if let Some(e) = fatal.into_inner().unwrap() {
         return Err(e);
     }
@@ -381,7 +505,11 @@ pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
     let log = Arc::new(rec.log);
     let base = Arc::new(rec.base);
     let (states, coverage) = enumerate(&log, &base, &cfg.enumeration);
-    let jobs = if cfg.jobs == 0 { std::thread::available_parallelism().map_or(1, usize::from) } else { cfg.jobs };
+    let jobs = if cfg.jobs == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        cfg.jobs
+    };
     let t1 = Instant::now();
     let failures = check_states(cfg, fs, Arc::clone(&base), Arc::clone(&log), &states, jobs)?;
     let check_secs = t1.elapsed().as_secs_f64();
@@ -407,7 +535,10 @@ pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
             stage: (*stage).to_string(),
             message: message.clone(),
             replay: artifacts.as_ref().map(|d| {
-                format!("powercut replay --from {} --state {spec} --out /tmp/powercut-inspect", d.display())
+                format!(
+                    "powercut replay --from {} --state {spec} --out /tmp/powercut-inspect",
+                    d.display()
+                )
             }),
         })
         .collect();
@@ -458,14 +589,20 @@ pub fn replay_to(from: &Path, spec: &StateSpec, out: &Path) -> io::Result<PathBu
     let log = Log::load(&from.join("log.bin"))?;
     let base = fs::read(from.join("base.img"))?;
     if spec.point > log.records.len() {
-        return Err(err(format!("state {spec} is past the end of the log ({} records)", log.records.len())));
+        return Err(err(format!(
+            "state {spec} is past the end of the log ({} records)",
+            log.records.len()
+        )));
     }
     let img = crate::replay::materialize(&log, &base, spec);
     fs::create_dir_all(out)?;
     let p = out.join("crash.img");
     fs::write(&p, img)?;
     let marks = marks_before(&log, spec.point);
-    fs::write(out.join("marks"), marks.iter().map(|m| format!("{m}\n")).collect::<String>())?;
+    fs::write(
+        out.join("marks"),
+        marks.iter().map(|m| format!("{m}\n")).collect::<String>(),
+    )?;
     Ok(p)
 }
 

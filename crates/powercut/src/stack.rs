@@ -37,8 +37,13 @@ pub enum FsConfig {
 
 impl FsConfig {
     /// All five configurations.
-    pub const ALL: [FsConfig; 5] =
-        [FsConfig::Ext4, FsConfig::Ext4Writeback, FsConfig::Ext4Journal, FsConfig::Xfs, FsConfig::Btrfs];
+    pub const ALL: [FsConfig; 5] = [
+        FsConfig::Ext4,
+        FsConfig::Ext4Writeback,
+        FsConfig::Ext4Journal,
+        FsConfig::Xfs,
+        FsConfig::Btrfs,
+    ];
 
     /// The configuration's name on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -86,7 +91,14 @@ impl FsConfig {
         let mut c = match self.fstype() {
             "ext4" => {
                 let mut c = Command::new("mkfs.ext4");
-                c.args(["-q", "-F", "-b", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0,nodiscard"]);
+                c.args([
+                    "-q",
+                    "-F",
+                    "-b",
+                    "4096",
+                    "-E",
+                    "lazy_itable_init=0,lazy_journal_init=0,nodiscard",
+                ]);
                 c
             }
             "xfs" => {
@@ -178,13 +190,19 @@ pub fn err(msg: impl Into<String>) -> io::Error {
 /// Checks root, `/dev/fuse`, loop support and the tools `configs` need.
 pub fn preflight(configs: &[FsConfig]) -> io::Result<()> {
     if !rustix::process::geteuid().is_root() {
-        return Err(err("powercut must run as root (it mounts filesystems and attaches loop devices)"));
+        return Err(err(
+            "powercut must run as root (it mounts filesystems and attaches loop devices)",
+        ));
     }
     if !Path::new("/dev/fuse").exists() {
-        return Err(err("/dev/fuse is missing: FUSE is not available on this kernel"));
+        return Err(err(
+            "/dev/fuse is missing: FUSE is not available on this kernel",
+        ));
     }
     if !Path::new("/dev/loop-control").exists() {
-        return Err(err("/dev/loop-control is missing: loop devices are not available"));
+        return Err(err(
+            "/dev/loop-control is missing: loop devices are not available",
+        ));
     }
     let mut tools = vec![("losetup", "mount")];
     for c in configs {
@@ -192,7 +210,9 @@ pub fn preflight(configs: &[FsConfig]) -> io::Result<()> {
     }
     for (tool, pkg) in tools {
         if which(tool).is_none() {
-            return Err(err(format!("`{tool}` not found (install the Debian package {pkg})")));
+            return Err(err(format!(
+                "`{tool}` not found (install the Debian package {pkg})"
+            )));
         }
     }
     Ok(())
@@ -213,7 +233,11 @@ pub fn run_tool(mut cmd: Command, what: &str, timeout: Duration) -> io::Result<S
         return Err(err(format!("{what}: timed out after {timeout:?}")));
     }
     if r.code != Some(0) {
-        return Err(err(format!("{what} failed ({}): {}", r.status_text(), r.output.trim())));
+        return Err(err(format!(
+            "{what} failed ({}): {}",
+            r.status_text(),
+            r.output.trim()
+        )));
     }
     Ok(r.output)
 }
@@ -244,8 +268,13 @@ impl CmdResult {
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> io::Result<CmdResult> {
     use std::os::unix::process::CommandExt;
     let prog = format!("{:?}", cmd.get_program());
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    let mut child = cmd.spawn().map_err(|e| err(format!("cannot run {prog}: {e}")))?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| err(format!("cannot run {prog}: {e}")))?;
     let pid = child.id();
     let mut out = child.stdout.take();
     let mut errp = child.stderr.take();
@@ -288,7 +317,11 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> io::Result<CmdR
         output.truncate(cut);
         output.push_str("…");
     }
-    Ok(CmdResult { code: status.code(), output, timed_out })
+    Ok(CmdResult {
+        code: status.code(),
+        output,
+        timed_out,
+    })
 }
 
 fn kill_group(pid: u32) {
@@ -315,16 +348,30 @@ pub fn guarded<T: Send + 'static>(
         Err(_) => {
             on_hang();
             let _ = rx.recv_timeout(Duration::from_secs(30));
-            Err(err(format!("{what}: hung for {timeout:?}; the FUSE connection was aborted")))
+            Err(err(format!(
+                "{what}: hung for {timeout:?}; the FUSE connection was aborted"
+            )))
         }
     }
 }
 
 /// Mounts `dev` on `target`.
 pub fn mount_fs(dev: &Path, target: &Path, fstype: &str, options: &str) -> io::Result<()> {
-    let data = std::ffi::CString::new(options).map_err(|_| err("mount options contain a NUL byte"))?;
-    rustix::mount::mount(dev, target, fstype, rustix::mount::MountFlags::empty(), Some(data.as_c_str()))
-        .map_err(|e| err(format!("mount -t {fstype} -o {options} {}: {e}", dev.display())))
+    let data =
+        std::ffi::CString::new(options).map_err(|_| err("mount options contain a NUL byte"))?;
+    rustix::mount::mount(
+        dev,
+        target,
+        fstype,
+        rustix::mount::MountFlags::empty(),
+        Some(data.as_c_str()),
+    )
+    .map_err(|e| {
+        err(format!(
+            "mount -t {fstype} -o {options} {}: {e}",
+            dev.display()
+        ))
+    })
 }
 
 /// Unmounts `target`.
@@ -353,11 +400,24 @@ fn mountinfo() -> Vec<(String, PathBuf)> {
 /// everything blocked on it fails instead of hanging. The connection's number
 /// is read from mountinfo, never by touching the (possibly hung) mount.
 pub fn abort_fuse(fuse_mnt: &Path) {
-    let Some((dev, _)) = mountinfo().into_iter().find(|(_, mp)| mp == fuse_mnt) else { return };
-    let Some(minor) = dev.split(':').nth(1) else { return };
+    let Some((dev, _)) = mountinfo().into_iter().find(|(_, mp)| mp == fuse_mnt) else {
+        return;
+    };
+    let Some(minor) = dev.split(':').nth(1) else {
+        return;
+    };
     let conns = Path::new("/sys/fs/fuse/connections");
-    if fs::read_dir(conns).map(|mut d| d.next().is_none()).unwrap_or(true) {
-        let _ = rustix::mount::mount("none", conns, "fusectl", rustix::mount::MountFlags::empty(), None);
+    if fs::read_dir(conns)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
+    {
+        let _ = rustix::mount::mount(
+            "none",
+            conns,
+            "fusectl",
+            rustix::mount::MountFlags::empty(),
+            None,
+        );
     }
     let _ = fs::write(conns.join(minor).join("abort"), "1");
 }
@@ -370,9 +430,13 @@ fn pid_alive(pid: i32) -> bool {
 /// the loop devices they recorded as theirs, their FUSE mounts. Only
 /// directories under [`STATE_ROOT`] whose process is gone are touched.
 pub fn cleanup_dead_runs() {
-    let Ok(dirs) = fs::read_dir(STATE_ROOT) else { return };
+    let Ok(dirs) = fs::read_dir(STATE_ROOT) else {
+        return;
+    };
     for d in dirs.flatten() {
-        let Some(pid) = d.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = d.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         if pid_alive(pid) {
             continue;
         }
@@ -396,7 +460,8 @@ fn cleanup_stack_dir(dir: &Path) {
         let dev = dev.trim();
         // Detach only if the loop device still points at this run's disk.
         let name = dev.trim_start_matches("/dev/");
-        let backing = fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).unwrap_or_default();
+        let backing =
+            fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).unwrap_or_default();
         if backing.trim() == fuse.join(DISK_NAME).to_string_lossy() {
             let _ = Command::new("losetup").arg("-d").arg(dev).output();
         }
@@ -427,7 +492,9 @@ impl DiskStack {
     /// Serves `backing` over FUSE and attaches a loop device to it.
     pub fn new<B: Backing>(backing: Arc<B>) -> io::Result<DiskStack> {
         let n = STACK_SEQ.fetch_add(1, Ordering::Relaxed);
-        let dir = Path::new(STATE_ROOT).join(std::process::id().to_string()).join(n.to_string());
+        let dir = Path::new(STATE_ROOT)
+            .join(std::process::id().to_string())
+            .join(n.to_string());
         let fuse_mnt = dir.join("fuse");
         let mnt = dir.join("mnt");
         fs::create_dir_all(&fuse_mnt)?;
@@ -442,8 +509,14 @@ impl DiskStack {
         let session = fuser::Session::new(DiskFs::new(backing), &fuse_mnt, &config)
             .and_then(fuser::Session::spawn)
             .map_err(|e| err(format!("FUSE mount on {}: {e}", fuse_mnt.display())))?;
-        let mut stack =
-            DiskStack { dir, fuse_mnt, mnt, dev: PathBuf::new(), session: Some(session), mounted: false };
+        let mut stack = DiskStack {
+            dir,
+            fuse_mnt,
+            mnt,
+            dev: PathBuf::new(),
+            session: Some(session),
+            mounted: false,
+        };
         let img = stack.fuse_mnt.join(DISK_NAME);
         let mut last = String::new();
         for _ in 0..5 {
@@ -467,11 +540,32 @@ impl DiskStack {
         self.fuse_mnt.join(crate::disk::CTL_NAME)
     }
 
+    /// Drops the kernel's cached pages of `disk.img` (after its content changed).
+    pub fn invalidate_cache(&self) -> io::Result<()> {
+        match &self.session {
+            Some(s) => s
+                .notifier()
+                .inval_inode(fuser::INodeNo(crate::disk::INO_DISK), 0, 0)
+                .or_else(|e| if e.raw_os_error() == Some(libc::ENOENT) { Ok(()) } else { Err(e) }),
+            None => Ok(()),
+        }
+    }
+
     /// Mounts the filesystem on the loop device at [`DiskStack::mnt`].
     pub fn mount(&mut self, fstype: &str, options: &str, timeout: Duration) -> io::Result<()> {
-        let (dev, mnt, fstype2, opts) = (self.dev.clone(), self.mnt.clone(), fstype.to_string(), options.to_string());
+        let (dev, mnt, fstype2, opts) = (
+            self.dev.clone(),
+            self.mnt.clone(),
+            fstype.to_string(),
+            options.to_string(),
+        );
         let fuse = self.fuse_mnt.clone();
-        guarded("mount", timeout, || abort_fuse(&fuse), move || mount_fs(&dev, &mnt, &fstype2, &opts))??;
+        guarded(
+            "mount",
+            timeout,
+            || abort_fuse(&fuse),
+            move || mount_fs(&dev, &mnt, &fstype2, &opts),
+        )??;
         self.mounted = true;
         Ok(())
     }
@@ -483,7 +577,12 @@ impl DiskStack {
         }
         let mnt = self.mnt.clone();
         let fuse = self.fuse_mnt.clone();
-        let r = guarded("umount", timeout, || abort_fuse(&fuse), move || unmount(&mnt));
+        let r = guarded(
+            "umount",
+            timeout,
+            || abort_fuse(&fuse),
+            move || unmount(&mnt),
+        );
         match r {
             Ok(Ok(())) => {
                 self.mounted = false;
@@ -568,23 +667,34 @@ pub const NOISE_FILE: &str = ".powercut-noise";
 impl Noise {
     /// Starts the noise thread.
     pub fn start(dir: &Path, interval: Duration) -> io::Result<Noise> {
-        let mut f = fs::OpenOptions::new().create(true).append(true).open(dir.join(NOISE_FILE))?;
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(NOISE_FILE))?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let st = Arc::clone(&stop);
-        let handle = thread::Builder::new().name("powercut-noise".into()).spawn(move || {
-            let mut n = 0u64;
-            let t0 = Instant::now();
-            while !st.load(Ordering::Relaxed) {
-                let line = format!("noise {n} {:?}\n", t0.elapsed());
-                if f.write_all(line.as_bytes()).and_then(|()| f.sync_all()).is_err() {
-                    break;
+        let handle = thread::Builder::new()
+            .name("powercut-noise".into())
+            .spawn(move || {
+                let mut n = 0u64;
+                let t0 = Instant::now();
+                while !st.load(Ordering::Relaxed) {
+                    let line = format!("noise {n} {:?}\n", t0.elapsed());
+                    if f.write_all(line.as_bytes())
+                        .and_then(|()| f.sync_all())
+                        .is_err()
+                    {
+                        break;
+                    }
+                    n += 1;
+                    thread::sleep(interval);
                 }
-                n += 1;
-                thread::sleep(interval);
-            }
-            n
-        })?;
-        Ok(Noise { stop, handle: Some(handle) })
+                n
+            })?;
+        Ok(Noise {
+            stop,
+            handle: Some(handle),
+        })
     }
 
     /// Stops the noise; returns how many fsyncs it made.
