@@ -188,9 +188,10 @@ impl Options {
         self
     }
 
-    /// Whether to carry an existing target's owner, group and mode over to
-    /// the new file (default `true`). Without it the new file is created as
-    /// a new file would be.
+    /// Whether to carry an existing target's owner, group, mode and (see
+    /// [`preserve_xattrs`](Self::preserve_xattrs)) extended attributes over
+    /// to the new file (default `true`). Without it the new file is created
+    /// as a new file would be, with nothing carried over.
     pub fn preserve_metadata(&mut self, yes: bool) -> &mut Options {
         self.preserve_metadata = yes;
         self
@@ -335,7 +336,7 @@ impl AtomicFile {
         } = target;
 
         let existing = match existing_stat {
-            Some(stat) if opts.preserve_metadata || opts.preserve_xattrs => {
+            Some(stat) if opts.preserve_metadata => {
                 // Open the old file to read its metadata from the inode itself.
                 match st.open(&dir, &name, OpenHow::READ_NOFOLLOW) {
                     Ok(file) => {
@@ -370,7 +371,7 @@ impl AtomicFile {
         // and group are set; for an explicit mode, likewise; for a new file,
         // `0o666` less the umask, which is then the final mode.
         let create_mode = match (&existing, opts.mode) {
-            (Some(old), _) if opts.preserve_metadata => old.stat.mode & 0o600,
+            (Some(old), _) => old.stat.mode & 0o600,
             (_, Some(mode)) => mode & 0o600,
             _ => 0o666,
         };
@@ -457,25 +458,21 @@ impl AtomicFile {
             return Ok(());
         };
         let mut mode = self.opts.mode.unwrap_or(old.stat.mode);
-        if self.opts.preserve_metadata {
-            let now = st.stat(temp)?;
-            if (now.uid, now.gid) != (old.stat.uid, old.stat.gid) {
-                match st.chown(temp, Some(old.stat.uid), Some(old.stat.gid)) {
-                    Ok(()) => {}
-                    // Not allowed to give the file away: keep at least the group
-                    // if we belong to it; otherwise the file stays ours.
-                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                        match st.chown(temp, None, Some(old.stat.gid)) {
-                            Ok(()) => {}
-                            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
-                            Err(e) => return Err(e),
-                        }
+        let now = st.stat(temp)?;
+        if (now.uid, now.gid) != (old.stat.uid, old.stat.gid) {
+            match st.chown(temp, Some(old.stat.uid), Some(old.stat.gid)) {
+                Ok(()) => {}
+                // Not allowed to give the file away: keep at least the group
+                // if we belong to it; otherwise the file stays ours.
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    match st.chown(temp, None, Some(old.stat.gid)) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+                        Err(e) => return Err(e),
                     }
-                    Err(e) => return Err(e),
                 }
+                Err(e) => return Err(e),
             }
-        } else if self.opts.mode.is_none() {
-            return Ok(());
         }
         let xattrs = match (&old.file, self.opts.preserve_xattrs) {
             (Some(file), true) => match st.list_xattr(file) {

@@ -167,6 +167,24 @@ fn xattrs_can_be_left_behind() {
 }
 
 #[test]
+fn without_preserve_metadata_the_file_is_new() {
+    let d = TestDir::new("nopreserve");
+    let p = d.join("f");
+    std::fs::write(&p, b"old").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&p, Some(4242), None).unwrap();
+    xattr_set(&p, "user.note", b"v");
+    Options::new()
+        .preserve_metadata(false)
+        .mode(0o644)
+        .write(&p, b"new")
+        .unwrap();
+    let md = std::fs::metadata(&p).unwrap();
+    assert_eq!((md.uid(), md.mode() & 0o7777), (0, 0o644));
+    assert_eq!(xattr_get(&p, "user.note"), None);
+}
+
+#[test]
 fn posix_acl_is_carried() {
     let d = TestDir::new("acl");
     let p = d.join("f");
@@ -548,6 +566,14 @@ fn mount_disk_full_is_a_clear_error_and_keeps_the_old_content() {
     fstx::write(&p, b"old").unwrap();
     let e = fstx::write(&p, vec![7u8; 2 << 20]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::StorageFull, "{e}");
+    assert!(e.to_string().contains("not committed"), "{e}");
+    let io: std::io::Error = e.into();
+    assert_eq!(
+        io.kind(),
+        ErrorKind::StorageFull,
+        "the kind survives the conversion"
+    );
+    let e = fstx::write(&p, vec![7u8; 2 << 20]).unwrap_err();
     assert_eq!(e.state(), &State::NotCommitted);
     assert_eq!(std::fs::read(&p).unwrap(), b"old");
     assert!(temps(fs.path()).is_empty());
