@@ -374,7 +374,9 @@ impl Checker {
                 match self.read(file) {
                     None => {}
                     Some(Ok(seq)) => versions.push((file.clone(), seq)),
-                    Some(Err(why)) => self.violation(format!("{file}: torn or mixed: {why}")),
+                    Some(Err(why)) => {
+                        self.violation(format!("{file}: torn or mixed, does not verify: {why}"));
+                    }
                 }
             }
             for pair in versions.windows(2) {
@@ -575,6 +577,18 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
     if checker.violations.len() > 20 {
         println!("... and {} more violations", checker.violations.len() - 20);
     }
+    let kind = |key: &str| {
+        checker
+            .violations
+            .iter()
+            .filter(|v| v.contains(key))
+            .count()
+    };
+    let (torn, lost, vanished) = (kind("not verify"), kind("lost"), kind("vanished"));
+    println!(
+        "torture: violation kinds: torn {torn}, lost {lost}, vanished {vanished}, other {}",
+        checker.violations.len() - torn - lost - vanished
+    );
     for e in errors.iter().take(10) {
         println!("error: {e}");
     }
