@@ -97,7 +97,9 @@ pub use lock::{FileLock, Wait, LOCK_PREFIX};
 pub use recover::{recover, RecoverOptions, Recovery};
 #[cfg(feature = "planted-bugs")]
 pub use txn::TxnBugs;
-pub use txn::{Committed, Snapshot, StagedFile, Transaction, TxnOptions, TxnOutcome, TxnRecovery};
+pub use txn::{
+    Committed, Phase, Snapshot, StagedFile, Transaction, TxnOptions, TxnOutcome, TxnRecovery,
+};
 pub use update::{
     update, update_stream, BackupKind, BackupMethod, OldFile, UpdateOptions, Updated,
     UPDATE_FUNCTION_STEP,

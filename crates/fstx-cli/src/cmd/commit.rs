@@ -98,6 +98,34 @@ fn files_under(base: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<(), Fa
     Ok(())
 }
 
+/// Test hook: `FSTX_TXN_PHASE_PAUSE=PHASE:MS` (PHASE one of `staged`,
+/// `committed`, `applied`) makes `fstx commit` sleep MS milliseconds when
+/// the commit reaches that phase, so the SIGKILL test can kill it there.
+/// For tests only; it changes nothing else.
+fn phase_pause() -> Result<Option<impl Fn(fstx::Phase) + Send + Sync + 'static>, Failure> {
+    let Ok(v) = std::env::var("FSTX_TXN_PHASE_PAUSE") else {
+        return Ok(None);
+    };
+    let bad = || {
+        Failure::new(format!(
+            "FSTX_TXN_PHASE_PAUSE: expected PHASE:MS, got '{v}'"
+        ))
+    };
+    let (p, ms) = v.split_once(':').ok_or_else(bad)?;
+    let phase = match p {
+        "staged" => fstx::Phase::Staged,
+        "committed" => fstx::Phase::Committed,
+        "applied" => fstx::Phase::Applied,
+        _ => return Err(bad()),
+    };
+    let ms: u64 = ms.parse().map_err(|_| bad())?;
+    Ok(Some(move |at: fstx::Phase| {
+        if at == phase {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+    }))
+}
+
 /// Runs `fstx commit`.
 pub fn run(args: &Args) -> Result<ExitCode, Failure> {
     let mut opts = fstx::TxnOptions::new();
@@ -106,6 +134,9 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
         .allow_weak_filesystems(args.allow_weak_fs);
     if args.put.iter().filter(|p| p.ends_with("=-")).count() > 1 {
         return Err(Failure::new("only one --put may read standard input (-)"));
+    }
+    if let Some(hook) = phase_pause()? {
+        opts.on_phase(hook);
     }
     let mut txn = opts.begin(&args.root)?;
     for p in &args.put {

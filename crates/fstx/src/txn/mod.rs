@@ -119,9 +119,35 @@ macro_rules! bug {
 }
 pub(crate) use bug;
 
+/// A point in the commit protocol, reported to an observer set with
+/// [`TxnOptions::on_phase`] (progress reporting, tests that stop a writer in
+/// a given phase).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Every staged file and directory entry is flushed; the commit record
+    /// is about to be written. A crash now rolls back.
+    Staged,
+    /// The commit record is durable; applying is about to start. A crash
+    /// now is finished by recovery.
+    Committed,
+    /// Applied and flushed; the journal is about to be retired.
+    Applied,
+}
+
+/// An observer of [`Phase`]s.
+#[derive(Clone)]
+pub struct PhaseHook(Arc<dyn Fn(Phase) + Send + Sync>);
+
+impl std::fmt::Debug for PhaseHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PhaseHook")
+    }
+}
+
 /// Options for transactions and snapshots on one root.
 #[derive(Debug, Clone)]
 pub struct TxnOptions {
+    on_phase: Option<PhaseHook>,
     durability: Durability,
     flush: Flush,
     allow_weak_fs: bool,
@@ -143,6 +169,7 @@ impl TxnOptions {
     /// carry owner, group, mode and extended attributes of replaced files.
     pub fn new() -> TxnOptions {
         TxnOptions {
+            on_phase: None,
             durability: Durability::Durable,
             flush: Flush::Auto,
             allow_weak_fs: false,
@@ -193,6 +220,18 @@ impl TxnOptions {
     pub fn preserve_xattrs(&mut self, yes: bool) -> &mut TxnOptions {
         self.preserve_xattrs = yes;
         self
+    }
+
+    /// Calls `f` at each [`Phase`] of a commit, in the committing thread.
+    pub fn on_phase(&mut self, f: impl Fn(Phase) + Send + Sync + 'static) -> &mut TxnOptions {
+        self.on_phase = Some(PhaseHook(Arc::new(f)));
+        self
+    }
+
+    fn phase(&self, p: Phase) {
+        if let Some(h) = &self.on_phase {
+            (h.0)(p);
+        }
     }
 
     /// Routes every filesystem call through `storage`.
@@ -1049,6 +1088,7 @@ impl Transaction {
                 }
             }
         }
+        self.opts.phase(Phase::Staged);
         // The commit point. Readers are held off from here to retirement.
         if let Err(e) = st.lock(&self.ctl.view, LockMode::Exclusive, true) {
             self.ops = record.ops;
@@ -1098,6 +1138,7 @@ impl Transaction {
         }
         drop(journal);
         self.journal = None;
+        self.opts.phase(Phase::Committed);
         // Apply.
         let touched = recovery::apply(&*st, &mut self.tree, &record.ops, &root_path)
             .map_err(|(step, e)| pending(step, e))?;
@@ -1109,6 +1150,7 @@ impl Transaction {
                 Err(e) => return Err(pending("flush directories", e)),
             }
         }
+        self.opts.phase(Phase::Applied);
         // Retire.
         self.staged.clear();
         recovery::retire(&*st, &self.ctl, durable && !bug!(bugs, replay_retired))
