@@ -120,6 +120,8 @@ pub struct ConfigReport {
     pub log_bytes: u64,
     /// Noise fsyncs during the workload.
     pub noise_fsyncs: u64,
+    /// Seconds the workload command ran.
+    pub workload_secs: f64,
     /// Coverage of the crash-state enumeration.
     pub coverage: Coverage,
     /// States checked.
@@ -203,6 +205,8 @@ pub struct Recording {
     pub log: Log,
     /// Noise fsyncs made.
     pub noise_fsyncs: u64,
+    /// Seconds the workload command ran.
+    pub workload_secs: f64,
 }
 
 fn shell(cmd: &str, cwd: &Path, env: &[(&str, String)]) -> Command {
@@ -257,7 +261,9 @@ pub fn record(cfg: &Config, fs: FsConfig) -> io::Result<Recording> {
         Some(iv) => Some(Noise::start(&stack.mnt, iv)?),
         None => None,
     };
+    let t_workload = Instant::now();
     let result = run_with_timeout(&mut shell(&cfg.workload, &stack.mnt, &env), cfg.timeout);
+    let workload_secs = t_workload.elapsed().as_secs_f64();
     let noise_fsyncs = noise.map_or(0, Noise::stop);
     if let Some(old) = old_xfs {
         set_xfs_sync_centisecs(old);
@@ -286,6 +292,7 @@ pub fn record(cfg: &Config, fs: FsConfig) -> io::Result<Recording> {
         base,
         log,
         noise_fsyncs,
+        workload_secs,
     })
 }
 
@@ -550,6 +557,7 @@ pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
         marks: log.marks(),
         log_bytes: log.stored_size(),
         noise_fsyncs: rec.noise_fsyncs,
+        workload_secs: rec.workload_secs,
         checked: states.len(),
         violation_count: failures.len(),
         record_secs,
@@ -581,6 +589,8 @@ pub fn run(cfg: &Config) -> io::Result<Report> {
         report.checked += c.checked;
         report.configs.push(c);
     }
+    // Our state directory is empty once every stack is torn down.
+    let _ = fs::remove_dir(Path::new(crate::stack::STATE_ROOT).join(std::process::id().to_string()));
     Ok(report)
 }
 

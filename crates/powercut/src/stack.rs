@@ -449,10 +449,26 @@ pub fn cleanup_dead_runs() {
     }
 }
 
+/// Kills processes a dead run left working inside `mnt` (an orphaned
+/// workload keeps the filesystem, and so the loop device, busy).
+fn kill_processes_in(mnt: &Path) {
+    let Ok(procs) = fs::read_dir("/proc") else { return };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(cwd) = fs::read_link(p.path().join("cwd")) else { continue };
+        if cwd.starts_with(mnt) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
 fn cleanup_stack_dir(dir: &Path) {
     let fuse = dir.join("fuse");
     let mnt = dir.join("mnt");
     abort_fuse(&fuse);
+    kill_processes_in(&mnt);
     if is_mountpoint(&mnt) {
         let _ = rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::DETACH);
     }

@@ -1,0 +1,218 @@
+//! End-to-end tests on the real kernel: FUSE, loop devices, mkfs, mount,
+//! fsck. They need root and xfsprogs/btrfs-progs; every test that mounts is
+//! named `mount_*` so CI can run them in a serial group.
+//!
+//! Environment knobs (defaults are the CI budget):
+//! - `POWERCUT_TEST_FS`: configurations (`all`, or e.g. `ext4,xfs`).
+//! - `POWERCUT_TEST_STATES`: distinct crash states per configuration and writer.
+//! - `POWERCUT_TEST_ITERATIONS`: updates each writer makes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use powercut::log::Record;
+use powercut::{Config, FsConfig, Report};
+
+fn powercut() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_powercut"))
+}
+
+fn writers() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/writers")
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("powercut-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs a writer through `powercut run` on the test configurations; returns
+/// the exit code and the JSON report.
+fn run_writer(writer: &str, states: &str) -> (i32, Report) {
+    let w = writers();
+    let dir = tmp(writer);
+    let json = dir.join("report.json");
+    let out = powercut()
+        .args(["run", "-q", "--fs", &env_or("POWERCUT_TEST_FS", "all")])
+        .arg("--setup")
+        .arg(format!("sh {}/setup.sh", w.display()))
+        .arg("--workload")
+        .arg(format!("sh {}/{writer}.sh", w.display()))
+        .arg("--check")
+        .arg(format!("sh {}/check.sh", w.display()))
+        .args(["--max-states", states, "--timeout", "300"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--artifacts")
+        .arg(dir.join("artifacts"))
+        .env("WRITER_ITERATIONS", env_or("POWERCUT_TEST_ITERATIONS", "30"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run powercut");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The table and the first violations, for the test log.
+    for line in stdout.lines().take(12) {
+        println!("{line}");
+    }
+    let code = out.status.code().unwrap_or(-1);
+    assert!(code == 0 || code == 1, "powercut failed to run ({code}): {stdout}");
+    let report: Report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (code, report)
+}
+
+fn assert_caught_everywhere(writer: &str) {
+    let (code, report) = run_writer(writer, &env_or("POWERCUT_TEST_STATES", "400"));
+    assert_eq!(code, 1, "{writer}: powercut must exit 1 when it finds violations");
+    for c in &report.configs {
+        assert!(
+            c.violations.iter().any(|v| v.stage == "check"),
+            "{writer} was not caught by the checker on {} ({} states checked)",
+            c.config,
+            c.checked
+        );
+        let v = &c.violations[0];
+        assert!(v.replay.as_deref().is_some_and(|r| r.contains("powercut replay")));
+    }
+}
+
+#[test]
+fn mount_catches_truncate_and_write_in_place() {
+    assert_caught_everywhere("inplace");
+}
+
+#[test]
+fn mount_catches_temp_and_rename_without_fsync() {
+    assert_caught_everywhere("rename-nosync");
+}
+
+#[test]
+fn mount_catches_rename_without_directory_fsync() {
+    assert_caught_everywhere("rename-nodirsync");
+}
+
+#[test]
+fn mount_correct_writer_passes_everywhere() {
+    let (code, report) = run_writer("correct", &env_or("POWERCUT_TEST_CORRECT_STATES", "1200"));
+    for c in &report.configs {
+        assert_eq!(c.violation_count, 0, "correct writer failed on {}: {:?}", c.config, c.violations.first());
+        assert!(c.checked > 50, "too few states checked on {}: {}", c.config, c.checked);
+    }
+    assert_eq!(code, 0);
+    println!("correct writer: {} distinct crash states checked", report.checked);
+}
+
+/// The recorder sees the filesystem's writes and flushes, and a mark the
+/// workload writes after its fsync lands after that fsync's flush.
+#[test]
+fn mount_recorder_orders_marks_after_flushes() {
+    let mut cfg = Config::new(
+        "printf hello > f && sync f && echo 'ack 1' > \"$POWERCUT_CTL\" && printf x >> f",
+        "true",
+    );
+    cfg.noise = None;
+    let rec = powercut::run::record(&cfg, FsConfig::Ext4).unwrap();
+    let recs = &rec.log.records;
+    let mark = recs.iter().position(|r| r == &Record::Mark("ack 1".into())).expect("mark recorded");
+    let flush = recs[..mark].iter().rposition(|r| matches!(r, Record::Flush)).expect("flush before mark");
+    assert!(recs[..flush].iter().any(|r| r.range().is_some()), "writes before the flush");
+    assert!(recs[mark..].iter().any(|r| matches!(r, Record::Flush)), "the unmount flushes again");
+    assert_eq!(rec.base.len() as u64, FsConfig::Ext4.image_size());
+    // The replayed image at the end of the log holds the file's final content.
+    let img = powercut::replay::materialize(
+        &rec.log,
+        &rec.base,
+        &powercut::StateSpec { point: recs.len(), keep: vec![], torn: None, lie: None },
+    );
+    assert!(img.windows(6).any(|w| w == b"hellox"));
+}
+
+/// `--flush-latency` makes every flush reaching the disk slow.
+#[test]
+fn mount_flush_latency_slows_fsync() {
+    let mut cfg = Config::new("for i in 1 2 3 4 5; do echo $i >> f; sync f; done", "true");
+    cfg.noise = None;
+    cfg.flush_latency = Duration::from_millis(40);
+    let t = Instant::now();
+    let rec = powercut::run::record(&cfg, FsConfig::Ext4).unwrap();
+    assert!(rec.workload_secs >= 0.2, "5 fsyncs with 40 ms flushes took {}s", rec.workload_secs);
+    assert!(rec.log.flushes() >= 5);
+    println!("5 fsyncs at 40 ms: {:.2}s (recording {:?})", rec.workload_secs, t.elapsed());
+}
+
+fn loop_devices_of(dir: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        let bf = e.path().join("loop/backing_file");
+        if let Ok(b) = std::fs::read_to_string(bf) {
+            if b.trim().starts_with(&*dir.to_string_lossy()) {
+                v.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    v
+}
+
+/// A run killed with SIGKILL mid-workload leaves mounts and a loop device;
+/// the next run (here `powercut cleanup`) removes exactly those. Two runs
+/// side by side work too.
+#[test]
+fn mount_killed_run_is_cleaned_up_and_runs_coexist() {
+    let mut victim = powercut()
+        .args(["run", "-q", "--fs", "ext4", "--workload", "sleep 600", "--check", "true"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dir = Path::new("/run/powercut").join(victim.id().to_string());
+    let t = Instant::now();
+    while loop_devices_of(&dir).is_empty() || !dir.join("0/mnt/lost+found").exists() {
+        assert!(t.elapsed() < Duration::from_secs(60), "victim never mounted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Meanwhile a second run works side by side.
+    let w = writers();
+    let other = powercut()
+        .args(["run", "-q", "--fs", "ext4", "--max-states", "30"])
+        .arg("--setup")
+        .arg(format!("sh {}/setup.sh", w.display()))
+        .arg("--workload")
+        .arg(format!("sh {}/correct.sh", w.display()))
+        .arg("--check")
+        .arg(format!("sh {}/check.sh", w.display()))
+        .env("WRITER_ITERATIONS", "5")
+        .output()
+        .unwrap();
+    assert!(other.status.success(), "{}", String::from_utf8_lossy(&other.stdout));
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    assert!(!loop_devices_of(&dir).is_empty(), "the killed run left its loop device");
+    let st = powercut().arg("cleanup").status().unwrap();
+    assert!(st.success());
+    // A loop device still held by the dying mount is cleared when released.
+    let t = Instant::now();
+    while !loop_devices_of(&dir).is_empty() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(loop_devices_of(&dir).is_empty(), "loop device still attached after cleanup");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&*dir.to_string_lossy()), "mounts left: {mounts}");
+    assert!(!dir.exists());
+}
+
+/// A soak run: many more states and iterations. `cargo test -- --ignored`.
+#[test]
+#[ignore = "soak: long"]
+fn mount_soak_all_writers() {
+    for w in ["inplace", "rename-nosync", "rename-nodirsync"] {
+        let (code, _) = run_writer(w, &env_or("POWERCUT_SOAK_STATES", "0"));
+        assert_eq!(code, 1);
+    }
+    let (code, report) = run_writer("correct", &env_or("POWERCUT_SOAK_STATES", "0"));
+    assert_eq!(code, 0, "{:?}", report.configs.iter().map(|c| &c.violations).collect::<Vec<_>>());
+}
