@@ -621,15 +621,21 @@ impl Transaction {
     fn plan_dir(&mut self, dir: &RelPath, create: bool) -> io::Result<(RelPath, bool)> {
         let mut existing = RelPath::root();
         let mut missing_from = None;
-        for i in 1..=dir.components().len() {
-            let prefix = RelPath::from_components(dir.components()[..i].to_vec())
-                .map_err(|m| invalid(io::ErrorKind::InvalidInput, m))?;
-            if self.uses.get(&prefix) == Some(&Use::File) {
-                return Err(invalid(
-                    io::ErrorKind::InvalidInput,
-                    "a directory on this path is a file this transaction also changes",
-                ));
-            }
+        let prefixes = (1..=dir.components().len())
+            .map(|i| RelPath::from_components(dir.components()[..i].to_vec()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|m| invalid(io::ErrorKind::InvalidInput, m))?;
+        if prefixes
+            .iter()
+            .any(|p| self.uses.get(p) == Some(&Use::File))
+        {
+            return Err(invalid(
+                io::ErrorKind::InvalidInput,
+                "a directory on this path is a file this transaction also changes",
+            ));
+        }
+        for (i, prefix) in prefixes.into_iter().enumerate() {
+            let i = i + 1;
             if self.new_dirs.contains(&prefix) {
                 missing_from = Some(i);
                 break;
