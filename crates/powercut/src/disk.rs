@@ -108,6 +108,9 @@ pub struct Recorder {
 
 impl Recorder {
     /// A recorder for a zero-filled image of `size` bytes.
+    ///
+    /// # Panics
+    /// If the helper threads for the realism switches cannot be spawned.
     pub fn new(size: u64, opts: RecorderOptions) -> Arc<Recorder> {
         let state = Arc::new(Mutex::new(RecState {
             image: vec![0u8; size as usize],

@@ -216,7 +216,7 @@ fn mix(sector: u64, content: u128) -> u128 {
 
 impl Hasher<'_> {
     fn base_term(&mut self, s: u64) -> u128 {
-        let (base, _) = (self.base, ());
+        let base = self.base;
         *self.base_cache.entry(s).or_insert_with(|| {
             let a = (s * SECTOR) as usize;
             mix(s, xxh3_128(&base[a..a + SECTOR as usize]))

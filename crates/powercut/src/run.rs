@@ -1,6 +1,9 @@
 //! A whole run: record the workload on each configuration, choose the crash
 //! states, check them in parallel, report.
 
+#![allow(clippy::cast_precision_loss)] // only for statistics
+
+use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -138,7 +141,7 @@ pub struct ConfigReport {
     pub states_per_sec_per_core: f64,
     /// Where the base image and log were saved.
     pub artifacts: Option<String>,
-    /// The violations (at most 50 listed).
+    /// The violations (at most 1000 listed).
     pub violations: Vec<Violation>,
 }
 
@@ -177,8 +180,9 @@ impl Report {
             "st/s/cpu"
         );
         for c in &self.configs {
-            s.push_str(&format!(
-                "{:<15} {:>7} {:>6} {:>6} {:>8}K {:>7} {:>8} {:>8} {:>6} {:>7.1} {:>7.1} {:>8.1}\n",
+            let _ = writeln!(
+                s,
+                "{:<15} {:>7} {:>6} {:>6} {:>8}K {:>7} {:>8} {:>8} {:>6} {:>7.1} {:>7.1} {:>8.1}",
                 c.config,
                 c.records,
                 c.flushes,
@@ -191,7 +195,7 @@ impl Report {
                 c.record_secs,
                 c.check_secs,
                 c.states_per_sec_per_core
-            ));
+            );
         }
         s
     }
@@ -416,8 +420,8 @@ fn check_one(
 fn check_states(
     cfg: &Config,
     fs: FsConfig,
-    base: Arc<Vec<u8>>,
-    log: Arc<Log>,
+    base: &Arc<Vec<u8>>,
+    log: &Arc<Log>,
     states: &[(StateSpec, u128)],
     jobs: usize,
 ) -> io::Result<Vec<(StateSpec, &'static str, String)>> {
@@ -429,7 +433,7 @@ fn check_states(
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| {
-                let disk = ReplayDisk::new(Arc::clone(&base), Arc::clone(&log));
+                let disk = ReplayDisk::new(Arc::clone(base), Arc::clone(log));
                 let stack = match DiskStack::new(Arc::clone(&disk)) {
                     Ok(st) => st,
                     Err(e) => {
@@ -439,7 +443,7 @@ fn check_states(
                 };
                 let marks_file = stack.dir.join("marks");
                 let mut slot = Slot {
-                    base: Arc::clone(&base),
+                    base: Arc::clone(base),
                     disk,
                     stack,
                     marks_file,
@@ -452,7 +456,7 @@ fn check_states(
                     let Some((spec, _)) = states.get(i) else {
                         break;
                     };
-                    match check_one(cfg, fs, &mut slot, &log, spec) {
+                    match check_one(cfg, fs, &mut slot, log, spec) {
                         Ok(Verdict::Pass) => {}
                         Ok(Verdict::Fail { stage, message }) => {
                             failures
@@ -492,7 +496,12 @@ fn check_states(
         let parts: Vec<String> = STAGE_NAMES
             .iter()
             .zip(&STAGE_NS)
-            .map(|(name, ns)| format!("{name} {:.2}ms", ns.swap(0, Ordering::Relaxed) as f64 / n as f64 / 1e6))
+            .map(|(name, ns)| {
+                format!(
+                    "{name} {:.2}ms",
+                    ns.swap(0, Ordering::Relaxed) as f64 / n as f64 / 1e6
+                )
+            })
             .collect();
         eprintln!("[{fs:<14}] per state: {}", parts.join(", "));
     }
@@ -518,7 +527,7 @@ pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
         cfg.jobs
     };
     let t1 = Instant::now();
-    let failures = check_states(cfg, fs, Arc::clone(&base), Arc::clone(&log), &states, jobs)?;
+    let failures = check_states(cfg, fs, &base, &log, &states, jobs)?;
     let check_secs = t1.elapsed().as_secs_f64();
     let mut artifacts = None;
     if let Some(dir) = &cfg.artifacts {
@@ -533,7 +542,7 @@ pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
     }
     let violations = failures
         .iter()
-        .take(50)
+        .take(1000)
         .map(|(spec, stage, message)| Violation {
             config: fs,
             state: spec.to_string(),
@@ -590,7 +599,8 @@ pub fn run(cfg: &Config) -> io::Result<Report> {
         report.configs.push(c);
     }
     // Our state directory is empty once every stack is torn down.
-    let _ = fs::remove_dir(Path::new(crate::stack::STATE_ROOT).join(std::process::id().to_string()));
+    let _ =
+        fs::remove_dir(Path::new(crate::stack::STATE_ROOT).join(std::process::id().to_string()));
     Ok(report)
 }
 
@@ -611,7 +621,10 @@ pub fn replay_to(from: &Path, spec: &StateSpec, out: &Path) -> io::Result<PathBu
     let marks = marks_before(&log, spec.point);
     fs::write(
         out.join("marks"),
-        marks.iter().map(|m| format!("{m}\n")).collect::<String>(),
+        marks
+            .iter()
+            .flat_map(|m| [m.as_str(), "\n"])
+            .collect::<String>(),
     )?;
     Ok(p)
 }

@@ -296,12 +296,11 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> io::Result<CmdR
     let waiter = thread::spawn(move || {
         let _ = tx.send(child.wait());
     });
-    let (status, timed_out) = match rx.recv_timeout(timeout) {
-        Ok(s) => (s?, false),
-        Err(_) => {
-            kill_group(pid);
-            (rx.recv().map_err(|_| err("waiter died"))??, true)
-        }
+    let (status, timed_out) = if let Ok(s) = rx.recv_timeout(timeout) {
+        (s?, false)
+    } else {
+        kill_group(pid);
+        (rx.recv().map_err(|_| err("waiter died"))??, true)
     };
     let _ = waiter.join();
     // A background grandchild may keep the pipes open: kill the group, then read.
@@ -315,7 +314,7 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> io::Result<CmdR
             cut -= 1;
         }
         output.truncate(cut);
-        output.push_str("…");
+        output.push('…');
     }
     Ok(CmdResult {
         code: status.code(),
@@ -325,7 +324,10 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> io::Result<CmdR
 }
 
 fn kill_group(pid: u32) {
-    if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+    if let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
         let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
     }
 }
@@ -343,15 +345,14 @@ pub fn guarded<T: Send + 'static>(
     thread::spawn(move || {
         let _ = tx.send(f());
     });
-    match rx.recv_timeout(timeout) {
-        Ok(v) => Ok(v),
-        Err(_) => {
-            on_hang();
-            let _ = rx.recv_timeout(Duration::from_secs(30));
-            Err(err(format!(
-                "{what}: hung for {timeout:?}; the FUSE connection was aborted"
-            )))
-        }
+    if let Ok(v) = rx.recv_timeout(timeout) {
+        Ok(v)
+    } else {
+        on_hang();
+        let _ = rx.recv_timeout(Duration::from_secs(30));
+        Err(err(format!(
+            "{what}: hung for {timeout:?}; the FUSE connection was aborted"
+        )))
     }
 }
 
@@ -407,10 +408,7 @@ pub fn abort_fuse(fuse_mnt: &Path) {
         return;
     };
     let conns = Path::new("/sys/fs/fuse/connections");
-    if fs::read_dir(conns)
-        .map(|mut d| d.next().is_none())
-        .unwrap_or(true)
-    {
+    if fs::read_dir(conns).map_or(true, |mut d| d.next().is_none()) {
         let _ = rustix::mount::mount(
             "none",
             conns,
@@ -452,10 +450,16 @@ pub fn cleanup_dead_runs() {
 /// Kills processes a dead run left working inside `mnt` (an orphaned
 /// workload keeps the filesystem, and so the loop device, busy).
 fn kill_processes_in(mnt: &Path) {
-    let Ok(procs) = fs::read_dir("/proc") else { return };
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return;
+    };
     for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(cwd) = fs::read_link(p.path().join("cwd")) else { continue };
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cwd) = fs::read_link(p.path().join("cwd")) else {
+            continue;
+        };
         if cwd.starts_with(mnt) {
             if let Some(pid) = rustix::process::Pid::from_raw(pid) {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
@@ -562,7 +566,13 @@ impl DiskStack {
             Some(s) => s
                 .notifier()
                 .inval_inode(fuser::INodeNo(crate::disk::INO_DISK), 0, 0)
-                .or_else(|e| if e.raw_os_error() == Some(libc::ENOENT) { Ok(()) } else { Err(e) }),
+                .or_else(|e| {
+                    if e.raw_os_error() == Some(libc::ENOENT) {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                }),
             None => Ok(()),
         }
     }

@@ -51,7 +51,10 @@ fn run_writer(writer: &str, states: &str) -> (i32, Report) {
         .arg(&json)
         .arg("--artifacts")
         .arg(dir.join("artifacts"))
-        .env("WRITER_ITERATIONS", env_or("POWERCUT_TEST_ITERATIONS", "30"))
+        .env(
+            "WRITER_ITERATIONS",
+            env_or("POWERCUT_TEST_ITERATIONS", "30"),
+        )
         .stderr(Stdio::inherit())
         .output()
         .expect("run powercut");
@@ -61,7 +64,10 @@ fn run_writer(writer: &str, states: &str) -> (i32, Report) {
         println!("{line}");
     }
     let code = out.status.code().unwrap_or(-1);
-    assert!(code == 0 || code == 1, "powercut failed to run ({code}): {stdout}");
+    assert!(
+        code == 0 || code == 1,
+        "powercut failed to run ({code}): {stdout}"
+    );
     let report: Report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     (code, report)
@@ -69,7 +75,10 @@ fn run_writer(writer: &str, states: &str) -> (i32, Report) {
 
 fn assert_caught_everywhere(writer: &str) {
     let (code, report) = run_writer(writer, &env_or("POWERCUT_TEST_STATES", "400"));
-    assert_eq!(code, 1, "{writer}: powercut must exit 1 when it finds violations");
+    assert_eq!(
+        code, 1,
+        "{writer}: powercut must exit 1 when it finds violations"
+    );
     for c in &report.configs {
         assert!(
             c.violations.iter().any(|v| v.stage == "check"),
@@ -78,7 +87,10 @@ fn assert_caught_everywhere(writer: &str) {
             c.checked
         );
         let v = &c.violations[0];
-        assert!(v.replay.as_deref().is_some_and(|r| r.contains("powercut replay")));
+        assert!(v
+            .replay
+            .as_deref()
+            .is_some_and(|r| r.contains("powercut replay")));
     }
 }
 
@@ -101,11 +113,25 @@ fn mount_catches_rename_without_directory_fsync() {
 fn mount_correct_writer_passes_everywhere() {
     let (code, report) = run_writer("correct", &env_or("POWERCUT_TEST_CORRECT_STATES", "1200"));
     for c in &report.configs {
-        assert_eq!(c.violation_count, 0, "correct writer failed on {}: {:?}", c.config, c.violations.first());
-        assert!(c.checked > 50, "too few states checked on {}: {}", c.config, c.checked);
+        assert_eq!(
+            c.violation_count,
+            0,
+            "correct writer failed on {}: {:?}",
+            c.config,
+            c.violations.first()
+        );
+        assert!(
+            c.checked > 50,
+            "too few states checked on {}: {}",
+            c.config,
+            c.checked
+        );
     }
     assert_eq!(code, 0);
-    println!("correct writer: {} distinct crash states checked", report.checked);
+    println!(
+        "correct writer: {} distinct crash states checked",
+        report.checked
+    );
 }
 
 /// The recorder sees the filesystem's writes and flushes, and a mark the
@@ -119,16 +145,33 @@ fn mount_recorder_orders_marks_after_flushes() {
     cfg.noise = None;
     let rec = powercut::run::record(&cfg, FsConfig::Ext4).unwrap();
     let recs = &rec.log.records;
-    let mark = recs.iter().position(|r| r == &Record::Mark("ack 1".into())).expect("mark recorded");
-    let flush = recs[..mark].iter().rposition(|r| matches!(r, Record::Flush)).expect("flush before mark");
-    assert!(recs[..flush].iter().any(|r| r.range().is_some()), "writes before the flush");
-    assert!(recs[mark..].iter().any(|r| matches!(r, Record::Flush)), "the unmount flushes again");
+    let mark = recs
+        .iter()
+        .position(|r| r == &Record::Mark("ack 1".into()))
+        .expect("mark recorded");
+    let flush = recs[..mark]
+        .iter()
+        .rposition(|r| matches!(r, Record::Flush))
+        .expect("flush before mark");
+    assert!(
+        recs[..flush].iter().any(|r| r.range().is_some()),
+        "writes before the flush"
+    );
+    assert!(
+        recs[mark..].iter().any(|r| matches!(r, Record::Flush)),
+        "the unmount flushes again"
+    );
     assert_eq!(rec.base.len() as u64, FsConfig::Ext4.image_size());
     // The replayed image at the end of the log holds the file's final content.
     let img = powercut::replay::materialize(
         &rec.log,
         &rec.base,
-        &powercut::StateSpec { point: recs.len(), keep: vec![], torn: None, lie: None },
+        &powercut::StateSpec {
+            point: recs.len(),
+            keep: vec![],
+            torn: None,
+            lie: None,
+        },
     );
     assert!(img.windows(6).any(|w| w == b"hellox"));
 }
@@ -141,9 +184,17 @@ fn mount_flush_latency_slows_fsync() {
     cfg.flush_latency = Duration::from_millis(40);
     let t = Instant::now();
     let rec = powercut::run::record(&cfg, FsConfig::Ext4).unwrap();
-    assert!(rec.workload_secs >= 0.2, "5 fsyncs with 40 ms flushes took {}s", rec.workload_secs);
+    assert!(
+        rec.workload_secs >= 0.2,
+        "5 fsyncs with 40 ms flushes took {}s",
+        rec.workload_secs
+    );
     assert!(rec.log.flushes() >= 5);
-    println!("5 fsyncs at 40 ms: {:.2}s (recording {:?})", rec.workload_secs, t.elapsed());
+    println!(
+        "5 fsyncs at 40 ms: {:.2}s (recording {:?})",
+        rec.workload_secs,
+        t.elapsed()
+    );
 }
 
 fn loop_devices_of(dir: &Path) -> Vec<String> {
@@ -165,14 +216,26 @@ fn loop_devices_of(dir: &Path) -> Vec<String> {
 #[test]
 fn mount_killed_run_is_cleaned_up_and_runs_coexist() {
     let mut victim = powercut()
-        .args(["run", "-q", "--fs", "ext4", "--workload", "sleep 600", "--check", "true"])
+        .args([
+            "run",
+            "-q",
+            "--fs",
+            "ext4",
+            "--workload",
+            "sleep 600",
+            "--check",
+            "true",
+        ])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let dir = Path::new("/run/powercut").join(victim.id().to_string());
     let t = Instant::now();
     while loop_devices_of(&dir).is_empty() || !dir.join("0/mnt/lost+found").exists() {
-        assert!(t.elapsed() < Duration::from_secs(60), "victim never mounted");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "victim never mounted"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // Meanwhile a second run works side by side.
@@ -188,10 +251,17 @@ fn mount_killed_run_is_cleaned_up_and_runs_coexist() {
         .env("WRITER_ITERATIONS", "5")
         .output()
         .unwrap();
-    assert!(other.status.success(), "{}", String::from_utf8_lossy(&other.stdout));
+    assert!(
+        other.status.success(),
+        "{}",
+        String::from_utf8_lossy(&other.stdout)
+    );
     victim.kill().unwrap();
     victim.wait().unwrap();
-    assert!(!loop_devices_of(&dir).is_empty(), "the killed run left its loop device");
+    assert!(
+        !loop_devices_of(&dir).is_empty(),
+        "the killed run left its loop device"
+    );
     let st = powercut().arg("cleanup").status().unwrap();
     assert!(st.success());
     // A loop device still held by the dying mount is cleared when released.
@@ -199,9 +269,15 @@ fn mount_killed_run_is_cleaned_up_and_runs_coexist() {
     while !loop_devices_of(&dir).is_empty() && t.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(loop_devices_of(&dir).is_empty(), "loop device still attached after cleanup");
+    assert!(
+        loop_devices_of(&dir).is_empty(),
+        "loop device still attached after cleanup"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(&*dir.to_string_lossy()), "mounts left: {mounts}");
+    assert!(
+        !mounts.contains(&*dir.to_string_lossy()),
+        "mounts left: {mounts}"
+    );
     assert!(!dir.exists());
 }
 
@@ -214,5 +290,14 @@ fn mount_soak_all_writers() {
         assert_eq!(code, 1);
     }
     let (code, report) = run_writer("correct", &env_or("POWERCUT_SOAK_STATES", "0"));
-    assert_eq!(code, 0, "{:?}", report.configs.iter().map(|c| &c.violations).collect::<Vec<_>>());
+    assert_eq!(
+        code,
+        0,
+        "{:?}",
+        report
+            .configs
+            .iter()
+            .map(|c| &c.violations)
+            .collect::<Vec<_>>()
+    );
 }
