@@ -35,6 +35,57 @@ fn tmp(name: &str) -> PathBuf {
 /// Runs a writer through `powercut run` on the test configurations; returns
 /// the exit code and the JSON report.
 fn run_writer(writer: &str, states: &str) -> (i32, Report) {
+    run_writer_then(writer, states, |_| {})
+}
+
+/// Rebuilds a violating crash state with `powercut replay`, mounts the image
+/// with a plain loop mount, and runs the checker on it again: it must fail
+/// again, independently of the replay disk the run used.
+fn replay_and_recheck(c: &powercut::ConfigReport, v: &powercut::Violation, scratch: &Path) {
+    let from = c
+        .artifacts
+        .as_deref()
+        .expect("artifacts saved for a violation");
+    let out = scratch.join(format!("inspect-{}", c.config));
+    let st = powercut()
+        .args(["replay", "--from", from, "--state", &v.state, "--out"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mnt = out.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let opts = format!("loop,{}", v.config.replay_options());
+    let st = Command::new("mount")
+        .args(["-o", &opts])
+        .arg(out.join("crash.img"))
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mounting the replayed image failed");
+    let check = Command::new("sh")
+        .arg(writers().join("check.sh"))
+        .current_dir(&mnt)
+        .env("POWERCUT_MARKS", out.join("marks"))
+        .output()
+        .unwrap();
+    let umount = Command::new("umount").arg(&mnt).status().unwrap();
+    assert!(umount.success());
+    assert_eq!(
+        check.status.code(),
+        Some(1),
+        "replayed state {} on {} passed the checker: {}",
+        v.state,
+        c.config,
+        String::from_utf8_lossy(&check.stdout)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout).trim(),
+        v.message.trim_start_matches("exit 1: ")
+    );
+}
+
+fn run_writer_then(writer: &str, states: &str, inspect: impl Fn(&Report)) -> (i32, Report) {
     let w = writers();
     let dir = tmp(writer);
     let json = dir.join("report.json");
@@ -69,6 +120,7 @@ fn run_writer(writer: &str, states: &str) -> (i32, Report) {
         "powercut failed to run ({code}): {stdout}"
     );
     let report: Report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    inspect(&report);
     let _ = std::fs::remove_dir_all(&dir);
     (code, report)
 }
@@ -97,6 +149,25 @@ fn assert_caught_everywhere(writer: &str) {
 #[test]
 fn mount_catches_truncate_and_write_in_place() {
     assert_caught_everywhere("inplace");
+}
+
+/// Each violation's replay command rebuilds a state that fails again when
+/// checked on a plain loop mount.
+#[test]
+fn mount_replay_command_reproduces_violations() {
+    let scratch = tmp("replay");
+    let (code, _) = run_writer_then("rename-nosync", "60", |report| {
+        for c in &report.configs {
+            let v = c
+                .violations
+                .iter()
+                .find(|v| v.stage == "check")
+                .expect("a checker violation");
+            replay_and_recheck(c, v, &scratch);
+        }
+    });
+    assert_eq!(code, 1);
+    let _ = std::fs::remove_dir_all(&scratch);
 }
 
 #[test]

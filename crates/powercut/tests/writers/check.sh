@@ -1,14 +1,22 @@
 # The file is a complete old or new version, and every acknowledged version survived.
-# Marks are in $POWERCUT_MARKS ("ack N", one per line).
-acked=$(awk '$1 == "ack" { v = $2 } END { print v + 0 }' "$POWERCUT_MARKS")
-if [ ! -f data ]; then echo "data is missing (acked $acked)"; exit 1; fi
-v=$(awk '
-    NR == 1 { if ($0 !~ /^version [0-9]+\.+$/) bad = "first line: " substr($0, 1, 40); split($0, a, /[ .]/); v = a[2] + 0; first = $0 }
-    NR > 1 && NR <= 128 && $0 != first { bad = "line " NR " differs" }
-    NR == 129 { if ($0 != sprintf("end %05d", v)) bad = "bad end line" }
-    END { if (NR != 129 && bad == "") bad = NR " lines"; if (bad != "") print "BAD " bad; else print v }' data)
-case "$v" in
-    BAD*) echo "torn or garbage data (acked $acked): $v, size $(wc -c < data)"; exit 1 ;;
-esac
-if [ "$v" -lt "$acked" ]; then echo "lost acknowledged update: found version $v, acked $acked"; exit 1; fi
-exit 0
+# Marks are in $POWERCUT_MARKS ("ack N", one per line). One awk process: cheap per crash state.
+exec awk -v marks="$POWERCUT_MARKS" '
+function fail(msg) { print msg " (acked " acked ")"; exit 1 }
+BEGIN {
+    acked = 0
+    while ((getline l < marks) > 0) { split(l, a, " "); if (a[1] == "ack") acked = a[2] + 0 }
+    r = (getline first < "data")
+    if (r < 0) fail("data is missing")
+    if (r == 0) fail("torn or garbage data: empty file")
+    if (first !~ /^version [0-9]+\.+$/) fail("torn or garbage data: first line " substr(first, 1, 40))
+    split(first, a, /[ .]/); v = a[2] + 0
+    n = 1
+    while ((getline l < "data") > 0) {
+        n++
+        if (n <= 128 && l != first) fail("torn or garbage data: line " n " differs")
+        if (n == 129 && l != sprintf("end %05d", v)) fail("torn or garbage data: bad end line")
+    }
+    if (n != 129) fail("torn or garbage data: " n " lines")
+    if (v < acked) fail("lost acknowledged update: found version " v)
+    exit 0
+}'
