@@ -223,15 +223,16 @@ struct Phases {
     completed: u32,
 }
 
-/// `fstx commit --from-dir --delete-missing` of 300 files, SIGKILLed many
+/// `fstx commit --from-dir --delete-missing` of 300 files, `SIGKILL`ed many
 /// times; after each kill `fstx recover`, then the tree must be entirely the
 /// old version or entirely the new one, with nothing staged and no journal.
 /// The phase each kill landed in is read from the disk before recovery.
 ///
-/// Kill moments: a third uniformly random over a whole commit, a third in
-/// its last fifth, and a third while the commit sleeps in a phase after the
-/// commit point (the test hook `FSTX_TXN_PHASE_PAUSE`, since those phases
-/// last milliseconds); the random kills alone reach staging and apply.
+/// Kill moments, in turn: uniformly random over a whole commit; random in
+/// its last fifth; while the commit sleeps at the commit point; while it
+/// sleeps before retiring; just after a pause at the commit point ends
+/// (applying). The pauses use the test hook `FSTX_TXN_PHASE_PAUSE`, since the
+/// phases after staging last milliseconds.
 #[test]
 fn sigkill_during_commit_then_recover() {
     const FILES: usize = 300;
@@ -286,11 +287,14 @@ fn sigkill_during_commit_then_recover() {
     let start = Instant::now();
     let mut kills = 0;
     let journal = root.join(".fstx-txn/journal");
-    while start.elapsed() < budget {
+    let all_hit = |p: &Phases| p.staging > 0 && p.commit_record > 0 && p.apply > 0 && p.retire > 0;
+    // Run for the budget, and on (up to three times as long) until every
+    // phase was hit.
+    while start.elapsed() < budget || (!all_hit(&phases) && start.elapsed() < budget * 3) {
         let next = (current + 1) % 2;
         let stage = &stages[next as usize];
         let span = full.as_micros() as u64 + 1;
-        let mode = rand() % 3;
+        let mode = kills % 5;
         let mut child;
         if mode < 2 {
             let at = if mode == 0 {
@@ -301,12 +305,15 @@ fn sigkill_during_commit_then_recover() {
             child = commit(stage, None);
             std::thread::sleep(Duration::from_micros(at));
         } else {
-            let which = if rand() % 2 == 0 {
-                "committed"
-            } else {
-                "applied"
+            // 2: in the pause after the commit point; 3: in the pause after
+            // applying; 4: just after a 200 ms pause at the commit point ends
+            // (so, while applying).
+            let (which, ms) = match mode {
+                2 => ("committed", 5000),
+                3 => ("applied", 5000),
+                _ => ("committed", 200),
             };
-            child = commit(stage, Some(&format!("{which}:5000")));
+            child = commit(stage, Some(&format!("{which}:{ms}")));
             // Wait until the writer is in that phase (or finished/failed).
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
@@ -317,7 +324,8 @@ fn sigkill_during_commit_then_recover() {
                 }
                 std::thread::sleep(Duration::from_micros(500));
             }
-            std::thread::sleep(Duration::from_micros(rand() % 2000));
+            let extra = if mode == 4 { 200_000 } else { 0 };
+            std::thread::sleep(Duration::from_micros(extra + rand() % 3000));
             paused += 1;
         }
         let _ = child.kill(); // SIGKILL

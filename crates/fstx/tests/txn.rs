@@ -5,6 +5,7 @@
 mod txnkit;
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -613,7 +614,7 @@ fn flush_counts_per_n() {
             let c = t.commit().unwrap();
             let syncs = probe.syncs();
             let _ = before;
-            row += &format!(" {syncs:>11} {:>7}            |", c.flush_rounds);
+            let _ = write!(row, " {syncs:>11} {:>7}            |", c.flush_rounds);
             assert_eq!(c.flush_rounds, 5, "N={n} {flush:?}");
             match flush {
                 // R0: journal, .fstx-txn, root (new .fstx-txn); R1: N files,
@@ -646,7 +647,8 @@ fn flush_strategy_timing() {
                 t.write(format!("f{i}"), [i as u8; 512]).unwrap();
             }
             t.commit().unwrap();
-            row += &format!(
+            let _ = write!(
+                row,
                 "  {flush:?}: {:>7.1} ms",
                 start.elapsed().as_secs_f64() * 1e3
             );

@@ -61,7 +61,9 @@ pub(crate) struct Flusher {
 
 impl std::fmt::Debug for Flusher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Flusher").field("mode", &self.mode).finish()
+        f.debug_struct("Flusher")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
     }
 }
 

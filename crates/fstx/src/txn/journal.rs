@@ -101,6 +101,7 @@ impl RelPath {
     }
 
     /// This path with `name` appended.
+    #[must_use]
     pub fn join(&self, name: &OsStr) -> RelPath {
         let mut v = self.0.clone();
         v.push(name.to_os_string());
@@ -572,7 +573,11 @@ mod tests {
     #[test]
     fn golden_commit() {
         let bytes = sample().encode().unwrap();
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = bytes.iter().fold(String::new(), |mut s, b| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "{b:02x}");
+            s
+        });
         let want = concat!(
             "465354584a524e4c", // magic
             "0100",             // version

@@ -167,6 +167,7 @@ impl Default for TxnOptions {
 impl TxnOptions {
     /// Defaults: durable, concurrent flushes, wait for the writer lock,
     /// carry owner, group, mode and extended attributes of replaced files.
+    #[allow(clippy::default_constructed_unit_structs)] // without `planted-bugs`
     pub fn new() -> TxnOptions {
         TxnOptions {
             on_phase: None,
@@ -330,7 +331,9 @@ impl Tree {
         if let Some(d) = self.dirs.get(p) {
             return Ok(d.clone());
         }
-        let (parent, name) = p.split_last().expect("root is always cached");
+        let Some((parent, name)) = p.split_last() else {
+            return Ok(self.root());
+        };
         let parent = self.dir(&parent)?;
         let fd = match self.st.open_dir(Some(&parent), Path::new(name), false) {
             Ok(fd) => Arc::new(fd),
@@ -352,6 +355,13 @@ impl Tree {
 fn is_not_dir(e: &io::Error) -> bool {
     e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
         || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error())
+}
+
+/// The parent and final name of a path from [`rel_path`] (never the root).
+pub(crate) fn split(rel: &RelPath) -> (RelPath, OsString) {
+    rel.split_last()
+        .map(|(p, n)| (p, n.to_os_string()))
+        .unwrap_or_default()
 }
 
 /// Parses a caller's path into a confined relative path.
@@ -750,7 +760,8 @@ impl Transaction {
         let fail = |t: &Transaction, step, e| t.err("stage", path, step, e);
         let rel = rel_path(path).map_err(|e| fail(self, "parse path", e))?;
         self.claim(&rel).map_err(|e| fail(self, "check path", e))?;
-        let (parent, name) = rel.split_last().expect("non-empty");
+        let (parent, name) = split(&rel);
+        let name = name.as_os_str();
         let name = name.to_os_string();
         let (stage_dir, exists) = self
             .plan_dir(&parent, true)
@@ -843,7 +854,8 @@ impl Transaction {
         let rel = rel_path(path).map_err(|e| self.err("remove", path, "parse path", e))?;
         self.claim(&rel)
             .map_err(|e| self.err("remove", path, "check path", e))?;
-        let (parent, name) = rel.split_last().expect("non-empty");
+        let (parent, name) = split(&rel);
+        let name = name.as_os_str();
         let (_, exists) = self
             .plan_dir(&parent, false)
             .map_err(|e| self.err("remove", path, "open parent directory", e))?;
@@ -893,7 +905,8 @@ impl Transaction {
             .map_err(|e| self.err("rename", from, "check path", e))?;
         self.claim(&rt)
             .map_err(|e| self.err("rename", to, "check path", e))?;
-        let (fparent, fname) = rf.split_last().expect("non-empty");
+        let (fparent, fname) = split(&rf);
+        let fname = fname.as_os_str();
         self.plan_dir(&fparent, false)
             .map_err(|e| self.err("rename", from, "open parent directory", e))?;
         let dir = self
@@ -915,7 +928,8 @@ impl Transaction {
                 ),
             ));
         }
-        let (tparent, tname) = rt.split_last().expect("non-empty");
+        let (tparent, tname) = split(&rt);
+        let tname = tname.as_os_str();
         let (_, texists) = self
             .plan_dir(&tparent, true)
             .map_err(|e| self.err("rename", to, "open parent directory", e))?;
@@ -1236,13 +1250,12 @@ impl Transaction {
             st.sync(&self.ctl.dir, SyncKind::All)
         })();
         self.journal = None;
-        match r {
-            Ok(()) => self.discard(),
-            Err(_) => {
-                let _ = st.unlock(&self.ctl.view);
-                self.staged.clear();
-                State::CommittedPendingRecovery
-            }
+        if r.is_ok() {
+            self.discard()
+        } else {
+            let _ = st.unlock(&self.ctl.view);
+            self.staged.clear();
+            State::CommittedPendingRecovery
         }
     }
 
@@ -1278,14 +1291,14 @@ impl Transaction {
                     .collect();
                 let _ = self.flusher.round(dirs);
             }
-            match st.unlink_at(&self.ctl.dir, OsStr::new(JOURNAL_FILE), false) {
-                Ok(()) => {
-                    if self.opts.durable() {
-                        let _ = st.sync(&self.ctl.dir, SyncKind::All);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(_) => {}
+            // A journal that cannot be removed is harmless: recovery rolls a
+            // BEGIN record back (there is no staging left).
+            if st
+                .unlink_at(&self.ctl.dir, OsStr::new(JOURNAL_FILE), false)
+                .is_ok()
+                && self.opts.durable()
+            {
+                let _ = st.sync(&self.ctl.dir, SyncKind::All);
             }
         }
         let _ = st.unlock(&self.ctl.view);
@@ -1362,7 +1375,14 @@ impl StagedFile<'_> {
     /// to the flusher, and records the write in the transaction.
     pub fn finish(mut self) -> Result<()> {
         let st = self.txn.st();
-        let fd = self.fd.take().expect("open until finished");
+        let Some(fd) = self.fd.take() else {
+            return Err(self.txn.err(
+                "stage",
+                &self.path,
+                "finish staged file",
+                invalid(io::ErrorKind::Other, "already finished"),
+            ));
+        };
         if let Err(e) = carry_metadata(&*st, &fd, self.old.as_ref(), &self.txn.opts) {
             self.fd = Some(fd);
             return Err(self.txn.err("stage", &self.path, "carry metadata", e));
@@ -1387,7 +1407,12 @@ impl StagedFile<'_> {
 
 impl Write for StagedFile<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let fd = self.fd.as_ref().expect("open until finished");
+        let Some(fd) = self.fd.as_ref() else {
+            return Err(invalid(
+                io::ErrorKind::Other,
+                "staged file already finished",
+            ));
+        };
         let n = self.txn.opts.storage.write_at(fd, buf, self.pos)?;
         self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
         self.pos += n as u64;
@@ -1617,7 +1642,8 @@ impl Snapshot {
             )
         };
         let rel = rel_path(path).map_err(|e| fail("parse path", e))?;
-        let (parent, name) = rel.split_last().expect("non-empty");
+        let (parent, name) = split(&rel);
+        let name = name.as_os_str();
         let dir = self
             .tree
             .lock()

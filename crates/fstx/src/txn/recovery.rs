@@ -22,7 +22,7 @@ use std::sync::Arc;
 use super::flush::Flusher;
 use super::journal::{self, DecodeError, Kind, Op, Record, RelPath};
 use super::{
-    bug, is_stage_name, open_control, read_small, Control, Tree, TxnOptions, CONTROL_DIR,
+    bug, is_stage_name, open_control, read_small, split, Control, Tree, TxnOptions, CONTROL_DIR,
     JOURNAL_FILE, RETIRED_FILE,
 };
 use crate::error::{invalid, Error, Result, State};
@@ -94,7 +94,7 @@ pub(crate) struct Last {
 fn retired_seq(st: &dyn Storage, ctl: &Control) -> io::Result<u64> {
     Ok(
         match read_small(st, &ctl.dir, RETIRED_FILE, journal::MAX_RECORD_LEN as u64)? {
-            Some(b) => Record::decode(&b).map(|r| r.seq).unwrap_or(0),
+            Some(b) => Record::decode(&b).map_or(0, |r| r.seq),
             None => 0,
         },
     )
@@ -387,21 +387,18 @@ fn verify(
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(("open staging directory", e)),
         };
-        let ok = match staged {
-            Some(f) => crc_of(st, &f, *len).map_err(|e| ("read staged file", e))? == Some(*crc),
-            None => {
-                let (parent, name) = path.split_last().expect("validated non-empty");
-                match tree.dir(&parent) {
-                    Ok(d) => match st.open(&d, name, OpenHow::READ_NOFOLLOW) {
-                        Ok(f) => {
-                            crc_of(st, &f, *len).map_err(|e| ("read target", e))? == Some(*crc)
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-                        Err(e) => return Err(("open target", e)),
-                    },
+        let ok = if let Some(f) = staged {
+            crc_of(st, &f, *len).map_err(|e| ("read staged file", e))? == Some(*crc)
+        } else {
+            let (parent, name) = split(path);
+            match tree.dir(&parent) {
+                Ok(d) => match st.open(&d, &name, OpenHow::READ_NOFOLLOW) {
+                    Ok(f) => crc_of(st, &f, *len).map_err(|e| ("read target", e))? == Some(*crc),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-                    Err(e) => return Err(("open target directory", e)),
-                }
+                    Err(e) => return Err(("open target", e)),
+                },
+                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                Err(e) => return Err(("open target directory", e)),
             }
         };
         if !ok {
@@ -434,7 +431,8 @@ pub(crate) fn apply(
     for op in ops {
         match op {
             Op::Mkdir { path, mode } => {
-                let (parent, name) = path.split_last().expect("non-empty");
+                let (parent, name) = split(path);
+                let name = name.as_os_str();
                 let pd = tree
                     .dir(&parent)
                     .map_err(|e| ("open parent directory", e))?;
@@ -448,8 +446,10 @@ pub(crate) fn apply(
                 touched.insert(path.clone(), d);
             }
             Op::Rename { from, to, ino } => {
-                let (fparent, fname) = from.split_last().expect("non-empty");
-                let (tparent, tname) = to.split_last().expect("non-empty");
+                let (fparent, fname) = split(from);
+                let fname = fname.as_os_str();
+                let (tparent, tname) = split(to);
+                let tname = tname.as_os_str();
                 let fd = match tree.dir(&fparent) {
                     Ok(d) => d,
                     Err(e) if not_found(&e) => continue,
@@ -482,7 +482,8 @@ pub(crate) fn apply(
                 stage_name,
                 ..
             } => {
-                let (parent, name) = path.split_last().expect("non-empty");
+                let (parent, name) = split(path);
+                let name = name.as_os_str();
                 let sd = tree
                     .dir(stage_dir)
                     .map_err(|e| ("open staging directory", e))?;
@@ -512,7 +513,8 @@ pub(crate) fn apply(
                 }
             }
             Op::Remove { path, ino } => {
-                let (parent, name) = path.split_last().expect("non-empty");
+                let (parent, name) = split(path);
+                let name = name.as_os_str();
                 let pd = match tree.dir(&parent) {
                     Ok(d) => d,
                     Err(e) if not_found(&e) => continue,

@@ -72,6 +72,7 @@ impl Probe {
         self.with(|s| s.names.get(&raw(fd)).cloned().unwrap_or_default())
     }
 
+    #[allow(clippy::many_single_char_names)]
     fn gate(&self, op: &'static str, mutating: bool, a: String, b: String) -> io::Result<()> {
         let mut s = self.state.lock().unwrap();
         let n = s.calls;
