@@ -80,10 +80,14 @@ struct RecState {
     image: Vec<u8>,
     log: Log,
     recording: bool,
+    /// WRITEs received but not yet completed, and the most seen at once.
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 impl RecState {
     fn complete_write(&mut self, off: u64, data: &[u8]) {
+        self.in_flight -= 1;
         if self.recording {
             self.log.push_write(off, data);
         }
@@ -116,6 +120,8 @@ impl Recorder {
             image: vec![0u8; size as usize],
             log: Log::default(),
             recording: false,
+            in_flight: 0,
+            max_in_flight: 0,
         }));
         let mut delayers = Vec::new();
         if opts.write_delay.is_some() {
@@ -174,6 +180,12 @@ impl Recorder {
         std::mem::take(&mut st.log)
     }
 
+    /// The most WRITEs that were in flight at once while recording (more
+    /// than one means completions could really be reordered).
+    pub fn max_in_flight(&self) -> usize {
+        lock(&self.state).max_in_flight
+    }
+
     /// A copy of the current image.
     pub fn image(&self) -> Vec<u8> {
         lock(&self.state).image.clone()
@@ -203,6 +215,10 @@ impl Backing for Recorder {
                 return;
             }
             st.image[off as usize..end].copy_from_slice(data);
+            st.in_flight += 1;
+            if st.recording {
+                st.max_in_flight = st.max_in_flight.max(st.in_flight);
+            }
             if self.delayers.is_empty() {
                 st.complete_write(off, data);
             }
@@ -464,6 +480,9 @@ impl<B: Backing> Filesystem for DiskFs<B> {
         // Bigger requests: fewer round trips. Values the kernel refuses are clamped.
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
+        // Let a loop device in direct-I/O mode have several WRITEs in flight,
+        // so delayed completions really reorder (as on a disk with a queue).
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_ASYNC_DIO);
         Ok(())
     }
 

@@ -125,6 +125,8 @@ pub struct ConfigReport {
     pub noise_fsyncs: u64,
     /// Seconds the workload command ran.
     pub workload_secs: f64,
+    /// Most WRITEs in flight at once on the recorded disk.
+    pub max_in_flight: usize,
     /// Coverage of the crash-state enumeration.
     pub coverage: Coverage,
     /// States checked.
@@ -211,6 +213,8 @@ pub struct Recording {
     pub noise_fsyncs: u64,
     /// Seconds the workload command ran.
     pub workload_secs: f64,
+    /// Most WRITEs in flight at once on the recorded disk.
+    pub max_in_flight: usize,
 }
 
 fn shell(cmd: &str, cwd: &Path, env: &[(&str, String)]) -> Command {
@@ -290,6 +294,7 @@ pub fn record(cfg: &Config, fs: FsConfig) -> io::Result<Recording> {
     };
     let unmounted = result.and_then(|()| stack.unmount(cfg.timeout));
     let log = rec.stop();
+    let max_in_flight = rec.max_in_flight();
     stack.teardown()?;
     unmounted?;
     Ok(Recording {
@@ -297,6 +302,7 @@ pub fn record(cfg: &Config, fs: FsConfig) -> io::Result<Recording> {
         log,
         noise_fsyncs,
         workload_secs,
+        max_in_flight,
     })
 }
 
@@ -567,6 +573,7 @@ pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
         log_bytes: log.stored_size(),
         noise_fsyncs: rec.noise_fsyncs,
         workload_secs: rec.workload_secs,
+        max_in_flight: rec.max_in_flight,
         checked: states.len(),
         violation_count: failures.len(),
         record_secs,
