@@ -9,6 +9,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+#[cfg(feature = "powercut")]
+mod experiment;
+#[cfg(feature = "powercut")]
+mod simrun;
 
 /// Crash-safe file operations: every update leaves either the complete old
 /// or the complete new data, whenever the power is cut.
@@ -28,6 +32,11 @@ enum Command {
     Torture(cmd::torture::Args),
     #[command(hide = true)]
     TortureWorker(cmd::torture::WorkerArgs),
+    #[cfg(feature = "powercut")]
+    Powercut(cmd::powercut::Args),
+    #[cfg(feature = "powercut")]
+    #[command(name = "__powercut", hide = true)]
+    PowercutInner(cmd::powercut::InnerArgs),
 }
 
 /// A CLI failure: an error message, and the exit code to leave with.
@@ -62,6 +71,10 @@ fn try_main() -> Result<ExitCode, Failure> {
         Command::Update(args) => cmd::update::run(&args),
         Command::Torture(args) => cmd::torture::run(&args),
         Command::TortureWorker(args) => cmd::torture::worker(&args),
+        #[cfg(feature = "powercut")]
+        Command::Powercut(args) => cmd::powercut::run(&args),
+        #[cfg(feature = "powercut")]
+        Command::PowercutInner(args) => cmd::powercut::inner(&args),
     }
 }
 

@@ -1,6 +1,8 @@
 //! One module per subcommand; each has `Args` and `run`.
 
 pub mod commit;
+#[cfg(feature = "powercut")]
+pub mod powercut;
 pub mod recover;
 pub mod torture;
 pub mod update;

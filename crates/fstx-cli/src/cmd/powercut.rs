@@ -1,0 +1,311 @@
+//! `fstx powercut`: the seed experiment, for real. Ten processes loop fstx
+//! operations (and, side by side, the unsafe ways people replace files) on a
+//! real filesystem whose every block write and cache flush is recorded; every
+//! crash state a power cut could leave is then mounted, recovered and checked.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use powercut::FsConfig;
+use serde::Serialize;
+
+use crate::experiment::{self, Contender};
+use crate::Failure;
+
+/// Run the power-cut experiment: 10 processes looping transactions, power
+/// cut at every point, every crash state checked (fstx side by side with
+/// the unsafe recipes people use).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Filesystem configurations: ext4, ext4-writeback, ext4-journal, xfs,
+    /// btrfs, or all.
+    #[arg(long, value_delimiter = ',', default_value = "ext4")]
+    fs: Vec<String>,
+    /// Worker processes.
+    #[arg(long, default_value_t = 10)]
+    workers: usize,
+    /// Seconds each worker loops.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Who writes: fstx and the contenders to compare it with.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "fstx,seed-2002,no-flush,in-place,commit-before-data"
+    )]
+    contenders: Vec<Contender>,
+    /// At most this many distinct crash states per contender and configuration.
+    #[arg(long, default_value_t = 400)]
+    max_states: usize,
+    /// Seed for every random choice of crash states.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Parallel checkers (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    jobs: usize,
+    /// Write the full results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Keep base images and logs here, to replay violations.
+    #[arg(long, value_name = "DIR")]
+    artifacts: Option<PathBuf>,
+    /// Run on the in-process simulator even where the kernel stack works.
+    #[arg(long)]
+    sim: bool,
+}
+
+/// The hidden commands the experiment runs inside the recorded filesystem.
+#[derive(Debug, clap::Args)]
+pub struct InnerArgs {
+    #[command(subcommand)]
+    action: Inner,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Inner {
+    /// Create version 0 of every file.
+    Setup(Common),
+    /// Run the workers.
+    Work(Common),
+    /// One worker.
+    Worker {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        id: usize,
+    },
+    /// Boot-time recovery.
+    Recover(Common),
+    /// Check a recovered crash image.
+    Check(Common),
+}
+
+#[derive(Debug, clap::Args)]
+struct Common {
+    #[arg(long, value_enum)]
+    contender: Contender,
+    #[arg(long, default_value_t = 10)]
+    workers: usize,
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+}
+
+/// Runs a hidden inner command (in the current directory).
+pub fn inner(args: &InnerArgs) -> Result<ExitCode, Failure> {
+    let root = std::env::current_dir()?;
+    match &args.action {
+        Inner::Setup(c) => experiment::setup(&root, c.contender, c.workers)?,
+        Inner::Work(c) => experiment::run_workers(c.contender, c.workers, c.seconds)?,
+        Inner::Worker { common: c, id } => {
+            experiment::worker(&root, c.contender, *id, c.seconds)?;
+        }
+        Inner::Recover(c) => experiment::recover(&root, c.contender, c.workers)?,
+        Inner::Check(c) => {
+            let marks = match std::env::var_os("POWERCUT_MARKS") {
+                Some(p) => std::fs::read_to_string(p)?,
+                None => String::new(),
+            };
+            let problems = experiment::check(&root, c.contender, c.workers, &marks);
+            if !problems.is_empty() {
+                print!("{}", experiment::report_problems(&problems));
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One contender's results.
+#[derive(Debug, Serialize)]
+struct ContenderReport {
+    contender: &'static str,
+    writer: &'static str,
+    report: powercut::Report,
+}
+
+fn parse_fs(names: &[String]) -> Result<Vec<FsConfig>, Failure> {
+    let mut out = Vec::new();
+    for name in names {
+        if name == "all" {
+            out.extend(FsConfig::ALL);
+            continue;
+        }
+        let fs = FsConfig::ALL
+            .into_iter()
+            .find(|c| c.name() == name)
+            .ok_or_else(|| {
+                Failure::new(format!(
+                    "--fs: unknown configuration '{name}' (ext4, ext4-writeback, ext4-journal, xfs, btrfs, all)"
+                ))
+            })?;
+        out.push(fs);
+    }
+    out.dedup();
+    Ok(out)
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Runs `fstx powercut`.
+pub fn run(args: &Args) -> Result<ExitCode, Failure> {
+    let configs = parse_fs(&args.fs)?;
+    if args.workers == 0 || args.seconds <= 0.0 {
+        return Err(Failure::new("--workers and --seconds must be positive"));
+    }
+    if args.sim {
+        return crate::simrun::run(args.workers, args.seconds, &args.contenders, args.seed);
+    }
+    if let Err(e) = powercut::stack::preflight(&configs) {
+        eprintln!(
+            "fstx powercut: the kernel stack cannot run here ({e}); running the same experiment on the in-process simulator instead"
+        );
+        return crate::simrun::run(args.workers, args.seconds, &args.contenders, args.seed);
+    }
+    let exe = std::env::current_exe()?;
+    let exe = quote(&exe.to_string_lossy());
+    let mut reports = Vec::new();
+    let started = std::time::Instant::now();
+    for &contender in &args.contenders {
+        let common = format!(
+            "--contender {} --workers {} --seconds {}",
+            contender.name(),
+            args.workers,
+            args.seconds
+        );
+        let mut cfg = powercut::Config::new(
+            format!("{exe} __powercut work {common}"),
+            format!("{exe} __powercut check {common}"),
+        );
+        cfg.configs.clone_from(&configs);
+        cfg.setup = Some(format!("{exe} __powercut setup {common}"));
+        cfg.recover = Some(format!("{exe} __powercut recover {common}"));
+        cfg.enumeration.max_states = args.max_states;
+        cfg.enumeration.seed = args.seed;
+        cfg.jobs = args.jobs;
+        cfg.progress = true;
+        cfg.artifacts = args.artifacts.as_ref().map(|d| d.join(contender.name()));
+        eprintln!("== {}: {}", contender.name(), contender.describe());
+        let report = powercut::run(&cfg)?;
+        reports.push(ContenderReport {
+            contender: contender.name(),
+            writer: contender.describe(),
+            report,
+        });
+    }
+    print!("{}", human_report(&configs, &reports));
+    println!("time: {:.0} s", started.elapsed().as_secs_f64());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&reports)
+            .map_err(|e| Failure::new(format!("--json: {e}")))?;
+        std::fs::write(path, json)
+            .map_err(|e| Failure::new(format!("--json {}: {e}", path.display())))?;
+    }
+    let fstx_failed = reports
+        .iter()
+        .any(|r| r.contender == Contender::Fstx.name() && !r.report.passed());
+    if fstx_failed {
+        return Err(Failure::new(
+            "fstx itself failed a crash state: see the report above",
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The first problem the checker (or mount/fsck) named, as a sentence.
+fn first_problem(v: &powercut::Violation) -> String {
+    // The harness reports "<exit status>: <output>".
+    let text = v
+        .message
+        .split_once(": ")
+        .map_or(v.message.as_str(), |(_, rest)| rest);
+    let line = text.lines().next().unwrap_or("").trim();
+    match v.stage.as_str() {
+        "check" => line.to_string(),
+        stage => format!("{stage} failed: {line}"),
+    }
+}
+
+fn human_report(configs: &[FsConfig], reports: &[ContenderReport]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\nPower-cut experiment: every crash state checked after recovery\n"
+    );
+    let _ = writeln!(
+        s,
+        "{:<15} {:<19} {:>8} {:>9} {:>10}  {}",
+        "filesystem", "writer", "states", "violat.", "st/s/core", "verdict"
+    );
+    for fs in configs {
+        for r in reports {
+            let Some(c) = r.report.configs.iter().find(|c| c.config == fs.name()) else {
+                continue;
+            };
+            let verdict = if c.violation_count == 0 {
+                "every state old-or-new, acknowledged data present".to_string()
+            } else {
+                format!("{} crash states lost or corrupted data", c.violation_count)
+            };
+            let _ = writeln!(
+                s,
+                "{:<15} {:<19} {:>8} {:>9} {:>10.1}  {}",
+                fs.name(),
+                r.contender,
+                c.checked,
+                c.violation_count,
+                c.states_per_sec_per_core,
+                verdict
+            );
+        }
+    }
+    let _ = writeln!(s, "\nWhat the power cut did to each writer:");
+    for r in reports {
+        let example = r
+            .report
+            .configs
+            .iter()
+            .flat_map(|c| c.violations.iter())
+            .find(|v| v.stage == "check")
+            .or_else(|| {
+                r.report
+                    .configs
+                    .iter()
+                    .flat_map(|c| c.violations.iter())
+                    .next()
+            });
+        match example {
+            None => {
+                let _ = writeln!(
+                    s,
+                    "- {} ({}): no violation in {} crash states.",
+                    r.contender, r.writer, r.report.checked
+                );
+            }
+            Some(v) => {
+                let mark = v
+                    .last_mark
+                    .as_deref()
+                    .map_or("before any acknowledgement".to_string(), |m| {
+                        format!("just after '{m}'")
+                    });
+                let _ = writeln!(
+                    s,
+                    "- {} ({}): on {}, a power cut at disk record {} ({mark}) left: {}.",
+                    r.contender,
+                    r.writer,
+                    v.config.name(),
+                    v.point,
+                    first_problem(v)
+                );
+                if let Some(replay) = &v.replay {
+                    let _ = writeln!(s, "  replay it: {replay}");
+                }
+            }
+        }
+    }
+    s
+}

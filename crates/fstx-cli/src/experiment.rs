@@ -1,0 +1,575 @@
+//! The seed experiment: ten processes looping file operations, checked after
+//! a power cut. This module holds the parts that run *inside* the recorded
+//! filesystem (setup, workers, recovery, checker); `cmd::powercut` drives
+//! them through the `powercut` harness.
+//!
+//! Every version written is self-verifying: a header line
+//! `fstx-pc <tag> n=<version> len=<body length> crc=<crc32c of body>`
+//! followed by a body derived from tag and version, so a torn, empty,
+//! zero-filled or mixed file is recognised, and the version says whether an
+//! acknowledged update survived. Workers write a mark (`ack ...`) to
+//! `$POWERCUT_CTL` only after the call returned; the checker receives the
+//! marks written before the cut in `$POWERCUT_MARKS`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Who writes the files: fstx, or one of the unsafe contenders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Contender {
+    /// fstx: `fstx::write`, `fstx::update` with a backup, and transactions.
+    Fstx,
+    /// The 2002 snippet: temp file, write, rename, fsync the directory — no
+    /// fsync of the temp file.
+    #[value(name = "seed-2002")]
+    Seed2002,
+    /// Temp file and rename without any flush (tempfile's `persist`).
+    NoFlush,
+    /// Truncate the file and write the new content in place, then fsync.
+    InPlace,
+    /// fstx transactions with the commit record written before the staged
+    /// data is flushed (a planted bug).
+    CommitBeforeData,
+}
+
+impl Contender {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Contender::Fstx => "fstx",
+            Contender::Seed2002 => "seed-2002",
+            Contender::NoFlush => "no-flush",
+            Contender::InPlace => "in-place",
+            Contender::CommitBeforeData => "commit-before-data",
+        }
+    }
+
+    /// One line describing the writer.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Contender::Fstx => "fstx write + locked update with backup + multi-file transactions",
+            Contender::Seed2002 => {
+                "temp file, rename, fsync(dir); no fsync of the temp file (the 2002 snippet)"
+            }
+            Contender::NoFlush => "temp file + rename, no fsync at all (tempfile persist)",
+            Contender::InPlace => "truncate + write in place + fsync",
+            Contender::CommitBeforeData => {
+                "transactions whose commit record is flushed before the staged data"
+            }
+        }
+    }
+
+    fn ops(self) -> &'static [Op] {
+        match self {
+            Contender::Fstx => &[Op::File, Op::Counter, Op::Txn],
+            Contender::Seed2002 | Contender::NoFlush | Contender::InPlace => &[Op::File],
+            Contender::CommitBeforeData => &[Op::Txn],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    File,
+    Counter,
+    Txn,
+}
+
+const COUNTER: &str = "counter";
+const BACKUP_SUFFIX: &str = "~";
+const TXN_FILES: [&str; 3] = ["a", "sub/b", "sub/c"];
+
+fn file_name(w: usize) -> String {
+    format!("w{w}.dat")
+}
+
+fn txn_root(w: usize) -> String {
+    format!("t{w}")
+}
+
+/// The content of version `n` of the thing tagged `tag`.
+pub fn encode(tag: &str, n: u64) -> Vec<u8> {
+    // Sizes vary between about 100 bytes and 12 KiB, so versions span
+    // several blocks and a torn or mixed file shows.
+    let len = 100 + (n.wrapping_mul(2_654_435_761) % 12_000) as usize;
+    let seed = tag
+        .bytes()
+        .fold(n, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let body: Vec<u8> = (0..len)
+        .map(|k| b'a' + ((seed.wrapping_add(k as u64 * 7)) % 26) as u8)
+        .collect();
+    let mut out = format!(
+        "fstx-pc {tag} n={n} len={len} crc={:08x}\n",
+        crc32c::crc32c(&body)
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes a version of `tag`, or says in words what is wrong with it.
+pub fn decode(tag: &str, bytes: &[u8]) -> Result<u64, String> {
+    if bytes.is_empty() {
+        return Err("is an empty file (0 bytes)".into());
+    }
+    if bytes.iter().all(|&b| b == 0) {
+        return Err(format!("holds only zero bytes ({} bytes)", bytes.len()));
+    }
+    let Some(nl) = bytes.iter().position(|&b| b == b'\n') else {
+        return Err(format!(
+            "has no complete header ({} bytes of garbage)",
+            bytes.len()
+        ));
+    };
+    let header = String::from_utf8_lossy(&bytes[..nl]);
+    let fields: Vec<&str> = header.split(' ').collect();
+    let parsed = (|| {
+        if fields.len() != 5 || fields[0] != "fstx-pc" || fields[1] != tag {
+            return None;
+        }
+        let n: u64 = fields[2].strip_prefix("n=")?.parse().ok()?;
+        let len: usize = fields[3].strip_prefix("len=")?.parse().ok()?;
+        let crc = u32::from_str_radix(fields[4].strip_prefix("crc=")?, 16).ok()?;
+        Some((n, len, crc))
+    })();
+    let Some((n, len, crc)) = parsed else {
+        return Err(format!("has a corrupt header {header:?}"));
+    };
+    let body = &bytes[nl + 1..];
+    if body.len() != len {
+        return Err(format!(
+            "is torn: version {n} should have {len} body bytes, it has {}",
+            body.len()
+        ));
+    }
+    if crc32c::crc32c(body) != crc {
+        let zeros = body.iter().filter(|&&b| b == 0).count();
+        return Err(format!(
+            "has the header of version {n} but a body that fails its checksum ({zeros} of {len} bytes are zero)"
+        ));
+    }
+    if body != &encode(tag, n)[nl + 1..] {
+        return Err(format!("mixes version {n} with other data"));
+    }
+    Ok(n)
+}
+
+/// Creates version 0 of everything the contender's workers touch.
+pub fn setup(root: &Path, contender: Contender, workers: usize) -> io::Result<()> {
+    for w in 0..workers {
+        fstx::write(root.join(file_name(w)), encode(&file_name(w), 0))?;
+        if contender.ops().contains(&Op::Txn) {
+            let troot = root.join(txn_root(w));
+            fs::create_dir_all(troot.join("sub"))?;
+            for f in TXN_FILES {
+                fstx::write(troot.join(f), encode(&format!("{}/{f}", txn_root(w)), 0))?;
+            }
+        }
+    }
+    if contender.ops().contains(&Op::Counter) {
+        fstx::write(root.join(COUNTER), encode(COUNTER, 0))?;
+    }
+    Ok(())
+}
+
+/// Runs `workers` worker processes (this binary) for `seconds`, waits for them.
+pub fn run_workers(contender: Contender, workers: usize, seconds: f64) -> io::Result<()> {
+    let exe = std::env::current_exe()?;
+    let children: Vec<_> = (0..workers)
+        .map(|w| {
+            Command::new(&exe)
+                .args(["__powercut", "worker", "--contender", contender.name()])
+                .args(["--id", &w.to_string(), "--seconds", &seconds.to_string()])
+                .spawn()
+        })
+        .collect::<io::Result<_>>()?;
+    let mut failed = 0;
+    for mut child in children {
+        if !child.wait()?.success() {
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        return Err(io::Error::other(format!("{failed} workers failed")));
+    }
+    Ok(())
+}
+
+/// Marks go to `$POWERCUT_CTL` (recorded in order with the disk writes), or
+/// nowhere when it is not set.
+struct Marks(Option<fs::File>);
+
+impl Marks {
+    fn open() -> io::Result<Marks> {
+        match std::env::var_os("POWERCUT_CTL") {
+            Some(p) => Ok(Marks(Some(OpenOptions::new().append(true).open(p)?))),
+            None => Ok(Marks(None)),
+        }
+    }
+
+    fn ack(&mut self, what: &str) -> io::Result<()> {
+        match &mut self.0 {
+            // One write per mark, so marks of different workers never interleave.
+            Some(f) => f.write_all(format!("ack {what}\n").as_bytes()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One worker: loops the contender's operations until the deadline, marking
+/// each acknowledged one.
+pub fn worker(root: &Path, contender: Contender, w: usize, seconds: f64) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut marks = Marks::open()?;
+    let ops = contender.ops();
+    let mut file_n = 0;
+    let mut txn_n = 0;
+    let mut i = w; // workers start at different operations
+    while Instant::now() < deadline {
+        match ops[i % ops.len()] {
+            Op::File => {
+                file_n += 1;
+                let name = file_name(w);
+                write_file(contender, &root.join(&name), &encode(&name, file_n))?;
+                marks.ack(&format!("w={w} file n={file_n}"))?;
+            }
+            Op::Counter => {
+                fstx::UpdateOptions::new().backup(BACKUP_SUFFIX).update(
+                    root.join(COUNTER),
+                    |old| {
+                        let old = old.unwrap_or_default();
+                        let n = decode(COUNTER, &old).map_err(io::Error::other)?;
+                        Ok(Some(encode(COUNTER, n + 1)))
+                    },
+                )?;
+                marks.ack(&format!("w={w} inc"))?;
+            }
+            Op::Txn => {
+                txn_n += 1;
+                let troot = root.join(txn_root(w));
+                let mut opts = fstx::TxnOptions::new();
+                if contender == Contender::CommitBeforeData {
+                    opts.planted_bugs(fstx::TxnBugs {
+                        commit_before_data_flush: true,
+                        ..fstx::TxnBugs::default()
+                    });
+                }
+                let mut txn = opts.begin(&troot)?;
+                for f in TXN_FILES {
+                    txn.write(f, encode(&format!("{}/{f}", txn_root(w)), txn_n))?;
+                }
+                txn.commit()?;
+                marks.ack(&format!("w={w} txn n={txn_n}"))?;
+            }
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Writes one file the contender's way.
+fn write_file(contender: Contender, path: &Path, content: &[u8]) -> io::Result<()> {
+    let temp = || {
+        let mut t = path.as_os_str().to_owned();
+        t.push(".tmp");
+        PathBuf::from(t)
+    };
+    match contender {
+        Contender::Fstx | Contender::CommitBeforeData => Ok(fstx::write(path, content)?),
+        Contender::Seed2002 => {
+            let t = temp();
+            fs::write(&t, content)?;
+            fs::rename(&t, path)?;
+            fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+        }
+        Contender::NoFlush => {
+            let t = temp();
+            fs::write(&t, content)?;
+            fs::rename(&t, path)
+        }
+        Contender::InPlace => {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .custom_flags(0)
+                .open(path)?;
+            f.write_all(content)?;
+            f.sync_all()
+        }
+    }
+}
+
+/// The recovery run in every crash image before the checker: what a device
+/// would run at boot.
+pub fn recover(root: &Path, contender: Contender, workers: usize) -> io::Result<()> {
+    fstx::recover(root)?;
+    if contender.ops().contains(&Op::Txn) {
+        for w in 0..workers {
+            let troot = root.join(txn_root(w));
+            if troot.exists() {
+                fstx::recover(&troot)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the marks say was acknowledged.
+#[derive(Debug, Default)]
+struct Acked {
+    file: BTreeMap<usize, u64>,
+    txn: BTreeMap<usize, u64>,
+    incs: u64,
+}
+
+fn parse_marks(text: &str) -> Acked {
+    let mut acked = Acked::default();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (Some(&"ack"), Some(w)) = (words.first(), words.get(1)) else {
+            continue;
+        };
+        let Some(w) = w.strip_prefix("w=").and_then(|w| w.parse().ok()) else {
+            continue;
+        };
+        let n = words
+            .get(3)
+            .and_then(|n| n.strip_prefix("n="))
+            .and_then(|n| n.parse().ok());
+        match (words.get(2), n) {
+            (Some(&"file"), Some(n)) => {
+                acked.file.insert(w, n);
+            }
+            (Some(&"txn"), Some(n)) => {
+                acked.txn.insert(w, n);
+            }
+            (Some(&"inc"), _) => acked.incs += 1,
+            _ => {}
+        }
+    }
+    acked
+}
+
+/// Checks a recovered crash image. Returns the problems found, the most
+/// serious first (corruption, then lost acknowledged updates, then garbage),
+/// each a sentence.
+pub fn check(root: &Path, contender: Contender, workers: usize, marks: &str) -> Vec<String> {
+    let acked = parse_marks(marks);
+    let mut corrupt = Vec::new();
+    let mut lost = Vec::new();
+    let mut garbage = Vec::new();
+    let read = |rel: &str| fs::read(root.join(rel));
+    for w in 0..workers {
+        let name = file_name(w);
+        let want = acked.file.get(&w).copied().unwrap_or(0);
+        match read(&name) {
+            Err(e) => lost.push(format!(
+                "{name} is missing ({e}); version {want} was acknowledged"
+            )),
+            Ok(bytes) => match decode(&name, &bytes) {
+                Err(why) => corrupt.push(format!(
+                    "{name} {why}, where version {want} (acknowledged) or a later one was expected"
+                )),
+                Ok(n) if n < want => lost.push(format!(
+                    "{name} holds version {n}, but version {want} was acknowledged before the cut"
+                )),
+                Ok(_) => {}
+            },
+        }
+        if contender.ops().contains(&Op::Txn) {
+            let troot = txn_root(w);
+            let want = acked.txn.get(&w).copied().unwrap_or(0);
+            let mut gens = Vec::new();
+            for f in TXN_FILES {
+                let rel = format!("{troot}/{f}");
+                match read(&rel)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| decode(&rel, &b))
+                {
+                    Ok(n) => gens.push((f, n)),
+                    Err(why) => corrupt.push(format!("{rel} {why}")),
+                }
+            }
+            if let Some(&(_, first)) = gens.first() {
+                if gens.iter().any(|&(_, n)| n != first) {
+                    let list: Vec<String> = gens.iter().map(|(f, n)| format!("{f}={n}")).collect();
+                    corrupt.push(format!(
+                        "transaction root {troot} is a mix of transactions: {}",
+                        list.join(" ")
+                    ));
+                } else if first < want {
+                    lost.push(format!(
+                        "transaction root {troot} holds transaction {first}, but {want} was acknowledged"
+                    ));
+                }
+            }
+        }
+    }
+    if contender.ops().contains(&Op::Counter) {
+        check_counter(root, &acked, workers, &mut corrupt, &mut lost);
+    }
+    find_garbage(root, root, &mut garbage);
+    corrupt.into_iter().chain(lost).chain(garbage).collect()
+}
+
+fn check_counter(
+    root: &Path,
+    acked: &Acked,
+    workers: usize,
+    corrupt: &mut Vec<String>,
+    lost: &mut Vec<String>,
+) {
+    let counter = match fs::read(root.join(COUNTER)) {
+        Err(e) => {
+            lost.push(format!("{COUNTER} is missing ({e})"));
+            return;
+        }
+        Ok(b) => match decode(COUNTER, &b) {
+            Err(why) => {
+                corrupt.push(format!("{COUNTER} {why}"));
+                return;
+            }
+            Ok(n) => n,
+        },
+    };
+    if counter < acked.incs {
+        lost.push(format!(
+            "{COUNTER} is {counter}, below the {} acknowledged increments (a lost update)",
+            acked.incs
+        ));
+    }
+    // Each worker has at most one increment in flight at the cut.
+    if counter > acked.incs + workers as u64 {
+        corrupt.push(format!(
+            "{COUNTER} is {counter}, more than the {} acknowledged increments plus {workers} in flight",
+            acked.incs
+        ));
+    }
+    let backup = format!("{COUNTER}{BACKUP_SUFFIX}");
+    match fs::read(root.join(&backup)) {
+        // No update has made a backup yet.
+        Err(e) if e.kind() == io::ErrorKind::NotFound && counter == 0 => {}
+        Err(e) => lost.push(format!(
+            "{backup} is missing ({e}) while {COUNTER} is {counter}"
+        )),
+        Ok(b) => match decode(COUNTER, &b) {
+            Err(why) => corrupt.push(format!("the backup {backup} {why}")),
+            Ok(n) if n + 1 < counter || n > counter => corrupt.push(format!(
+                "the backup {backup} holds {n}, not the version before {COUNTER}'s {counter}"
+            )),
+            Ok(_) => {}
+        },
+    }
+}
+
+/// Temporary and staging files that survived recovery.
+fn find_garbage(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let s = name.to_string_lossy();
+        let rel = e.path();
+        let rel = rel.strip_prefix(root).unwrap_or(&rel).display().to_string();
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if s == ".powercut-noise" || s == "lost+found" || s.starts_with(fstx::LOCK_PREFIX) {
+            continue;
+        }
+        if s == fstx::txn::CONTROL_DIR {
+            for f in ["journal"] {
+                if e.path().join(f).exists() {
+                    out.push(format!(
+                        "{rel}/{f}: a transaction journal is still pending after recovery"
+                    ));
+                }
+            }
+            continue;
+        }
+        if s.starts_with(fstx::TEMP_PREFIX)
+            || fstx::txn::is_stage_name(&name)
+            || s.ends_with(".tmp")
+        {
+            out.push(format!("{rel}: a temporary file survived recovery"));
+        }
+        if is_dir {
+            find_garbage(root, &e.path(), out);
+        }
+    }
+}
+
+/// Formats the check result for the harness: one line per problem.
+pub fn report_problems(problems: &[String]) -> String {
+    let mut s = String::new();
+    for p in problems {
+        let _ = writeln!(s, "{p}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_round_trip_and_damage_is_named() {
+        for n in [0, 1, 17, 123_456] {
+            assert_eq!(decode("w1.dat", &encode("w1.dat", n)), Ok(n));
+        }
+        let v = encode("w1.dat", 5);
+        assert!(decode("w1.dat", &[]).unwrap_err().contains("empty"));
+        assert!(decode("w1.dat", &vec![0; 4096])
+            .unwrap_err()
+            .contains("zero"));
+        assert!(decode("w1.dat", &v[..v.len() - 1])
+            .unwrap_err()
+            .contains("torn"));
+        let mut z = v.clone();
+        let l = z.len();
+        z[l - 10..].fill(0);
+        assert!(decode("w1.dat", &z).unwrap_err().contains("checksum"));
+        assert!(
+            decode("w2.dat", &v).is_err(),
+            "another file's content is not accepted"
+        );
+    }
+
+    #[test]
+    fn marks_are_parsed() {
+        let a = parse_marks(
+            "ack w=1 file n=3\nack w=1 file n=4\nack w=2 inc\nack w=0 txn n=9\nack w=3 inc\n",
+        );
+        assert_eq!(a.file.get(&1), Some(&4));
+        assert_eq!(a.txn.get(&0), Some(&9));
+        assert_eq!(a.incs, 2);
+    }
+
+    #[test]
+    fn checker_accepts_a_consistent_tree_and_names_each_problem() {
+        let d = std::env::temp_dir().join(format!("fstx-exp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        setup(&d, Contender::Fstx, 2).unwrap();
+        assert_eq!(check(&d, Contender::Fstx, 2, ""), Vec::<String>::new());
+        // A lost acknowledged update, a torn file, a broken transaction, garbage.
+        let p = check(&d, Contender::Fstx, 2, "ack w=0 file n=1\n");
+        assert!(p[0].contains("version 1 was acknowledged"), "{p:?}");
+        fs::write(d.join("w1.dat"), &encode("w1.dat", 3)[..50]).unwrap();
+        fs::write(d.join("t0/sub/b"), encode("t0/sub/b", 2)).unwrap();
+        fs::write(d.join(".fstx-tmp.0123456789abcdef.x"), b"").unwrap();
+        let p = check(&d, Contender::Fstx, 2, "");
+        assert!(p.iter().any(|s| s.contains("w1.dat is torn")), "{p:?}");
+        assert!(p.iter().any(|s| s.contains("mix of transactions")), "{p:?}");
+        assert!(
+            p.iter().any(|s| s.contains("temporary file survived")),
+            "{p:?}"
+        );
+        let _ = fs::remove_dir_all(&d);
+    }
+}
