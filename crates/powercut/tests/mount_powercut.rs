@@ -372,3 +372,18 @@ fn mount_soak_all_writers() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Not root: one clean error line and exit 2, before touching anything.
+#[test]
+fn refuses_clearly_when_not_root() {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_powercut"))
+        .args(["run", "--workload", "true", "--check", "true"])
+        .output()
+        .expect("setpriv (util-linux) is needed for this test");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("must run as root"), "{err}");
+}
