@@ -212,12 +212,13 @@ impl Report {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         format!(
             "distinct crash states {}, states checked {}, crash points {}, faults injected {}, \
-             {:.0} states/s, violations {}",
+             {:.0} states/s, {:.1} s, violations {}",
             self.distinct.len(),
             self.states_checked,
             self.crash_points,
             self.faults_injected,
             f64::from(u32::try_from(self.states_checked).unwrap_or(u32::MAX)) / secs,
+            secs,
             self.violation_count
         )
     }

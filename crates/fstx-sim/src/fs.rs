@@ -418,7 +418,7 @@ impl Inner {
         self.snapshot_version = version;
     }
 
-    fn record(&mut self, stream: Stream, change: Change, requires: Option<u64>) -> u64 {
+    fn record(&mut self, stream: Stream, change: Change, requires: Vec<u64>) -> u64 {
         self.persist_version += 1;
         self.persist.record(stream, change, requires)
     }
@@ -563,7 +563,7 @@ impl Inner {
             self.record(
                 Stream::Entry(dir, name.to_os_string()),
                 Change::Link(Some(ino)),
-                None,
+                Vec::new(),
             );
         }
         ino
@@ -606,7 +606,7 @@ impl Inner {
 
     fn set_meta(&mut self, ino: Ino, meta: Meta) {
         self.live.get_mut(ino).meta = meta.clone();
-        self.record(Stream::Inode(ino), Change::Meta(meta), None);
+        self.record(Stream::Inode(ino), Change::Meta(meta), Vec::new());
     }
 
     fn is_ancestor(&self, anc: Ino, mut of: Ino) -> bool {
@@ -693,7 +693,7 @@ impl Storage for SimFs {
                             && g.live.get(ino).data().is_some_and(|d| !d.is_empty())
                         {
                             g.live.get_mut(ino).data_mut().expect("a file").clear();
-                            g.record(Stream::Inode(ino), Change::SetLen(0), None);
+                            g.record(Stream::Inode(ino), Change::SetLen(0), Vec::new());
                         }
                         ino
                     }
@@ -766,7 +766,7 @@ impl Storage for SimFs {
                         offset,
                         bytes: buf[..n].to_vec(),
                     },
-                    None,
+                    Vec::new(),
                 );
                 Ok(n)
             },
@@ -789,7 +789,7 @@ impl Storage for SimFs {
                     .data_mut()
                     .ok_or_else(|| err(Errno::INVAL))?;
                 data.resize(len as usize, 0);
-                g.record(Stream::Inode(ino), Change::SetLen(len), None);
+                g.record(Stream::Inode(ino), Change::SetLen(len), Vec::new());
                 Ok(())
             },
         )
@@ -926,8 +926,21 @@ impl Storage for SimFs {
                     .entries_mut()
                     .expect("dir")
                     .insert(tname.clone(), src);
-                let first = g.record(Stream::Entry(td, tname), Change::Link(Some(src)), None);
-                g.record(Stream::Entry(fd, fname), Change::Link(None), Some(first));
+                let first = g.record(
+                    Stream::Entry(td, tname),
+                    Change::Link(Some(src)),
+                    Vec::new(),
+                );
+                // The removal needs the new name, reachable (model rule 4).
+                let mut requires = vec![first];
+                let mut dir = td;
+                while dir != ROOT {
+                    if let Some(id) = g.persist.pending_link_of(dir) {
+                        requires.push(id);
+                    }
+                    dir = g.parent_of(dir);
+                }
+                g.record(Stream::Entry(fd, fname), Change::Link(None), requires);
                 Ok(())
             },
         )
@@ -963,7 +976,11 @@ impl Storage for SimFs {
                     .entries_mut()
                     .expect("dir")
                     .insert(tname.clone(), src);
-                g.record(Stream::Entry(td, tname), Change::Link(Some(src)), None);
+                g.record(
+                    Stream::Entry(td, tname),
+                    Change::Link(Some(src)),
+                    Vec::new(),
+                );
                 Ok(())
             },
         )
@@ -989,7 +1006,7 @@ impl Storage for SimFs {
                     _ => {}
                 }
                 g.live.get_mut(d).entries_mut().expect("dir").remove(&last);
-                g.record(Stream::Entry(d, last), Change::Link(None), None);
+                g.record(Stream::Entry(d, last), Change::Link(None), Vec::new());
                 Ok(())
             },
         )

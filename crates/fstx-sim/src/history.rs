@@ -7,6 +7,7 @@
 //! started (`start < k`) and which were acknowledged (`end <= k`).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::tree::{describe, Tree};
@@ -217,14 +218,18 @@ impl History {
             let Some((target, Some(content))) = op.writes.first() else {
                 continue;
             };
-            // A later operation that committed without confirmed durability
-            // may be undone by the crash while later backups of its content
-            // survive: the target then shows this older content again, and
-            // the implication no longer says anything.
-            if self.ops[i + 1..]
-                .iter()
-                .any(|later| later.start < k && later.outcome == Outcome::CommittedNotDurable)
-            {
+            // A later operation that committed without a durability promise
+            // (`Consistent`, or a failed flush after its rename) may be undone
+            // by the crash while later backups of its content survive: the
+            // target then shows this older content again, and the
+            // implication no longer says anything.
+            if self.ops[i + 1..].iter().any(|later| {
+                later.start < k
+                    && matches!(
+                        later.outcome,
+                        Outcome::CommittedNotDurable | Outcome::Consistent
+                    )
+            }) {
                 continue;
             }
             if tree.read(target) != Some(content.as_slice()) {
@@ -244,6 +249,77 @@ impl History {
             }
         }
         out
+    }
+}
+
+/// A whole-tree state: content per tracked path (`None`: absent).
+pub type TreeState = BTreeMap<PathBuf, Option<Vec<u8>>>;
+
+impl History {
+    /// The tree states allowed after a crash after call `k` and recovery,
+    /// for all-or-nothing operations applied in order (transactions): the
+    /// state after some prefix of the operations, no shorter than the last
+    /// acknowledged `Durable` (or committed-pending-recovery) one, no longer
+    /// than the last one started; an operation that returned "not
+    /// committed" is never applied. Each state is labelled by its last operation.
+    pub fn allowed_prefixes(&self, k: u64) -> Vec<(String, TreeState)> {
+        let mut state: TreeState = self.initial.clone();
+        let mut out = vec![("initial".to_string(), state.clone())];
+        for op in &self.ops {
+            if op.start >= k {
+                break;
+            }
+            let returned = op.end <= k;
+            if returned && op.outcome == Outcome::NotCommitted {
+                continue;
+            }
+            for (p, c) in &op.writes {
+                state.insert(p.clone(), c.clone());
+            }
+            let required = returned
+                && matches!(
+                    op.outcome,
+                    Outcome::Durable | Outcome::CommittedPendingRecovery
+                );
+            if required {
+                out.clear();
+            }
+            out.push((op.label.clone(), state.clone()));
+        }
+        out
+    }
+
+    /// Checks `tree` against [`allowed_prefixes`](Self::allowed_prefixes).
+    pub fn check_prefix(&self, tree: &Tree, k: u64) -> Option<String> {
+        let allowed = self.allowed_prefixes(k);
+        let actual: TreeState = self
+            .initial
+            .keys()
+            .map(|p| (p.clone(), tree.read(p).map(<[u8]>::to_vec)))
+            .collect();
+        if allowed.iter().any(|(_, s)| *s == actual) {
+            return None;
+        }
+        let show =
+            |c: &Option<Vec<u8>>| c.as_deref().map_or_else(|| "absent".to_string(), describe);
+        let mut msg =
+            String::from("the tree is not the state after any allowed prefix of the transactions:");
+        for (label, s) in &allowed {
+            let diffs: Vec<String> = s
+                .iter()
+                .filter(|(p, c)| actual.get(*p) != Some(*c))
+                .map(|(p, c)| {
+                    format!(
+                        "{} is {} instead of {}",
+                        p.display(),
+                        show(&actual[p]),
+                        show(c)
+                    )
+                })
+                .collect();
+            let _ = write!(msg, "\n    vs after {label}: {}", diffs.join("; "));
+        }
+        Some(msg)
     }
 }
 

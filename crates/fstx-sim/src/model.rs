@@ -26,7 +26,11 @@
 //!    `b := inode` and `a := nothing`. The new name may survive while the old
 //!    one also does (two names for one inode), or neither may survive (the
 //!    destination keeps its previous file), but the old name is never lost
-//!    while the new one is too: the removal of `a` survives only with `b`.
+//!    while the new one is too: the removal of `a` survives only with `b`,
+//!    and with the still-pending entries that make `b`'s directory reachable
+//!    (a rename into a directory created but not yet flushed never leaves
+//!    the file without a reachable name). Under a literal reading of ALICE
+//!    (every entry independent) it could; no journaled Linux filesystem does.
 //! 5. **A flush is a barrier for what it covers.** `fsync` of a file makes its
 //!    `Inode` stream durable; `fsync` of a directory makes every `Entry`
 //!    stream of that directory (and its own metadata) durable; `syncfs` makes
@@ -116,8 +120,8 @@ pub struct Op {
     id: u64,
     stream: Stream,
     change: Change,
-    /// This change survives only if the change with this id does (rule 4).
-    requires: Option<u64>,
+    /// This change survives only if the changes with these ids do (rule 4).
+    requires: Vec<u64>,
 }
 
 /// How much of the last kept write of a file stream survives (rule 3).
@@ -162,8 +166,17 @@ impl Persist {
         self.durable.next_ino = self.durable.next_ino.max(ino + 1);
     }
 
+    /// The pending change that last linked `ino` into a directory, if any.
+    pub fn pending_link_of(&self, ino: Ino) -> Option<u64> {
+        self.pending
+            .iter()
+            .rev()
+            .find(|op| op.change == Change::Link(Some(ino)))
+            .map(|op| op.id)
+    }
+
     /// Records a change; returns its id.
-    pub fn record(&mut self, stream: Stream, change: Change, requires: Option<u64>) -> u64 {
+    pub fn record(&mut self, stream: Stream, change: Change, requires: Vec<u64>) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.pending.push(Op {
@@ -245,7 +258,7 @@ impl Persist {
                         changed = true;
                     }
                 }
-                if let Some(r) = self.pending[i].requires.and_then(|r| index.get(&r)) {
+                for r in self.pending[i].requires.iter().filter_map(|r| index.get(r)) {
                     if !keep[*r] {
                         keep[*r] = true;
                         changed = true;
@@ -353,7 +366,7 @@ impl Persist {
             }
             for (i, op) in self.pending.iter().enumerate() {
                 if keep[i].is_some() {
-                    if let Some(r) = op.requires.and_then(|r| index.get(&r)) {
+                    for r in op.requires.iter().filter_map(|r| index.get(r)) {
                         keep[*r]?;
                     }
                 }

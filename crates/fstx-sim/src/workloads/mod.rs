@@ -2,6 +2,7 @@
 //! promise recorded for the checks.
 
 pub mod replace;
+pub mod txn;
 pub mod update;
 
 use crate::explore::Workload;
@@ -13,6 +14,9 @@ pub fn by_name(name: &str) -> Option<Box<dyn Workload>> {
         return Some(Box::new(w));
     }
     if let Some(w) = update::parse(name) {
+        return Some(Box::new(w));
+    }
+    if let Some(w) = txn::parse(name) {
         return Some(Box::new(w));
     }
     None
@@ -61,7 +65,7 @@ pub(crate) fn live_checks(
     history: &mut crate::history::History,
     op: usize,
     result: &CallResult,
-    before: Option<&[u8]>,
+    before: &dyn Fn(&std::path::Path) -> Option<Vec<u8>>,
     temp_left: &mut bool,
 ) {
     use crate::history::Outcome;
@@ -74,8 +78,11 @@ pub(crate) fn live_checks(
     let live = fs.live();
     for (path, content) in history.ops[op].writes.clone() {
         let now = live.read(&path);
+        let old = before(&path);
         let expect = match outcome {
-            Outcome::NotCommitted => before,
+            Outcome::NotCommitted => old.as_deref(),
+            // Readers see the old tree until recovery finishes it.
+            Outcome::CommittedPendingRecovery => continue,
             _ => content.as_deref(),
         };
         if now != expect {
@@ -90,8 +97,8 @@ pub(crate) fn live_checks(
     if !*temp_left {
         for (p, _) in live.walk() {
             if p.file_name().is_some_and(|n| {
-                n.as_encoded_bytes()
-                    .starts_with(fstx::TEMP_PREFIX.as_bytes())
+                let n = n.as_encoded_bytes();
+                n.starts_with(fstx::TEMP_PREFIX.as_bytes()) || n.starts_with(b".fstx-stage.")
             }) {
                 history.live_violations.push(format!(
                     "{label} returned {outcome:?} but left {}",

@@ -243,7 +243,14 @@ impl Workload for Replace {
             };
             let outcome = outcome_of(&result, step.durability);
             history.end(op, outcome, fs.calls());
-            live_checks(fs, history, op, &result, before.as_deref(), &mut temp_left);
+            live_checks(
+                fs,
+                history,
+                op,
+                &result,
+                &|_| before.clone(),
+                &mut temp_left,
+            );
         }
     }
 

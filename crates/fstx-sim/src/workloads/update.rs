@@ -264,7 +264,14 @@ impl Workload for Update {
                     ));
                 }
             }
-            live_checks(fs, history, op, &result, before.as_deref(), &mut temp_left);
+            live_checks(
+                fs,
+                history,
+                op,
+                &result,
+                &|_| before.clone(),
+                &mut temp_left,
+            );
         }
     }
 

@@ -1,0 +1,306 @@
+//! Workload: a sequence of multi-file transactions (`fstx::Transaction`) on
+//! one root with nested directories: writes (some streamed), removals,
+//! renames, files in directories the transaction creates; recovery is
+//! `fstx::recover` on the root (which redoes or rolls back a journal).
+//!
+//! Checks: after recovery the tracked files are exactly the state after
+//! some prefix of the transactions (all-or-nothing, in order), never before
+//! the last acknowledged one; no staged or temporary file and no journal is
+//! left; no file appears that no transaction wrote; each failed transaction
+//! left the live tree as its error's `State` says.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fstx::storage::Storage;
+use fstx::{Durability, TxnBugs, TxnOptions};
+
+use crate::explore::Workload;
+use crate::fs::SimFs;
+use crate::history::History;
+use crate::rng::Rng;
+use crate::tree::Tree;
+use crate::workloads::{content, live_checks, outcome_of, CallResult};
+
+/// The root of the transactions.
+const ROOT: &str = "/r";
+
+/// Paths (relative to the root) the transactions work on.
+const POOL: [&str; 7] = ["a", "b", "sub/c", "sub/d", "sub/deep/e", "new/f", "new/g/h"];
+
+/// The transaction workload. See the [module docs](self).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Txn {
+    /// Planted protocol bugs.
+    pub bugs: TxnBugs,
+}
+
+enum Step {
+    Write(&'static str, Vec<u8>, bool),
+    Remove(&'static str),
+    Rename(&'static str, &'static str),
+}
+
+const BUGS: [&str; 5] = [
+    "commit_before_data_flush",
+    "no_stage_dir_flush",
+    "trust_staged",
+    "replay_retired",
+    "sweep_staging_first",
+];
+
+fn bug_flag<'a>(bugs: &'a mut TxnBugs, name: &str) -> Option<&'a mut bool> {
+    Some(match name {
+        "commit_before_data_flush" => &mut bugs.commit_before_data_flush,
+        "no_stage_dir_flush" => &mut bugs.no_stage_dir_flush,
+        "trust_staged" => &mut bugs.trust_staged,
+        "replay_retired" => &mut bugs.replay_retired,
+        "sweep_staging_first" => &mut bugs.sweep_staging_first,
+        _ => return None,
+    })
+}
+
+/// Parses a workload name made by [`Txn::name`](Workload::name): `txn[+bug...]`.
+pub fn parse(name: &str) -> Option<Txn> {
+    let mut parts = name.split('+');
+    if parts.next()? != "txn" {
+        return None;
+    }
+    let mut bugs = TxnBugs::default();
+    for bug in parts {
+        *bug_flag(&mut bugs, bug)? = true;
+    }
+    Some(Txn { bugs })
+}
+
+fn abs(rel: &str) -> PathBuf {
+    Path::new(ROOT).join(rel)
+}
+
+/// The initial files: (path, content), from the seed.
+fn initial(seed: u64) -> Vec<(&'static str, Vec<u8>)> {
+    let mut r = Rng::new(seed);
+    POOL[..5]
+        .iter()
+        .filter_map(|p| {
+            let keep = r.below(10) < 6;
+            let c = content(&mut r, "init");
+            keep.then_some((*p, c))
+        })
+        .collect::<Vec<_>>()
+}
+
+/// One transaction's steps, given the current files.
+fn plan_txn(r: &mut Rng, i: usize, now: &BTreeMap<&'static str, Vec<u8>>) -> Vec<Step> {
+    let mut claimed: Vec<&str> = Vec::new();
+    let mut steps = Vec::new();
+    let n = 1 + r.below(3);
+    for j in 0..n {
+        let free: Vec<&'static str> = POOL
+            .iter()
+            .copied()
+            .filter(|p| !claimed.contains(p))
+            .collect();
+        let existing: Vec<&'static str> = free
+            .iter()
+            .copied()
+            .filter(|p| now.contains_key(p))
+            .collect();
+        match r.below(6) {
+            0 if !existing.is_empty() => {
+                let p = existing[r.below(existing.len())];
+                claimed.push(p);
+                steps.push(Step::Remove(p));
+            }
+            1 if !existing.is_empty() && free.len() > 1 => {
+                let from = existing[r.below(existing.len())];
+                let to: Vec<&'static str> = free.iter().copied().filter(|p| *p != from).collect();
+                let to = to[r.below(to.len())];
+                claimed.push(from);
+                claimed.push(to);
+                steps.push(Step::Rename(from, to));
+            }
+            _ if !free.is_empty() => {
+                let p = free[r.below(free.len())];
+                claimed.push(p);
+                steps.push(Step::Write(
+                    p,
+                    content(r, &format!("t{i}.{j}")),
+                    r.one_in(4),
+                ));
+            }
+            _ => {}
+        }
+    }
+    steps
+}
+
+impl Workload for Txn {
+    fn name(&self) -> String {
+        let mut name = String::from("txn");
+        let mut bugs = self.bugs;
+        for bug in BUGS {
+            if *bug_flag(&mut bugs, bug).expect("known") {
+                name.push('+');
+                name.push_str(bug);
+            }
+        }
+        name
+    }
+
+    fn setup(&self, seed: u64, fs: &SimFs, history: &mut History) {
+        fs.mkdir_p(abs("sub/deep")).expect("setup");
+        let init = initial(seed);
+        for p in POOL {
+            let c = init.iter().find(|(q, _)| *q == p).map(|(_, c)| c.clone());
+            if let Some(c) = &c {
+                fs.put_file(abs(p), c, 0o644).expect("setup");
+            }
+            history.track(abs(p), c);
+        }
+        history.dirs = vec![PathBuf::from(ROOT)];
+    }
+
+    fn run(&self, seed: u64, fs: &Arc<SimFs>, history: &mut History) {
+        let mut rng = Rng::new(seed ^ 0x7478_6e00);
+        let mut now: BTreeMap<&'static str, Vec<u8>> = initial(seed).into_iter().collect();
+        let storage: Arc<dyn Storage> = fs.clone();
+        let mut temp_left = false;
+        let count = 2 + rng.below(3);
+        for i in 0..count {
+            let steps = plan_txn(&mut rng, i, &now);
+            let mut next = now.clone();
+            let mut writes = Vec::new();
+            let mut desc = Vec::new();
+            for s in &steps {
+                match s {
+                    Step::Write(path, data, streamed) => {
+                        next.insert(path, data.clone());
+                        writes.push((abs(path), Some(data.clone())));
+                        desc.push(format!(
+                            "write {path}{}",
+                            if *streamed { " (streamed)" } else { "" }
+                        ));
+                    }
+                    Step::Remove(path) => {
+                        next.remove(path);
+                        writes.push((abs(path), None));
+                        desc.push(format!("remove {path}"));
+                    }
+                    Step::Rename(from, to) => {
+                        let data = next.remove(from).expect("exists");
+                        next.insert(to, data.clone());
+                        writes.push((abs(from), None));
+                        writes.push((abs(to), Some(data)));
+                        desc.push(format!("rename {from} {to}"));
+                    }
+                }
+            }
+            let label = format!("txn#{i} [{}]", desc.join(", "));
+            let op = history.begin(label, writes, fs.calls());
+            history.ops[op].atomic_group = true;
+            let mut opts = TxnOptions::new();
+            opts.storage(storage.clone())
+                .durability(Durability::Durable)
+                .planted_bugs(self.bugs);
+            let result: CallResult = (|| {
+                let mut txn = opts.begin(ROOT)?;
+                for s in &steps {
+                    match s {
+                        Step::Write(path, data, false) => txn.write(path, data)?,
+                        Step::Write(path, data, true) => {
+                            let mut file = txn.create(path)?;
+                            let half = data.len() / 2;
+                            if let Err(e) = file
+                                .write_all(&data[..half])
+                                .and_then(|()| file.write_all(&data[half..]))
+                            {
+                                drop(file);
+                                txn.abort()?;
+                                return Err(fstx_not_committed(e));
+                            }
+                            file.finish()?;
+                        }
+                        Step::Remove(path) => txn.remove(path)?,
+                        Step::Rename(from, to) => txn.rename(from, to)?,
+                    }
+                }
+                txn.commit()?;
+                Ok(())
+            })()
+            .map_err(|e: TxnError| match e {
+                TxnError::Fstx(e) => (e.state().clone(), e.into_io_error()),
+                TxnError::Io(e) => (fstx::State::NotCommitted, e),
+            });
+            let outcome = outcome_of(&result, Durability::Durable);
+            history.end(op, outcome.clone(), fs.calls());
+            if !matches!(outcome, crate::history::Outcome::NotCommitted) {
+                now = next;
+            }
+            let before = now.clone();
+            let before_of = |p: &Path| -> Option<Vec<u8>> {
+                let rel = p.strip_prefix(ROOT).ok()?;
+                before
+                    .iter()
+                    .find(|(q, _)| Path::new(q) == rel)
+                    .map(|(_, c)| c.clone())
+            };
+            live_checks(fs, history, op, &result, &before_of, &mut temp_left);
+        }
+    }
+
+    fn recover(&self, fs: &Arc<SimFs>, _history: &History) -> Result<(), String> {
+        // The transaction's own recovery (with the planted bugs, which live
+        // in `TxnOptions`), then the general sweep `fstx recover` runs.
+        let storage: Arc<dyn Storage> = fs.clone();
+        let mut opts = TxnOptions::new();
+        opts.storage(storage.clone()).planted_bugs(self.bugs);
+        opts.recover(ROOT).map_err(|e| e.to_string())?;
+        fstx::RecoverOptions::new()
+            .storage(storage)
+            .recover(ROOT)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn check(&self, tree: &Tree, history: &History, k: u64) -> Vec<String> {
+        let mut out: Vec<String> = history.check_prefix(tree, k).into_iter().collect();
+        let control = Path::new(ROOT).join(".fstx-txn");
+        for (p, ino) in tree.walk() {
+            if self.is_leftover(&p) || p == control.join("journal") {
+                out.push(format!("leftover after recovery: {}", p.display()));
+            } else if tree.get(ino).data().is_some()
+                && !p.starts_with(&control)
+                && !history.initial.contains_key(&p)
+            {
+                out.push(format!("unexpected file after recovery: {}", p.display()));
+            }
+        }
+        out
+    }
+
+    fn is_leftover(&self, path: &Path) -> bool {
+        path.file_name().is_some_and(|n| {
+            let n = n.as_encoded_bytes();
+            n.starts_with(fstx::TEMP_PREFIX.as_bytes()) || n.starts_with(b".fstx-stage.")
+        })
+    }
+}
+
+/// Errors inside the transaction closure.
+enum TxnError {
+    Fstx(fstx::Error),
+    Io(std::io::Error),
+}
+
+impl From<fstx::Error> for TxnError {
+    fn from(e: fstx::Error) -> TxnError {
+        TxnError::Fstx(e)
+    }
+}
+
+fn fstx_not_committed(e: std::io::Error) -> TxnError {
+    TxnError::Io(e)
+}
