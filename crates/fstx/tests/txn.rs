@@ -885,3 +885,38 @@ mod planted {
         assert!(r.is_err() || snapshot(d.path()) != new);
     }
 }
+
+/// The flush of the commit record fails: in doubt, so nothing is applied;
+/// the record is durably replaced by a BEGIN record and rolled back.
+#[test]
+fn failed_commit_record_flush_rolls_back() {
+    // Find which `sync` call flushes the commit record in a clean run.
+    let d = Dir::new("jsync-count");
+    setup_old(d.path());
+    let probe = Probe::new();
+    probe.with(|s| s.record = true);
+    let mut t = opts(&probe).begin(d.path()).unwrap();
+    workload(&mut t).unwrap();
+    t.commit().unwrap();
+    let ev = probe.events();
+    let commit = ev
+        .iter()
+        .position(|e| e.op == "set_len" && e.a.ends_with(".fstx-txn/journal"))
+        .unwrap();
+    let nth = ev[..commit].iter().filter(|e| e.op == "sync").count() as u64;
+    assert!(ev[commit + 1].op == "sync" && ev[commit + 1].a.ends_with("journal"));
+
+    let d = Dir::new("jsync");
+    setup_old(d.path());
+    let old = snapshot(d.path());
+    let probe = Probe::new();
+    probe.with(|s| s.fault = Some(("sync", nth, 5)));
+    let mut t = opts(&probe).begin(d.path()).unwrap();
+    workload(&mut t).unwrap();
+    let e = t.commit().unwrap_err();
+    assert_eq!(e.step(), "fsync commit record", "{e}");
+    assert_eq!(*e.state(), State::NotCommitted, "{e}");
+    assert_eq!(snapshot(d.path()), old);
+    assert!(no_journal(d.path()));
+    assert!(fstx::recover(d.path()).unwrap().transactions.is_empty());
+}
