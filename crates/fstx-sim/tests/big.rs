@@ -89,8 +89,7 @@ fn big_run() {
     }
     println!("TOTAL: {}", total.summary());
     println!(
-        "(not in this run: linked-backup update faults and transaction faults, which find the two \
-         fstx bugs documented in tests/update.rs and tests/txn.rs)"
+        "(not in this run: transaction faults, which find the fstx bug documented in tests/txn.rs)"
     );
     assert_eq!(total.violation_count, 0);
     assert!(

@@ -49,33 +49,13 @@ fn copied_backups_pass_every_fault() {
     assert!(r.faults_injected > 100);
 }
 
-/// Finds a bug in `fstx::update` (see `known_bug_backup_shortcut_skips_dir_sync`).
+/// Found the "already backed up" shortcut skipping the directory flush
+/// (fixed in fstx commit e793bc4).
 #[test]
-#[ignore = "finds a bug in fstx update: the already-backed-up shortcut skips the directory flush"]
 fn linked_backups_pass_every_fault() {
     let r = run(&update(Level::Durable, false), 0..2, true);
     assert_eq!(r.violation_count, 0);
     assert!(r.faults_injected > 100);
-}
-
-/// A bug in `fstx::update` found by the simulator: the backup's directory
-/// flush fails (EIO), so update #0 fails "not committed" with `cfg~` linked
-/// but not durable. Update #1 finds `cfg~` already naming the current inode,
-/// takes the "already backed up" shortcut, which returns *before* the
-/// directory flush, renames the new content over `cfg`; a power cut before
-/// its final directory flush can keep the rename and lose `cfg~`: the
-/// previous version is gone although update #1 returned `Ok`. The same
-/// happens without any fault when a process dies between the backup rename
-/// and its directory flush and another update follows.
-///
-/// When fstx fixes it this test fails: then delete it and un-ignore
-/// `linked_backups_pass_every_fault`.
-#[test]
-fn known_bug_backup_shortcut_skips_dir_sync() {
-    let mut cfg = Config::new(0);
-    cfg.faults = vec![fstx_sim::Fault::parse("sync#1:eio").expect("fault")];
-    let r = explore(&update(Level::Durable, false), &cfg);
-    assert!(r.violation_count > 0, "fixed? see the doc comment");
 }
 
 #[test]
