@@ -29,7 +29,9 @@ pub fn run(
     contenders: &[Contender],
     seed: u64,
 ) -> Result<ExitCode, Failure> {
-    let seeds = (workers as f64 * seconds.max(1.0)).ceil() as u64;
+    // At least one seed per worker, more for longer runs (`seconds` > 0 was checked).
+    #[allow(clippy::cast_sign_loss)]
+    let seeds = workers as u64 * (seconds.max(1.0).ceil() as u64);
     println!(
         "\nPower-cut experiment on the in-process simulator (weakest persistence model), {seeds} seeds per workload\n"
     );

@@ -2,6 +2,7 @@
 //! binary in real processes.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,7 +68,6 @@ fn write_replaces_from_stdin() {
     assert_eq!(std::fs::read(f).unwrap(), b"one\n");
     assert!(write(&[f, "--mode", "600"], b"").0);
     assert_eq!(std::fs::read(f).unwrap(), b"");
-    use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(f).unwrap().permissions().mode() & 0o777,
         0o600

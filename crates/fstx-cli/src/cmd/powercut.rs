@@ -237,8 +237,8 @@ fn human_report(configs: &[FsConfig], reports: &[ContenderReport]) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<15} {:<19} {:>8} {:>9} {:>10}  {}",
-        "filesystem", "writer", "states", "violat.", "st/s/core", "verdict"
+        "{:<15} {:<19} {:>8} {:>9} {:>10}  verdict",
+        "filesystem", "writer", "states", "violat.", "st/s/core"
     );
     for fs in configs {
         for r in reports {

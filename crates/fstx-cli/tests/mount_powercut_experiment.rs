@@ -1,0 +1,80 @@
+//! The seed experiment on the real kernel: `fstx powercut` on all five
+//! filesystem configurations. fstx must pass every crash state; each unsafe
+//! writer must be caught (violations found) on every configuration except the
+//! two pairs listed in `NOT_CAUGHT`, which are reported, not asserted (see
+//! docs/design.md, section 6, for what was measured there and why).
+#![cfg(feature = "powercut")]
+
+use std::process::Command;
+
+/// (writer, configuration) pairs where the unsafe recipe was not caught, with
+/// what was measured.
+const NOT_CAUGHT: [(&str, &str, &str); 2] = [
+    (
+        "commit-before-data",
+        "ext4-journal",
+        "data=journal puts file data into the journal at write(2) time, so the commit record's flush carries the staged data with it",
+    ),
+    (
+        "in-place",
+        "btrfs",
+        "0 violations in 3000 crash states (3 s, 10 workers): no crash state with a truncated file was seen",
+    ),
+];
+
+#[test]
+fn mount_powercut_experiment_catches_unsafe_writers_on_every_configuration() {
+    let json = std::env::temp_dir().join(format!("fstx-powercut-{}.json", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_fstx"))
+        .args([
+            "powercut",
+            "--fs",
+            "all",
+            "--workers",
+            "10",
+            "--seconds",
+            "1",
+        ])
+        .args(["--max-states", "80", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success(),
+        "fstx powercut failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let mut seen = 0;
+    for contender in report.as_array().unwrap() {
+        let name = contender["contender"].as_str().unwrap();
+        for cfg in contender["report"]["configs"].as_array().unwrap() {
+            let fs = cfg["config"].as_str().unwrap();
+            let checked = cfg["checked"].as_u64().unwrap();
+            let violations = cfg["violation_count"].as_u64().unwrap();
+            assert!(
+                checked >= 40,
+                "{name} on {fs}: only {checked} states checked"
+            );
+            let masked = NOT_CAUGHT.iter().any(|(w, f, _)| *w == name && *f == fs);
+            if name == "fstx" {
+                assert_eq!(violations, 0, "fstx on {fs}: {}", cfg["violations"]);
+            } else if masked {
+                eprintln!(
+                    "{name} on {fs}: {violations} violations in {checked} states (not asserted)"
+                );
+            } else {
+                assert!(
+                    violations > 0,
+                    "{name} on {fs}: the unsafe writer was not caught in {checked} states"
+                );
+            }
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 25, "five writers on five configurations");
+}
