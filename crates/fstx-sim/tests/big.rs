@@ -77,6 +77,10 @@ fn big_run() {
             "update/durable/copy faults".into(),
             faults(&update(Level::Durable, true), 4),
         ),
+        (
+            "update/durable faults".into(),
+            faults(&update(Level::Durable, false), 4),
+        ),
         ("txn crashes".into(), crashes(&txn, 600, Profile::Weak)),
     ];
     let mut total = Report::default();
