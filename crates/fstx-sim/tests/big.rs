@@ -2,7 +2,7 @@
 //! workload, with faults, on every core. Ignored by default; CI runs it as
 //!
 //! ```text
-//! timeout 600 cargo test -p fstx-sim --release --test big -- --ignored --nocapture
+//! timeout 600 cargo test -p fstx-sim --test big -- --ignored --nocapture
 //! ```
 //!
 //! `FSTX_SIM_SCALE` (default 1.0) scales the number of seeds.
