@@ -124,8 +124,7 @@ fn set_id_bits_and_capabilities_dropped_unless_kept() {
         .arg("cap_net_raw+ep")
         .arg(&p)
         .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
+        .is_ok_and(|s| s.success());
     xattr_set(&p, "user.note", b"kept");
     fstx::write(&p, b"new").unwrap();
     assert_eq!(mode_of(&p), 0o755);
@@ -365,6 +364,28 @@ fn bad_paths_fail_clearly_and_leave_nothing() {
 
     let e = fstx::write(d.join("dir/"), b"x").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
+}
+
+/// Every path operation after opening the parent is relative to that
+/// directory's handle: swapping the parent for a symlink mid-operation cannot
+/// redirect the write.
+#[test]
+fn swapping_the_parent_for_a_symlink_cannot_redirect_the_write() {
+    let d = TestDir::new("swap");
+    std::fs::create_dir(d.join("conf")).unwrap();
+    std::fs::create_dir(d.join("attacker")).unwrap();
+    std::fs::write(d.join("conf/f"), b"old").unwrap();
+    let mut f = AtomicFile::create(d.join("conf/f")).unwrap();
+    f.write_all(b"new").unwrap();
+    std::fs::rename(d.join("conf"), d.join("conf.moved")).unwrap();
+    symlink(d.join("attacker"), d.join("conf")).unwrap();
+    f.commit().unwrap();
+    assert_eq!(std::fs::read(d.join("conf.moved/f")).unwrap(), b"new");
+    assert!(!d.join("attacker/f").exists());
+    assert!(std::fs::read_dir(d.join("attacker"))
+        .unwrap()
+        .next()
+        .is_none());
 }
 
 #[test]
