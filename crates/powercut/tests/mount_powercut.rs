@@ -126,7 +126,7 @@ fn run_writer_then(writer: &str, states: &str, inspect: impl Fn(&Report)) -> (i3
 }
 
 fn assert_caught_everywhere(writer: &str) {
-    let (code, report) = run_writer(writer, &env_or("POWERCUT_TEST_STATES", "400"));
+    let (code, report) = run_writer(writer, &env_or("POWERCUT_TEST_STATES", "500"));
     assert_eq!(
         code, 1,
         "{writer}: powercut must exit 1 when it finds violations"
@@ -182,7 +182,7 @@ fn mount_catches_rename_without_directory_fsync() {
 
 #[test]
 fn mount_correct_writer_passes_everywhere() {
-    let (code, report) = run_writer("correct", &env_or("POWERCUT_TEST_CORRECT_STATES", "1200"));
+    let (code, report) = run_writer("correct", &env_or("POWERCUT_TEST_CORRECT_STATES", "1500"));
     for c in &report.configs {
         assert_eq!(
             c.violation_count,
