@@ -48,6 +48,30 @@ pub fn with_every_fault(workload: &dyn Workload, base: &Config) -> Report {
     report
 }
 
+/// Explores `workload` once with each file flush of a run lying (see
+/// [`FaultError::Lie`](crate::fault::FaultError::Lie)): `sync#1:lie`,
+/// `sync#2:lie`, ... Directory flushes among them do not lie (those runs
+/// repeat the plain exploration's states, which are counted once).
+pub fn lying_flushes(workload: &dyn Workload, base: &Config) -> Report {
+    let started = Instant::now();
+    let syncs = count_calls(workload, base.seed)
+        .get(&CallKind::Sync)
+        .copied()
+        .unwrap_or(0);
+    let mut report = Report::default();
+    for nth in 1..=syncs {
+        let mut cfg = base.clone();
+        cfg.faults = vec![Fault {
+            kind: CallKind::Sync,
+            nth,
+            error: crate::fault::FaultError::Lie,
+        }];
+        report.merge(explore(workload, &cfg));
+    }
+    report.elapsed = started.elapsed();
+    report
+}
+
 /// Runs `each(seed)` for every seed in `seeds` on `threads` threads and
 /// merges the reports (elapsed is wall time).
 pub fn parallel(

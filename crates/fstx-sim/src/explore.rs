@@ -13,6 +13,10 @@
 //!    (idempotence);
 //! 4. crashes the first recovery after each of its calls, builds those crash
 //!    states, recovers each again and checks it.
+//!
+//! With a lying flush armed ([`FaultError::Lie`]), step 2 is
+//! [`Workload::check_after_lie`] instead ("recovery never makes things
+//! worse"), and a recovery that refuses to go on ends the checks of that state.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -20,7 +24,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::fault::Fault;
+use crate::fault::{Fault, FaultError};
 use crate::fs::SimFs;
 use crate::history::History;
 use crate::model::Profile;
@@ -38,6 +42,13 @@ pub trait Workload: Send + Sync {
     fn run(&self, seed: u64, fs: &Arc<SimFs>, history: &mut History);
     /// Recovery after a reboot.
     fn recover(&self, fs: &Arc<SimFs>, history: &History) -> Result<(), String>;
+    /// Recovery after a reboot from a crash after call `k` (default:
+    /// [`recover`](Self::recover)); a workload that can judge what recovery
+    /// reports (not only the tree it leaves) overrides this.
+    fn recover_at(&self, fs: &Arc<SimFs>, history: &History, k: u64) -> Result<(), String> {
+        let _ = k;
+        self.recover(fs, history)
+    }
     /// Checks a recovered tree for a crash after call `k`. The default:
     /// every tracked file old-or-new per [`History::allowed_per_file`], and no
     /// leftovers (see [`is_leftover`](Self::is_leftover)).
@@ -49,6 +60,59 @@ pub trait Workload: Send + Sync {
             .collect();
         out.extend(leftovers(tree, |p| self.is_leftover(p)));
         out
+    }
+    /// The check used instead of [`check`](Self::check) when a flush lied
+    /// ([`FaultError::Lie`](crate::fault::FaultError::Lie)): data the
+    /// protocol was told is durable may be lost, so its promises (old-or-new,
+    /// all-or-nothing, durability) cannot hold, and a crash state may already
+    /// show damaged content. What must still hold: **recovery never makes
+    /// things worse** — every tracked file recovery changed (`before`: the
+    /// crash state, `after`: the recovered tree) holds a complete version
+    /// some operation wrote (or its initial content, or is absent) — and
+    /// recovery either succeeds or refuses with an error that
+    /// [`is_refusal`](Self::is_refusal) accepts.
+    fn check_after_lie(
+        &self,
+        before: &Tree,
+        after: &Tree,
+        history: &History,
+        recovery: &Result<(), String>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Err(e) = recovery {
+            if !self.is_refusal(e) {
+                out.push(format!("recovery failed: {e}"));
+            }
+        }
+        for (path, initial) in &history.initial {
+            let now = after.read(path);
+            if now == before.read(path) {
+                continue;
+            }
+            let legit = initial.as_deref() == now
+                || history.ops.iter().any(|op| {
+                    op.writes
+                        .iter()
+                        .any(|(p, c)| p == path && c.as_deref() == now)
+                });
+            if !legit {
+                out.push(format!(
+                    "recovery changed {} from {} to {}, which no operation wrote \
+                     (damaged data installed after a lying flush)",
+                    path.display(),
+                    before
+                        .read(path)
+                        .map_or_else(|| "absent".into(), crate::tree::describe),
+                    now.map_or_else(|| "absent".into(), crate::tree::describe)
+                ));
+            }
+        }
+        out
+    }
+    /// Whether a recovery error is a legitimate refusal to go on after a
+    /// lying flush (default: none is).
+    fn is_refusal(&self, _error: &str) -> bool {
+        false
     }
     /// Whether a path must not exist after recovery (default: fstx's
     /// temporary and staging names, `.fstx-*`).
@@ -232,6 +296,8 @@ struct Explorer<'a> {
     report: Report,
     seen: HashSet<(u64, u64)>,
     rng: Rng,
+    /// A lying flush is armed: [`Workload::check_after_lie`] replaces the checks.
+    lying: bool,
 }
 
 /// Runs `workload` under `cfg` and checks every crash state. See the
@@ -261,6 +327,7 @@ pub fn explore(workload: &dyn Workload, cfg: &Config) -> Report {
         report: Report::default(),
         seen: HashSet::new(),
         rng: Rng::new(mix(cfg.seed, 0x5eed)),
+        lying: cfg.faults.iter().any(|f| f.error == FaultError::Lie),
     };
     ex.report.calls = snapshots.last().map_or(0, |s| s.call);
     ex.report.faults_injected = injected.len() as u64;
@@ -335,7 +402,7 @@ impl Explorer<'_> {
         let fs = SimFs::from_image(state.clone(), seed, self.cfg.profile);
         fs.record_snapshots(self.cfg.recovery_crashes);
         let phase = format!("crash after call {k}");
-        let recovered = match self.recover_and_check(&fs, k) {
+        let recovered = match self.recover_and_check(&fs, k, state) {
             Ok(tree) => tree,
             Err((messages, tree)) => {
                 for m in messages {
@@ -346,7 +413,7 @@ impl Explorer<'_> {
         };
         // Idempotence: recovering the recovered state changes nothing.
         let again = SimFs::from_image(recovered.clone(), seed, self.cfg.profile);
-        match self.workload.recover(&again, &self.history) {
+        match self.workload.recover_at(&again, &self.history, k) {
             Ok(()) => {
                 let after = again.live().reachable();
                 if after.image_hash() != recovered.image_hash() {
@@ -392,7 +459,7 @@ impl Explorer<'_> {
                 }
                 self.report.states_checked += 1;
                 let rfs = SimFs::from_image(rstate.clone(), mix(seed, h), self.cfg.profile);
-                if let Err((messages, tree)) = self.recover_and_check(&rfs, k) {
+                if let Err((messages, tree)) = self.recover_and_check(&rfs, k, state) {
                     let phase = format!(
                         "crash after call {k}, then recovery crashed after its call {}, then recovered again",
                         snap.call
@@ -410,8 +477,22 @@ impl Explorer<'_> {
         &self,
         fs: &Arc<SimFs>,
         k: u64,
+        crash_state: &Tree,
     ) -> Result<Tree, (Vec<String>, Option<Tree>)> {
-        if let Err(e) = self.workload.recover(fs, &self.history) {
+        if self.lying {
+            let r = self.workload.recover_at(fs, &self.history, k);
+            let tree = fs.live().reachable();
+            let problems = self
+                .workload
+                .check_after_lie(crash_state, &tree, &self.history, &r);
+            return match (problems.is_empty(), r.is_ok()) {
+                (true, true) => Ok(tree),
+                // A refusal: nothing more to check on this state.
+                (true, false) => Err((Vec::new(), None)),
+                (false, _) => Err((problems, Some(tree))),
+            };
+        }
+        if let Err(e) = self.workload.recover_at(fs, &self.history, k) {
             return Err((vec![format!("recovery failed: {e}")], None));
         }
         let tree = fs.live().reachable();

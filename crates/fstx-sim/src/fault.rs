@@ -147,17 +147,27 @@ pub enum FaultError {
     Eintr,
     /// A write that writes only the first half of the buffer (at least one byte).
     ShortWrite,
+    /// A **lying flush** (file `sync` only; elsewhere it does nothing): the
+    /// call returns success, but the file's pending data is *not* made
+    /// durable, so a crash may still lose it, tear it or show zeros, as
+    /// flash that acknowledges a flush it did not perform (or corrupts
+    /// flushed data) would. Outside the persistence model: no protocol can
+    /// keep its promises under it; see [`crate::explore`] for what is still
+    /// checked. Not among [`CallKind::faults`]; [`crate::campaign::lying_flushes`]
+    /// injects it.
+    Lie,
 }
 
 impl FaultError {
     /// Every fault.
-    pub const ALL: [FaultError; 6] = [
+    pub const ALL: [FaultError; 7] = [
         FaultError::Eio,
         FaultError::Enospc,
         FaultError::Edquot,
         FaultError::Erofs,
         FaultError::Eintr,
         FaultError::ShortWrite,
+        FaultError::Lie,
     ];
 
     /// The name used in fault specifications.
@@ -169,10 +179,11 @@ impl FaultError {
             FaultError::Erofs => "erofs",
             FaultError::Eintr => "eintr",
             FaultError::ShortWrite => "short",
+            FaultError::Lie => "lie",
         }
     }
 
-    /// The errno, or `None` for a short write.
+    /// The errno, or `None` for a short write and a lying flush.
     pub fn errno(self) -> Option<Errno> {
         match self {
             FaultError::Eio => Some(Errno::IO),
@@ -180,7 +191,7 @@ impl FaultError {
             FaultError::Edquot => Some(Errno::DQUOT),
             FaultError::Erofs => Some(Errno::ROFS),
             FaultError::Eintr => Some(Errno::INTR),
-            FaultError::ShortWrite => None,
+            FaultError::ShortWrite | FaultError::Lie => None,
         }
     }
 

@@ -69,6 +69,9 @@ pub struct History {
     /// Paths that may only ever hold a complete version of another tracked
     /// path (backups): path -> (the tracked path, the path's own initial content).
     pub versions_of: BTreeMap<PathBuf, (PathBuf, Option<Vec<u8>>)>,
+    /// Transactions: the sequence number each operation ran under (index
+    /// into [`ops`](Self::ops) -> seq), when its `begin` succeeded.
+    pub txn_seq: BTreeMap<usize, u64>,
 }
 
 impl History {

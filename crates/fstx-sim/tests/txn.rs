@@ -33,9 +33,7 @@ fn transactions_pass_every_crash_state() {
     assert_eq!(r.violation_count, 0);
 }
 
-/// Finds a bug in fstx transactions (see `known_bug_control_dir_entry_not_flushed`).
 #[test]
-#[ignore = "finds a bug in fstx txn: a control directory created by a failed begin is never flushed into the root"]
 fn transactions_pass_every_fault() {
     let r = run(&Txn::default(), 0..1, true);
     assert_eq!(r.violation_count, 0);
@@ -63,42 +61,54 @@ fn planted_no_stage_dir_flush_is_caught() {
     assert!(run(&bug(|b| b.no_stage_dir_flush = true), 0..20, false).violation_count > 0);
 }
 
-/// Not caught: with every staged file flushed before the commit record, the
-/// weak model never produces a staged file that fails its checksum; only
-/// media corruption (outside the model) or another bug would.
-#[test]
-#[ignore = "not caught by the simulator: needs corruption of flushed data, outside the model"]
-fn planted_trust_staged_is_caught() {
-    assert!(run(&bug(|b| b.trust_staged = true), 0..20, false).violation_count > 0);
+fn lying(w: &dyn Workload, seeds: std::ops::Range<u64>) -> Report {
+    let mut total = Report::default();
+    for seed in seeds {
+        total.merge(campaign::lying_flushes(w, &Config::new(seed)));
+    }
+    println!("{} lying flushes: {}", w.name(), total.summary());
+    for v in &total.violations {
+        println!("{v}");
+    }
+    total
 }
 
-/// Not caught yet: the transaction mixes never leave a stale `journal` name
-/// durable beside a later transaction's applied changes.
+/// Every file flush lying in turn (outside the model: the data it was
+/// told is durable can be lost or torn): recovery never installs damaged
+/// data; it redoes, rolls back, or refuses with "does not match the journal".
 #[test]
-#[ignore = "not caught by the current transaction workload"]
+fn lying_flushes_never_make_recovery_install_damaged_data() {
+    let r = lying(&Txn::default(), 0..4);
+    assert_eq!(r.violation_count, 0);
+    assert!(r.faults_injected > 20);
+}
+
+/// Caught only with a lying flush: inside the model every staged file is
+/// durable before the commit record, so redo never meets a damaged one.
+#[test]
+fn planted_trust_staged_is_caught() {
+    let r = lying(&bug(|b| b.trust_staged = true), 0..4);
+    assert!(r.violation_count > 0);
+    assert!(r
+        .violations
+        .iter()
+        .any(|v| v.message.contains("which no operation wrote")));
+}
+
+/// The planted variant: retirement not flushed, later transactions do not
+/// flush `.fstx-txn/` either (so nothing else makes the retirement
+/// durable), and recovery ignores sequence numbers.
+#[test]
 fn planted_replay_retired_is_caught() {
-    assert!(run(&bug(|b| b.replay_retired = true), 0..20, false).violation_count > 0);
+    let r = run(&bug(|b| b.replay_retired = true), 0..20, false);
+    assert!(r.violation_count > 0);
+    assert!(r
+        .violations
+        .iter()
+        .any(|v| v.message.contains("replayed the journal")));
 }
 
 #[test]
 fn planted_sweep_staging_first_is_caught() {
     assert!(run(&bug(|b| b.sweep_staging_first = true), 0..20, false).violation_count > 0);
-}
-
-/// A bug in fstx transactions found by the simulator: the first `begin`
-/// creates `.fstx-txn/` (mkdir) and then fails (EIO opening it). The next
-/// `begin` finds the directory, writes and flushes its journal and
-/// `.fstx-txn/`, and stages a file in the root — but never flushes the root,
-/// so the control directory's own entry is not durable. A power cut can keep
-/// the staged file's entry and lose `.fstx-txn`: recovery then finds no
-/// control directory and leaves the staged file behind for ever.
-///
-/// When fstx fixes it this test fails: then delete it and un-ignore
-/// `transactions_pass_every_fault`.
-#[test]
-fn known_bug_control_dir_entry_not_flushed() {
-    let mut cfg = Config::new(0);
-    cfg.faults = vec![fstx_sim::Fault::parse("open_dir#3:eio").expect("fault")];
-    let r = explore(&Txn::default(), &cfg);
-    assert!(r.violation_count > 0, "fixed? see the doc comment");
 }

@@ -94,7 +94,10 @@ pub(crate) fn live_checks(
             ));
         }
     }
-    if !*temp_left {
+    // A transaction that committed but could not be applied keeps its
+    // staging until recovery (the next transaction's `begin`) finishes it.
+    let pending = matches!(result, Err((fstx::State::CommittedPendingRecovery, _)));
+    if !*temp_left && !pending {
         for (p, _) in live.walk() {
             if p.file_name().is_some_and(|n| {
                 let n = n.as_encoded_bytes();

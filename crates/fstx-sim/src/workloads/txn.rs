@@ -205,8 +205,10 @@ impl Workload for Txn {
             opts.storage(storage.clone())
                 .durability(Durability::Durable)
                 .planted_bugs(self.bugs);
+            let mut seq = None;
             let result: CallResult = (|| {
                 let mut txn = opts.begin(ROOT)?;
+                seq = Some(txn.seq());
                 for s in &steps {
                     match s {
                         Step::Write(path, data, false) => txn.write(path, data)?,
@@ -234,6 +236,9 @@ impl Workload for Txn {
                 TxnError::Fstx(e) => (e.state().clone(), e.into_io_error()),
                 TxnError::Io(e) => (fstx::State::NotCommitted, e),
             });
+            if let Some(seq) = seq {
+                history.txn_seq.insert(op, seq);
+            }
             let outcome = outcome_of(&result, Durability::Durable);
             history.end(op, outcome.clone(), fs.calls());
             if !matches!(outcome, crate::history::Outcome::NotCommitted) {
@@ -251,13 +256,48 @@ impl Workload for Txn {
         }
     }
 
-    fn recover(&self, fs: &Arc<SimFs>, _history: &History) -> Result<(), String> {
+    fn recover(&self, fs: &Arc<SimFs>, history: &History) -> Result<(), String> {
+        self.recover_at(fs, history, u64::MAX)
+    }
+
+    /// Also checks what recovery reports: it must never redo a transaction
+    /// whose `commit` had returned `Ok` before the crash (its journal was
+    /// retired durably then): that is a retired journal replayed, possibly
+    /// over later transactions.
+    fn recover_at(&self, fs: &Arc<SimFs>, history: &History, k: u64) -> Result<(), String> {
         // The transaction's own recovery (with the planted bugs, which live
         // in `TxnOptions`), then the general sweep `fstx recover` runs.
         let storage: Arc<dyn Storage> = fs.clone();
         let mut opts = TxnOptions::new();
         opts.storage(storage.clone()).planted_bugs(self.bugs);
-        opts.recover(ROOT).map_err(|e| e.to_string())?;
+        let report = opts.recover(ROOT).map_err(|e| e.to_string())?;
+        if let Some(fstx::TxnRecovery {
+            seq: Some(seq),
+            outcome: fstx::TxnOutcome::Finished { .. },
+            ..
+        }) = report
+        {
+            let acked = history.txn_seq.iter().find(|(op, s)| {
+                **s == seq
+                    && history.ops[**op].end <= k
+                    && history.ops[**op].outcome == crate::history::Outcome::Durable
+            });
+            if let Some((op, _)) = acked {
+                let later: Vec<&str> = history
+                    .ops
+                    .iter()
+                    .skip(op + 1)
+                    .filter(|o| o.start < k)
+                    .map(|o| o.label.as_str())
+                    .collect();
+                return Err(format!(
+                    "replayed the journal of transaction {seq} ({}), whose commit had returned Ok \
+                     before the crash (a retired journal); transactions started after it: [{}]",
+                    history.ops[*op].label,
+                    later.join("; ")
+                ));
+            }
+        }
         fstx::RecoverOptions::new()
             .storage(storage)
             .recover(ROOT)
@@ -279,6 +319,11 @@ impl Workload for Txn {
             }
         }
         out
+    }
+
+    /// Redo's verification refusing a damaged staged file.
+    fn is_refusal(&self, error: &str) -> bool {
+        error.contains("does not match the journal")
     }
 
     fn is_leftover(&self, path: &Path) -> bool {

@@ -5,7 +5,8 @@
 //!
 //! | `journal`                                   | action                                   |
 //! |---------------------------------------------|------------------------------------------|
-//! | absent                                      | nothing                                  |
+//! | absent, `retired` present                   | nothing                                  |
+//! | absent, no `retired` (no transaction ever retired here) | sweep staged files (a lost `.fstx-txn/` can leave them) |
 //! | COMMIT, valid, seq > `retired`'s seq        | verify every staged file, redo, flush touched directories, retire |
 //! | COMMIT, valid, seq ≤ `retired`'s seq        | stale (already applied): remove it, never replay |
 //! | BEGIN, empty, torn, bad checksum, malformed | roll back: remove every staged file, flush, then remove the journal |
@@ -100,6 +101,14 @@ fn retired_seq(st: &dyn Storage, ctl: &Control) -> io::Result<u64> {
     )
 }
 
+fn retired_exists(st: &dyn Storage, ctl: &Control) -> io::Result<bool> {
+    match st.stat_at(&ctl.dir, OsStr::new(RETIRED_FILE), false) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// The sequence number of a committed, unretired journal, if there is one
 /// (a reader must not read the tree then).
 pub(crate) fn pending_commit(st: &dyn Storage, ctl: &Control) -> io::Result<Option<u64>> {
@@ -136,20 +145,39 @@ pub(crate) fn recover_locked(
             }
         }
     }
-    let Some(bytes) = read_small(st, &ctl.dir, JOURNAL_FILE, journal::MAX_RECORD_LEN as u64)
-        .map_err(|e| fail("read journal", nc.clone(), e))?
-    else {
-        return Ok(Last {
-            last_seq: retired,
-            report: None,
-        });
-    };
     let durable = opts.durable();
     let mut flusher = Flusher::new(opts.flush, opts.storage.clone(), tree.root());
     let report = |seq, outcome| TxnRecovery {
         root: root_path.to_path_buf(),
         seq,
         outcome,
+    };
+    let Some(bytes) = read_small(st, &ctl.dir, JOURNAL_FILE, journal::MAX_RECORD_LEN as u64)
+        .map_err(|e| fail("read journal", nc.clone(), e))?
+    else {
+        // No journal, and no transaction has ever retired here: `.fstx-txn/`
+        // may be new because an earlier one was lost (or removed) with a
+        // transaction's staging still in the tree. No committed transaction
+        // can be pending without its journal, so any staging is garbage:
+        // sweep it. Once a transaction has retired, `retired` stays, and
+        // begin no longer walks the tree.
+        let mut report_sweep = None;
+        if !retired_exists(st, ctl).map_err(|e| fail("read retired journal", nc.clone(), e))? {
+            let removed = rollback(st, tree, ctl, &mut flusher, durable, dry_run)
+                .map_err(|(step, e)| fail(step, nc.clone(), e))?;
+            if !removed.is_empty() {
+                report_sweep = Some(report(
+                    None,
+                    TxnOutcome::RolledBack {
+                        staged_removed: removed.iter().map(|p| root_path.join(p)).collect(),
+                    },
+                ));
+            }
+        }
+        return Ok(Last {
+            last_seq: retired,
+            report: report_sweep,
+        });
     };
     match Record::decode(&bytes) {
         Ok(rec)
