@@ -643,6 +643,17 @@ impl DiskStack {
             if let Err(e) = run_tool(c, "losetup -d", Duration::from_secs(30)) {
                 first_err.get_or_insert(e);
             }
+            // Detaching is deferred while the loop device still has I/O in
+            // flight (a slow flush): wait until it lets go of the disk file.
+            let name = self
+                .dev
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            let backing = format!("/sys/block/{}/loop/backing_file", name.unwrap_or_default());
+            let t = Instant::now();
+            while Path::new(&backing).exists() && t.elapsed() < Duration::from_secs(30) {
+                thread::sleep(Duration::from_millis(5));
+            }
             self.dev = PathBuf::new();
         }
         if let Some(s) = self.session.take() {
