@@ -387,3 +387,71 @@ fn refuses_clearly_when_not_root() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("must run as root"), "{err}");
 }
+
+use powercut::disk::Backing;
+
+/// A disk whose reads hang on demand, like a wedged FUSE daemon.
+struct HangingDisk {
+    inner: std::sync::Arc<powercut::disk::Recorder>,
+    hang: std::sync::atomic::AtomicBool,
+    release: std::sync::atomic::AtomicBool,
+}
+
+impl powercut::disk::Backing for HangingDisk {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read(&self, off: u64, size: u64) -> Vec<u8> {
+        use std::sync::atomic::Ordering::Relaxed;
+        while self.hang.load(Relaxed) && !self.release.load(Relaxed) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.inner.read(off, size)
+    }
+    fn write(&self, off: u64, data: &[u8], reply: powercut::disk::ReplyWrite) {
+        self.inner.write(off, data, reply);
+    }
+    fn zero(&self, off: u64, len: u64) {
+        self.inner.zero(off, len);
+    }
+    fn flush(&self, reply: powercut::disk::ReplyEmpty) {
+        self.inner.flush(reply);
+    }
+    fn mark(&self, line: &str) {
+        self.inner.mark(line);
+    }
+}
+
+/// When the FUSE side stops answering, the watchdog aborts the connection
+/// through fusectl: the mount fails after its timeout instead of hanging.
+#[test]
+fn mount_watchdog_aborts_a_hung_fuse_connection() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let disk = std::sync::Arc::new(HangingDisk {
+        inner: powercut::disk::Recorder::new(64 << 20, powercut::disk::RecorderOptions::default()),
+        hang: false.into(),
+        release: false.into(),
+    });
+    let mut stack = powercut::stack::DiskStack::new(std::sync::Arc::clone(&disk)).unwrap();
+    powercut::stack::run_tool(
+        FsConfig::Ext4.mkfs(&stack.dev),
+        "mkfs",
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    powercut::stack::flush_buffers(&stack.dev).unwrap();
+    stack.invalidate_cache().unwrap();
+    disk.hang.store(true, Relaxed);
+    let t = Instant::now();
+    let r = stack.mount("ext4", "", Duration::from_secs(2));
+    let waited = t.elapsed();
+    disk.release.store(true, Relaxed);
+    let e = r.expect_err("a mount on a hung disk must fail");
+    assert!(e.to_string().contains("aborted"), "{e}");
+    assert!(
+        waited < Duration::from_secs(20),
+        "the watchdog took {waited:?}"
+    );
+    assert!(disk.size() > 0);
+    stack.teardown().ok();
+}
