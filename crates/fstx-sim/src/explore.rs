@@ -68,7 +68,9 @@ pub trait Workload: Send + Sync {
     /// show damaged content. What must still hold: **recovery never makes
     /// things worse** — every tracked file recovery changed (`before`: the
     /// crash state, `after`: the recovered tree) holds a complete version
-    /// some operation wrote (or its initial content, or is absent) — and
+    /// some operation wrote (or its initial content, or is absent), or
+    /// content some tracked file already held in the crash state (a redone
+    /// rename moves a file the lie had already damaged) — and
     /// recovery either succeeds or refuses with an error that
     /// [`is_refusal`](Self::is_refusal) accepts.
     fn check_after_lie(
@@ -94,7 +96,8 @@ pub trait Workload: Send + Sync {
                     op.writes
                         .iter()
                         .any(|(p, c)| p == path && c.as_deref() == now)
-                });
+                })
+                || now.is_some_and(|n| history.initial.keys().any(|p| before.read(p) == Some(n)));
             if !legit {
                 out.push(format!(
                     "recovery changed {} from {} to {}, which no operation wrote \

@@ -8,7 +8,7 @@
 //! `FSTX_SIM_SCALE` (default 1.0) scales the number of seeds.
 
 use fstx::{PlantedBugs, TxnBugs};
-use fstx_sim::campaign::{parallel, with_every_fault};
+use fstx_sim::campaign::{lying_flushes, parallel, with_every_fault};
 use fstx_sim::workloads::replace::{Level, Replace};
 use fstx_sim::workloads::txn::Txn;
 use fstx_sim::workloads::update::Update;
@@ -36,6 +36,12 @@ fn crashes(w: &dyn Workload, seeds: u64, profile: Profile) -> Report {
 fn faults(w: &dyn Workload, seeds: u64) -> Report {
     parallel(0..scaled(seeds), threads(), &|seed| {
         with_every_fault(w, &Config::new(seed))
+    })
+}
+
+fn lying(w: &dyn Workload, seeds: u64) -> Report {
+    parallel(0..scaled(seeds), threads(), &|seed| {
+        lying_flushes(w, &Config::new(seed))
     })
 }
 
@@ -82,6 +88,11 @@ fn big_run() {
             faults(&update(Level::Durable, false), 4),
         ),
         ("txn crashes".into(), crashes(&txn, 600, Profile::Weak)),
+        ("txn faults".into(), faults(&txn, 8)),
+        (
+            "txn lying flushes (recovery never installs damaged data)".into(),
+            lying(&txn, 12),
+        ),
     ];
     let mut total = Report::default();
     for (name, r) in runs {
@@ -92,9 +103,6 @@ fn big_run() {
         total.merge(r);
     }
     println!("TOTAL: {}", total.summary());
-    println!(
-        "(not in this run: transaction faults, which find the fstx bug documented in tests/txn.rs)"
-    );
     assert_eq!(total.violation_count, 0);
     assert!(
         total.distinct.len() >= 1_000_000,

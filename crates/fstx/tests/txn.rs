@@ -920,3 +920,36 @@ fn failed_commit_record_flush_rolls_back() {
     assert!(no_journal(d.path()));
     assert!(fstx::recover(d.path()).unwrap().transactions.is_empty());
 }
+
+/// Staging left by a transaction whose `.fstx-txn/` was lost (the simulator
+/// found a way before the root was flushed by every transaction): the next
+/// `begin` recreates the control directory and, since no transaction has
+/// retired there, sweeps the staging. Once one has retired, `begin` no
+/// longer walks the tree.
+#[test]
+fn staging_without_a_control_directory_is_swept() {
+    let d = Dir::new("lostctl");
+    std::fs::create_dir_all(d.join("sub")).unwrap();
+    std::fs::write(d.join("a"), b"a").unwrap();
+    let stale = [
+        d.join(".fstx-stage.0123456789abcdef.a"),
+        d.join("sub/.fstx-stage.fedcba9876543210.b"),
+    ];
+    for p in &stale {
+        std::fs::write(p, b"staged").unwrap();
+    }
+    let r = TxnOptions::new().recover(d.path()).unwrap();
+    assert_eq!(r, None, "no control directory: not a transaction root yet");
+    let mut t = Transaction::begin(d.path()).unwrap();
+    for p in &stale {
+        assert!(!p.exists(), "{} left", p.display());
+    }
+    t.write("a", b"new").unwrap();
+    t.commit().unwrap();
+    assert_eq!(std::fs::read(d.join("a")).unwrap(), b"new");
+    // With a retired transaction, a staging name is left alone by begin
+    // (committed staging always has its journal; this one is not fstx's).
+    std::fs::write(&stale[0], b"staged").unwrap();
+    drop(Transaction::begin(d.path()).unwrap());
+    assert!(stale[0].exists());
+}

@@ -92,9 +92,12 @@ pub struct TxnBugs {
     /// Redo renames staged files into place without checking their length
     /// and checksum against the record.
     pub trust_staged: bool,
-    /// Retire without flushing `.fstx-txn/`, and let recovery ignore
-    /// sequence numbers: a retired journal can be replayed over a later
-    /// transaction.
+    /// Retire without flushing `.fstx-txn/`; after the first transaction,
+    /// assume `.fstx-txn/` durable and skip its flush in R0/R1 (otherwise
+    /// that flush makes the previous retirement durable and nothing can be
+    /// replayed over a later transaction); let recovery ignore sequence
+    /// numbers. A retired journal can then shadow a later transaction's and
+    /// be replayed over it.
     pub replay_retired: bool,
     /// Recovery sweeps every staged file before looking at the journal, so
     /// a committed transaction's staging is removed before it is retired.
@@ -784,8 +787,21 @@ impl Transaction {
         if exists {
             match st.stat_at(&sdir, &name, false) {
                 Ok(s) if s.kind == FileKind::Regular => {
+                    // As the single-file replace: a target we may not read
+                    // keeps what stat says (no xattrs); any other error fails
+                    // the staging rather than silently dropping metadata
+                    // (found by the simulator: EIO here used to be ignored).
                     let file = if self.opts.preserve_metadata || self.opts.preserve_xattrs {
-                        st.open(&sdir, &name, OpenHow::READ_NOFOLLOW).ok()
+                        match st.open(&sdir, &name, OpenHow::READ_NOFOLLOW) {
+                            Ok(f) => Some(f),
+                            Err(e)
+                                if e.kind() == io::ErrorKind::PermissionDenied
+                                    || e.kind() == io::ErrorKind::NotFound =>
+                            {
+                                None
+                            }
+                            Err(e) => return Err(fail(self, "open target", e)),
+                        }
                     } else {
                         None
                     };
