@@ -57,6 +57,11 @@ fn big_run() {
     };
     let txn = Txn {
         bugs: TxnBugs::default(),
+        syncfs: false,
+    };
+    let txn_syncfs = Txn {
+        syncfs: true,
+        ..txn
     };
     let runs: Vec<(String, Report)> = vec![
         (
@@ -88,6 +93,11 @@ fn big_run() {
             faults(&update(Level::Durable, false), 4),
         ),
         ("txn crashes".into(), crashes(&txn, 600, Profile::Weak)),
+        (
+            "txn/syncfs crashes".into(),
+            crashes(&txn_syncfs, 200, Profile::Weak),
+        ),
+        ("txn/syncfs faults".into(), faults(&txn_syncfs, 2)),
         ("txn faults".into(), faults(&txn, 8)),
         (
             "txn lying flushes (recovery never installs damaged data)".into(),

@@ -33,7 +33,31 @@ fn run(w: &dyn Workload, seeds: std::ops::Range<u64>, faults: bool) -> Report {
 fn bug(f: impl FnOnce(&mut TxnBugs)) -> Txn {
     let mut bugs = TxnBugs::default();
     f(&mut bugs);
-    Txn { bugs }
+    Txn {
+        bugs,
+        syncfs: false,
+    }
+}
+
+const SYNCFS: Txn = Txn {
+    bugs: TxnBugs {
+        commit_before_data_flush: false,
+        no_stage_dir_flush: false,
+        trust_staged: false,
+        replay_retired: false,
+        sweep_staging_first: false,
+    },
+    syncfs: true,
+};
+
+/// The real default on Linux >= 5.8: one syncfs per flush round.
+#[test]
+fn transactions_with_syncfs_pass_every_crash_state_and_fault() {
+    let r = run(&SYNCFS, 0..6, false);
+    assert_eq!(r.violation_count, 0);
+    let r = run(&SYNCFS, 0..1, true);
+    assert_eq!(r.violation_count, 0);
+    assert!(r.faults_injected > 20);
 }
 
 #[test]

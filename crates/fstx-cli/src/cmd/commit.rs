@@ -39,6 +39,12 @@ pub struct Args {
     /// How durable the transaction is.
     #[arg(long, value_enum, default_value = "durable")]
     durability: DurabilityArg,
+    /// How staged files are flushed: syncfs (one syncfs per round; the
+    /// default where the kernel reports its errors, Linux 5.8 and later),
+    /// threads (one fsync per file, run concurrently; the default on older
+    /// kernels), or serial.
+    #[arg(long, value_enum, default_value = "auto")]
+    flush: FlushArg,
     /// Fail at once if another transaction holds ROOT, instead of waiting.
     #[arg(long)]
     no_wait: bool,
@@ -48,6 +54,15 @@ pub struct Args {
     /// Print nothing on success.
     #[arg(long, short)]
     quiet: bool,
+}
+
+/// `--flush` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum FlushArg {
+    Auto,
+    Threads,
+    Syncfs,
+    Serial,
 }
 
 fn split_pair<'a>(flag: &str, s: &'a str) -> Result<(&'a str, &'a str), Failure> {
@@ -131,7 +146,13 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
     let mut opts = fstx::TxnOptions::new();
     opts.durability(args.durability.into())
         .wait(!args.no_wait)
-        .allow_weak_filesystems(args.allow_weak_fs);
+        .allow_weak_filesystems(args.allow_weak_fs)
+        .flush(match args.flush {
+            FlushArg::Auto => fstx::txn::Flush::Auto,
+            FlushArg::Threads => fstx::txn::Flush::Threads(fstx::txn::DEFAULT_FLUSH_THREADS),
+            FlushArg::Syncfs => fstx::txn::Flush::SyncFs,
+            FlushArg::Serial => fstx::txn::Flush::Serial,
+        });
     if args.put.iter().filter(|p| p.ends_with("=-")).count() > 1 {
         return Err(Failure::new("only one --put may read standard input (-)"));
     }

@@ -35,6 +35,9 @@ const POOL: [&str; 7] = ["a", "b", "sub/c", "sub/d", "sub/deep/e", "new/f", "new
 pub struct Txn {
     /// Planted protocol bugs.
     pub bugs: TxnBugs,
+    /// Flush staged files with one `syncfs` per round (the real default on
+    /// Linux ≥ 5.8) instead of one flush per file in order.
+    pub syncfs: bool,
 }
 
 enum Step {
@@ -62,17 +65,20 @@ fn bug_flag<'a>(bugs: &'a mut TxnBugs, name: &str) -> Option<&'a mut bool> {
     })
 }
 
-/// Parses a workload name made by [`Txn::name`](Workload::name): `txn[+bug...]`.
+/// Parses a workload name made by [`Txn::name`](Workload::name):
+/// `txn[/syncfs][+bug...]`.
 pub fn parse(name: &str) -> Option<Txn> {
     let mut parts = name.split('+');
-    if parts.next()? != "txn" {
-        return None;
-    }
+    let syncfs = match parts.next()? {
+        "txn" => false,
+        "txn/syncfs" => true,
+        _ => return None,
+    };
     let mut bugs = TxnBugs::default();
     for bug in parts {
         *bug_flag(&mut bugs, bug)? = true;
     }
-    Some(Txn { bugs })
+    Some(Txn { bugs, syncfs })
 }
 
 fn abs(rel: &str) -> PathBuf {
@@ -139,7 +145,7 @@ fn plan_txn(r: &mut Rng, i: usize, now: &BTreeMap<&'static str, Vec<u8>>) -> Vec
 
 impl Workload for Txn {
     fn name(&self) -> String {
-        let mut name = String::from("txn");
+        let mut name = String::from(if self.syncfs { "txn/syncfs" } else { "txn" });
         let mut bugs = self.bugs;
         for bug in BUGS {
             if *bug_flag(&mut bugs, bug).expect("known") {
@@ -205,6 +211,9 @@ impl Workload for Txn {
             opts.storage(storage.clone())
                 .durability(Durability::Durable)
                 .planted_bugs(self.bugs);
+            if self.syncfs {
+                opts.flush(fstx::txn::Flush::SyncFs);
+            }
             let mut seq = None;
             let result: CallResult = (|| {
                 let mut txn = opts.begin(ROOT)?;

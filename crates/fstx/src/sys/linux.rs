@@ -306,3 +306,19 @@ impl Storage for OsStorage {
         Ok(u64::from_le_bytes(buf))
     }
 }
+
+/// Whether `syncfs` reports writeback errors on this kernel (Linux ≥ 5.8;
+/// before, it could return success after losing data).
+pub fn syncfs_reports_errors() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        let uname = rustix::system::uname();
+        let release = uname.release().to_string_lossy();
+        let mut parts = release
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        let major = parts.next().unwrap_or(0);
+        let minor = parts.next().unwrap_or(0);
+        (major, minor) >= (5, 8)
+    })
+}

@@ -3,4 +3,4 @@
 
 mod linux;
 
-pub use linux::OsStorage;
+pub use linux::{syncfs_reports_errors, OsStorage};

@@ -84,7 +84,8 @@ pub fn is_stage_name(name: &OsStr) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TxnBugs {
     /// Write and flush the commit record before the staged files' data is
-    /// flushed (the data is flushed only after the commit point).
+    /// flushed (the data is flushed only after the commit point). Forces
+    /// per-file flushes: one `syncfs` round could not leave the data out.
     pub commit_before_data_flush: bool,
     /// Do not flush the staging directories (nor `.fstx-txn/`) before the
     /// commit record.
@@ -591,7 +592,19 @@ impl Transaction {
         let txn_id = st
             .random()
             .map_err(|e| fail("generate transaction id", e))?;
-        let flusher = Flusher::new(opts.flush, st.clone(), root);
+        // PLANTED BUG (commit_before_data_flush) needs per-file flushes: a
+        // syncfs round would flush the deferred staged data with everything else.
+        let flush = match opts.flush {
+            Flush::Auto | Flush::SyncFs if bug!(opts.bugs, commit_before_data_flush) => {
+                if root.as_os().is_some() {
+                    Flush::Threads(DEFAULT_FLUSH_THREADS)
+                } else {
+                    Flush::Serial
+                }
+            }
+            f => f,
+        };
+        let flusher = Flusher::new(flush, st.clone(), root);
         Ok(Transaction {
             opts: opts.clone(),
             root_path: root_path.to_path_buf(),
