@@ -1502,72 +1502,27 @@ impl Drop for StagedFile<'_> {
 /// Gives a staged file the old file's owner, group, mode (without set-id
 /// bits) and extended attributes (without `security.capability`), or the
 /// default mode of a new file. Same rules as the single-file replace.
+/// Carries the old file's owner, group, mode and xattrs over, as the
+/// single-file replace does (set-id bits and file capabilities dropped).
 fn carry_metadata(
     st: &dyn Storage,
     f: &Fd,
     old: Option<&(Stat, Option<Fd>)>,
     opts: &TxnOptions,
 ) -> io::Result<()> {
-    let Some((old, old_fd)) = old else {
-        return Ok(());
-    };
     if !opts.preserve_metadata {
         return Ok(());
     }
-    let now = st.stat(f)?;
-    if (now.uid, now.gid) != (old.uid, old.gid) {
-        match st.chown(f, Some(old.uid), Some(old.gid)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                match st.chown(f, None, Some(old.gid)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    let mode = old.mode & 0o1777;
-    let mut names = Vec::new();
-    if let (Some(old_fd), true) = (old_fd, opts.preserve_xattrs) {
-        match st.list_xattr(old_fd) {
-            Ok(n) => names = n,
-            Err(e) if xattr_unsupported(&e) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let has_acl = names.iter().any(|n| n == "system.posix_acl_access");
-    st.chmod(f, if has_acl { mode & !0o070 } else { mode })?;
-    let mut acl_set = false;
-    if let Some(old_fd) = old_fd {
-        for name in &names {
-            if name == "security.capability" {
-                continue;
-            }
-            let value = match st.get_xattr(old_fd, name) {
-                Ok(v) => v,
-                Err(e) if xattr_unsupported(&e) || e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            match st.set_xattr(f, name, &value) {
-                Ok(()) => acl_set |= name == "system.posix_acl_access",
-                Err(e) if xattr_unsupported(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    if has_acl && !acl_set {
-        st.chmod(f, mode)?;
-    }
-    Ok(())
-}
-
-fn xattr_unsupported(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::Unsupported
-        || e.kind() == io::ErrorKind::PermissionDenied
-        || e.raw_os_error() == Some(rustix::io::Errno::NOTSUP.raw_os_error())
-        || e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error())
+    crate::atomic::carry_metadata(
+        st,
+        f,
+        old.map(|(stat, fd)| (stat, fd.as_ref())),
+        &crate::atomic::Carry {
+            mode: None,
+            keep_privileges: false,
+            xattrs: opts.preserve_xattrs,
+        },
+    )
 }
 
 /// A consistent read view of a transaction root: while it lives, no
