@@ -104,3 +104,8 @@ pub use update::{
     update, update_stream, BackupKind, BackupMethod, OldFile, UpdateOptions, Updated,
     UPDATE_FUNCTION_STEP,
 };
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
