@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -420,8 +420,22 @@ pub fn abort_fuse(fuse_mnt: &Path) {
     let _ = fs::write(conns.join(minor).join("abort"), "1");
 }
 
+/// Alive, and not merely dying: a run killed while one of its threads was
+/// blocked on its own FUSE disk stays in the process table with SIGKILL
+/// pending until its connection is aborted, so it counts as dead here.
 fn pid_alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let sigkill_pending = status.lines().any(|l| {
+        (l.starts_with("ShdPnd:") || l.starts_with("SigPnd:"))
+            && u64::from_str_radix(l.split_whitespace().nth(1).unwrap_or("0"), 16)
+                .is_ok_and(|m| m & (1 << 8) != 0)
+    });
+    let zombie = status
+        .lines()
+        .any(|l| l.starts_with("State:") && l.contains('Z'));
+    !(sigkill_pending || zombie)
 }
 
 /// Cleans what killed earlier runs left behind: their filesystem mounts,
@@ -690,62 +704,58 @@ pub fn set_xfs_sync_centisecs(v: u32) -> Option<u32> {
     Some(old)
 }
 
-/// Background "noise": appends to and fsyncs an unrelated file in `dir`
-/// every `interval` until stopped, so the filesystem commits metadata while
-/// the workload runs (as on a real system).
+/// Background "noise": another *process* appends to and fsyncs an
+/// unrelated file in `dir` every `interval` until stopped, so the filesystem
+/// commits metadata while the workload runs (as on a real system). It must
+/// not be a thread of the FUSE daemon's process: a thread blocked on the
+/// recorded filesystem would keep a killed daemon from ever exiting.
 pub struct Noise {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    handle: Option<thread::JoinHandle<u64>>,
+    child: Option<std::process::Child>,
+    file: PathBuf,
 }
 
 /// Name of the noise file in the recorded filesystem.
 pub const NOISE_FILE: &str = ".powercut-noise";
 
 impl Noise {
-    /// Starts the noise thread.
+    /// Starts the noise process.
     pub fn start(dir: &Path, interval: Duration) -> io::Result<Noise> {
-        let mut f = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(NOISE_FILE))?;
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let st = Arc::clone(&stop);
-        let handle = thread::Builder::new()
-            .name("powercut-noise".into())
-            .spawn(move || {
-                let mut n = 0u64;
-                let t0 = Instant::now();
-                while !st.load(Ordering::Relaxed) {
-                    let line = format!("noise {n} {:?}\n", t0.elapsed());
-                    if f.write_all(line.as_bytes())
-                        .and_then(|()| f.sync_all())
-                        .is_err()
-                    {
-                        break;
-                    }
-                    n += 1;
-                    thread::sleep(interval);
-                }
-                n
-            })?;
+        use std::os::unix::process::CommandExt;
+        let script = format!(
+            "while :; do echo noise >> {NOISE_FILE}; sync {NOISE_FILE}; sleep {:.3}; done",
+            interval.as_secs_f64()
+        );
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
         Ok(Noise {
-            stop,
-            handle: Some(handle),
+            child: Some(child),
+            file: dir.join(NOISE_FILE),
         })
     }
 
-    /// Stops the noise; returns how many fsyncs it made.
+    /// Stops the noise; returns how many appends (each followed by an fsync) it made.
     pub fn stop(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.take().and_then(|h| h.join().ok()).unwrap_or(0)
+        self.kill();
+        fs::read_to_string(&self.file).map_or(0, |t| t.lines().count() as u64)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill_group(c.id());
+            let _ = c.wait();
+        }
     }
 }
 
 impl Drop for Noise {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        self.kill();
     }
 }

@@ -309,6 +309,7 @@ fn mount_killed_run_is_cleaned_up_and_runs_coexist() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    println!("victim mounted after {:?}", t.elapsed());
     // Meanwhile a second run works side by side.
     let w = writers();
     let other = powercut()
@@ -327,14 +328,17 @@ fn mount_killed_run_is_cleaned_up_and_runs_coexist() {
         "{}",
         String::from_utf8_lossy(&other.stdout)
     );
+    println!("side-by-side run done after {:?}", t.elapsed());
     victim.kill().unwrap();
     victim.wait().unwrap();
+    println!("victim killed after {:?}", t.elapsed());
     assert!(
         !loop_devices_of(&dir).is_empty(),
         "the killed run left its loop device"
     );
     let st = powercut().arg("cleanup").status().unwrap();
     assert!(st.success());
+    println!("cleanup done after {:?}", t.elapsed());
     // A loop device still held by the dying mount is cleared when released.
     let t = Instant::now();
     while !loop_devices_of(&dir).is_empty() && t.elapsed() < Duration::from_secs(10) {
