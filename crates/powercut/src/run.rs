@@ -238,7 +238,13 @@ pub fn record(cfg: &Config, fs: FsConfig) -> io::Result<Recording> {
         },
     );
     let mut stack = DiskStack::new(Arc::clone(&rec))?;
-    run_tool(fs.mkfs(&stack.dev), &format!("mkfs for {fs}"), cfg.timeout)?;
+    // mkfs of a 64-320 MiB RAM disk takes well under a second; a stuck one
+    // is stopped by the watchdog rather than waiting for the long timeout.
+    let mkfs_timeout = cfg.timeout.min(Duration::from_secs(60));
+    if let Err(e) = run_tool(fs.mkfs(&stack.dev), &format!("mkfs for {fs}"), mkfs_timeout) {
+        stack.abort();
+        return Err(e);
+    }
     stack.mount(
         fs.fstype(),
         &fs.record_options(cfg.short_commit),

@@ -305,6 +305,7 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> io::Result<CmdR
     let _ = waiter.join();
     // A background grandchild may keep the pipes open: kill the group, then read.
     kill_group(pid);
+    wait_group_gone(pid, Duration::from_secs(30));
     let mut bytes = reader.join().unwrap_or_default();
     bytes.extend(ereader.join().unwrap_or_default());
     let mut output = String::from_utf8_lossy(&bytes).into_owned();
@@ -321,6 +322,21 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> io::Result<CmdR
         output,
         timed_out,
     })
+}
+
+/// Waits until no process of group `pgid` is left (a killed `sync` may
+/// still be finishing its fsync, holding the mount busy).
+fn wait_group_gone(pgid: u32, limit: Duration) {
+    let Some(p) = i32::try_from(pgid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    let t = Instant::now();
+    while rustix::process::test_kill_process_group(p).is_ok() && t.elapsed() < limit {
+        thread::sleep(Duration::from_millis(2));
+    }
 }
 
 fn kill_group(pid: u32) {
@@ -375,10 +391,18 @@ pub fn mount_fs(dev: &Path, target: &Path, fstype: &str, options: &str) -> io::R
     })
 }
 
-/// Unmounts `target`.
+/// Unmounts `target`, retrying for a while if it is busy (a process that
+/// was just killed may still hold it).
 pub fn unmount(target: &Path) -> io::Result<()> {
-    rustix::mount::unmount(target, rustix::mount::UnmountFlags::empty())
-        .map_err(|e| err(format!("umount {}: {e}", target.display())))
+    let t = Instant::now();
+    loop {
+        match rustix::mount::unmount(target, rustix::mount::UnmountFlags::empty()) {
+            Err(rustix::io::Errno::BUSY) if t.elapsed() < Duration::from_secs(10) => {
+                thread::sleep(Duration::from_millis(20));
+            }
+            r => return r.map_err(|e| err(format!("umount {}: {e}", target.display()))),
+        }
+    }
 }
 
 fn is_mountpoint(p: &Path) -> bool {
@@ -581,7 +605,7 @@ impl DiskStack {
                 .notifier()
                 .inval_inode(fuser::INodeNo(crate::disk::INO_DISK), 0, 0)
                 .or_else(|e| {
-                    if e.raw_os_error() == Some(libc::ENOENT) {
+                    if e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) {
                         Ok(())
                     } else {
                         Err(e)
@@ -750,6 +774,7 @@ impl Noise {
         if let Some(mut c) = self.child.take() {
             kill_group(c.id());
             let _ = c.wait();
+            wait_group_gone(c.id(), Duration::from_secs(30));
         }
     }
 }

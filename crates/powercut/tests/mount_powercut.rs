@@ -97,7 +97,7 @@ fn run_writer_then(writer: &str, states: &str, inspect: impl Fn(&Report)) -> (i3
         .arg(format!("sh {}/{writer}.sh", w.display()))
         .arg("--check")
         .arg(format!("sh {}/check.sh", w.display()))
-        .args(["--max-states", states, "--timeout", "300"])
+        .args(["--max-states", states, "--timeout", "120"])
         .arg("--json")
         .arg(&json)
         .arg("--artifacts")
