@@ -104,7 +104,7 @@ fn run_writer_then(writer: &str, states: &str, inspect: impl Fn(&Report)) -> (i3
         .arg(dir.join("artifacts"))
         .env(
             "WRITER_ITERATIONS",
-            env_or("POWERCUT_TEST_ITERATIONS", "30"),
+            env_or("POWERCUT_TEST_ITERATIONS", "40"),
         )
         .stderr(Stdio::inherit())
         .output()
@@ -182,7 +182,7 @@ fn mount_catches_rename_without_directory_fsync() {
 
 #[test]
 fn mount_correct_writer_passes_everywhere() {
-    let (code, report) = run_writer("correct", &env_or("POWERCUT_TEST_CORRECT_STATES", "1500"));
+    let (code, report) = run_writer("correct", &env_or("POWERCUT_TEST_CORRECT_STATES", "2500"));
     for c in &report.configs {
         assert_eq!(
             c.violation_count,
