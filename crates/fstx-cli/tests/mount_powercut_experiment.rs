@@ -25,6 +25,9 @@ const NOT_CAUGHT: [(&str, &str, &str); 2] = [
 #[test]
 fn mount_powercut_experiment_catches_unsafe_writers_on_every_configuration() {
     let json = std::env::temp_dir().join(format!("fstx-powercut-{}.json", std::process::id()));
+    // Base images and logs of configurations with violations stay here, so a
+    // failure can be replayed (the report prints the command).
+    let artifacts = std::env::temp_dir().join(format!("fstx-powercut-{}", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_fstx"))
         .args([
             "powercut",
@@ -37,6 +40,8 @@ fn mount_powercut_experiment_catches_unsafe_writers_on_every_configuration() {
         ])
         .args(["--max-states", "80", "--json"])
         .arg(&json)
+        .arg("--artifacts")
+        .arg(&artifacts)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
