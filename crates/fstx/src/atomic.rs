@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{invalid, Error, Result, State};
-use crate::fskind::FsClass;
 use crate::storage::{self, Fd, FileKind, LockMode, OpenHow, Stat, Storage, SyncKind};
 
 /// Prefix of fstx's temporary file names: `.fstx-tmp.<16 hex digits>.<name>`.
@@ -684,19 +683,13 @@ pub(crate) fn resolve(op: &'static str, path: &Path, opts: &Options) -> Result<R
     }
 
     if opts.durability != Durability::None && !opts.allow_weak_fs {
-        let magic = st
-            .fs_type(&dir)
-            .map_err(|e| fail("identify filesystem", e))?;
-        if !FsClass::from_magic(magic).can_promise() {
-            return Err(fail(
-                "identify filesystem",
-                invalid(
-                    io::ErrorKind::Unsupported,
-                    "this filesystem cannot make a replace crash-atomic (vfat/exfat/ntfs or network); \
-                     allow weak filesystems explicitly to accept weaker semantics",
-                ),
-            ));
-        }
+        crate::fskind::refuse_weak(
+            st,
+            &dir,
+            "this filesystem cannot make a replace crash-atomic (vfat/exfat/ntfs or network); \
+             allow weak filesystems explicitly to accept weaker semantics",
+        )
+        .map_err(|(step, e)| fail(step, e))?;
     }
     Ok(Resolved {
         dir_path,

@@ -73,6 +73,25 @@ impl FsClass {
     }
 }
 
+/// Fails with [`std::io::ErrorKind::Unsupported`] when the filesystem holding
+/// `dir` cannot keep the promise (see [`FsClass::can_promise`]). `why` is
+/// the message, naming the operation. Shared by the replace and transactions.
+pub(crate) fn refuse_weak(
+    st: &dyn crate::storage::Storage,
+    dir: &crate::storage::Fd,
+    why: &'static str,
+) -> Result<(), (&'static str, std::io::Error)> {
+    let magic = st.fs_type(dir).map_err(|e| ("identify filesystem", e))?;
+    if FsClass::from_magic(magic).can_promise() {
+        Ok(())
+    } else {
+        Err((
+            "identify filesystem",
+            std::io::Error::new(std::io::ErrorKind::Unsupported, why),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::FsClass;

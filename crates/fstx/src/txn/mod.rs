@@ -58,7 +58,6 @@ pub use recovery::{TxnOutcome, TxnRecovery};
 
 use crate::atomic::{is_temp_name, temp_name, Durability};
 use crate::error::{invalid, Error, Result, State};
-use crate::fskind::FsClass;
 use crate::storage::{self, Create, Fd, FileKind, LockMode, OpenHow, Stat, Storage, SyncKind};
 use flush::Flusher;
 use journal::{Kind, Op, Record};
@@ -559,18 +558,12 @@ impl Transaction {
                 .map_err(|e| fail("open root directory", e))?,
         );
         if opts.durable() && !opts.allow_weak_fs {
-            let magic = st
-                .fs_type(&root)
-                .map_err(|e| fail("identify filesystem", e))?;
-            if !FsClass::from_magic(magic).can_promise() {
-                return Err(fail(
-                    "identify filesystem",
-                    invalid(
-                        io::ErrorKind::Unsupported,
-                        "this filesystem cannot make a transaction crash-atomic (vfat/exfat/ntfs or network)",
-                    ),
-                ));
-            }
+            crate::fskind::refuse_weak(
+                &*st,
+                &root,
+                "this filesystem cannot make a transaction crash-atomic (vfat/exfat/ntfs or network)",
+            )
+            .map_err(|(step, e)| fail(step, e))?;
         }
         let ctl = open_control(&*st, &root, true).map_err(|e| fail("open control directory", e))?;
         match st.lock(&ctl.lock, LockMode::Exclusive, opts.wait) {
