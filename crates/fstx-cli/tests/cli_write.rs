@@ -157,6 +157,23 @@ fn recover_removes_a_killed_writers_temp_but_not_a_live_one() {
     let all = wait_for_temp(&d.0, 2);
     let live_temp: Vec<_> = all.iter().filter(|t| !dead_temp.contains(t)).collect();
     assert_eq!(live_temp.len(), 1);
+    // The file appears before its writer locks it (a recovery in that window
+    // removes it and the writer starts over under a new name): wait until the
+    // live writer holds its lock.
+    let start = Instant::now();
+    while !fstx::RecoverOptions::new()
+        .dry_run(true)
+        .recover(&d.0)
+        .unwrap()
+        .in_use
+        .contains(live_temp[0])
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the live writer never locked"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 
     let out = fstx()
         .args(["recover", d.0.to_str().unwrap()])
