@@ -42,6 +42,7 @@ fn bug(f: impl FnOnce(&mut TxnBugs)) -> Txn {
 const SYNCFS: Txn = Txn {
     bugs: TxnBugs {
         commit_before_data_flush: false,
+        commit_before_data_write: false,
         no_stage_dir_flush: false,
         trust_staged: false,
         replay_retired: false,
@@ -87,6 +88,14 @@ fn stricter_profile_passes() {
 #[test]
 fn planted_commit_before_data_flush_is_caught() {
     assert!(run(&bug(|b| b.commit_before_data_flush = true), 0..20, false).violation_count > 0);
+}
+
+#[test]
+fn planted_commit_before_data_write_is_caught() {
+    assert!(run(&bug(|b| b.commit_before_data_write = true), 0..20, false).violation_count > 0);
+    let mut w = bug(|b| b.commit_before_data_write = true);
+    w.syncfs = true;
+    assert!(run(&w, 0..20, false).violation_count > 0);
 }
 
 #[test]

@@ -46,8 +46,9 @@ enum Step {
     Rename(&'static str, &'static str),
 }
 
-const BUGS: [&str; 5] = [
+const BUGS: [&str; 6] = [
     "commit_before_data_flush",
+    "commit_before_data_write",
     "no_stage_dir_flush",
     "trust_staged",
     "replay_retired",
@@ -57,6 +58,7 @@ const BUGS: [&str; 5] = [
 fn bug_flag<'a>(bugs: &'a mut TxnBugs, name: &str) -> Option<&'a mut bool> {
     Some(match name {
         "commit_before_data_flush" => &mut bugs.commit_before_data_flush,
+        "commit_before_data_write" => &mut bugs.commit_before_data_write,
         "no_stage_dir_flush" => &mut bugs.no_stage_dir_flush,
         "trust_staged" => &mut bugs.trust_staged,
         "replay_retired" => &mut bugs.replay_retired,

@@ -86,6 +86,12 @@ pub struct TxnBugs {
     /// flushed (the data is flushed only after the commit point). Forces
     /// per-file flushes: one `syncfs` round could not leave the data out.
     pub commit_before_data_flush: bool,
+    /// Write the staged files' data only after the commit record is written
+    /// and flushed (the data is held in memory until then, then written and
+    /// flushed). Unlike `commit_before_data_flush`, no filesystem can hide
+    /// this one by carrying the data with the record's flush (ext4
+    /// `data=journal` does that).
+    pub commit_before_data_write: bool,
     /// Do not flush the staging directories (nor `.fstx-txn/`) before the
     /// commit record.
     pub no_stage_dir_flush: bool,
@@ -527,8 +533,9 @@ pub struct Transaction {
     ops: Vec<Op>,
     /// Set when a staged file could not be removed: commit refuses.
     poisoned: Option<PathBuf>,
-    /// Staged files whose flush a planted bug delays past the commit point.
-    deferred: Vec<Arc<Fd>>,
+    /// Staged files whose flush (and, for `commit_before_data_write`,
+    /// whose data: empty otherwise) a planted bug delays past the commit point.
+    deferred: Vec<(Arc<Fd>, Vec<u8>)>,
     finished: bool,
 }
 
@@ -875,6 +882,7 @@ impl Transaction {
             old,
             pos: 0,
             crc: 0,
+            held: Vec::new(),
             done: false,
         })
     }
@@ -1187,11 +1195,15 @@ impl Transaction {
             }
         }
         if !self.deferred.is_empty() {
-            // PLANTED BUG (commit_before_data_flush): data flushed after the commit point.
+            // PLANTED BUG (commit_before_data_flush / _write): data written
+            // or flushed only after the commit point.
             let late: Vec<_> = self
                 .deferred
                 .drain(..)
-                .map(|f| (f, SyncKind::All))
+                .map(|(f, data)| {
+                    let _ = write_all_at(&*st, &f, &data, 0);
+                    (f, SyncKind::All)
+                })
                 .collect();
             let _ = self.flusher.round(late);
         }
@@ -1397,6 +1409,9 @@ pub struct StagedFile<'t> {
     old: Option<(Stat, Option<Fd>)>,
     pos: u64,
     crc: u32,
+    /// Data a planted bug (`commit_before_data_write`) holds back until
+    /// after the commit record.
+    held: Vec<u8>,
     done: bool,
 }
 
@@ -1427,9 +1442,13 @@ impl StagedFile<'_> {
             return Err(self.txn.err("stage", &self.path, "carry metadata", e));
         }
         self.done = true;
-        if self.txn.opts.durable() && bug!(self.txn.opts.bugs, commit_before_data_flush) {
+        if bug!(self.txn.opts.bugs, commit_before_data_write) {
+            // PLANTED BUG: the data is written only after the commit record.
+            let held = std::mem::take(&mut self.held);
+            self.txn.deferred.push((Arc::new(fd), held));
+        } else if self.txn.opts.durable() && bug!(self.txn.opts.bugs, commit_before_data_flush) {
             // PLANTED BUG: the flush is issued only after the commit record.
-            self.txn.deferred.push(Arc::new(fd));
+            self.txn.deferred.push((Arc::new(fd), Vec::new()));
         } else if self.txn.opts.durable() {
             self.txn.flusher.submit(Arc::new(fd), SyncKind::All);
         }
@@ -1452,7 +1471,13 @@ impl Write for StagedFile<'_> {
                 "staged file already finished",
             ));
         };
-        let n = self.txn.opts.storage.write_at(fd, buf, self.pos)?;
+        let n = if bug!(self.txn.opts.bugs, commit_before_data_write) {
+            // PLANTED BUG: held back until after the commit record.
+            self.held.extend_from_slice(buf);
+            buf.len()
+        } else {
+            self.txn.opts.storage.write_at(fd, buf, self.pos)?
+        };
         self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
         self.pos += n as u64;
         Ok(n)
