@@ -30,10 +30,12 @@ pub enum Contender {
     Seed2002,
     /// Temp file and rename without any flush (tempfile's `persist`).
     NoFlush,
-    /// Truncate the file and write the new content in place, then fsync.
+    /// Truncate the file and write the new content in place, 4 KiB at a
+    /// time, with an fsync after each piece (a program that flushes its
+    /// output as it goes).
     InPlace,
-    /// fstx transactions with the commit record written before the staged
-    /// data is flushed (a planted bug).
+    /// fstx transactions with the commit record written and flushed before
+    /// the staged data is written (a planted bug).
     CommitBeforeData,
 }
 
@@ -57,9 +59,9 @@ impl Contender {
                 "temp file, rename, fsync(dir); no fsync of the temp file (the 2002 snippet)"
             }
             Contender::NoFlush => "temp file + rename, no fsync at all (tempfile persist)",
-            Contender::InPlace => "truncate + write in place (4 KiB at a time) + fsync",
+            Contender::InPlace => "truncate, then write in place 4 KiB at a time, fsync after each",
             Contender::CommitBeforeData => {
-                "transactions whose commit record is flushed before the staged data"
+                "transactions whose commit record is flushed before the staged data is written"
             }
         }
     }
@@ -256,7 +258,7 @@ pub fn worker(root: &Path, contender: Contender, w: usize, seconds: f64) -> io::
                 let mut opts = fstx::TxnOptions::new();
                 if contender == Contender::CommitBeforeData {
                     opts.planted_bugs(fstx::TxnBugs {
-                        commit_before_data_flush: true,
+                        commit_before_data_write: true,
                         ..fstx::TxnBugs::default()
                     });
                 }
@@ -295,13 +297,14 @@ fn write_file(contender: Contender, path: &Path, content: &[u8]) -> io::Result<(
         }
         Contender::InPlace => {
             let mut f = OpenOptions::new().write(true).truncate(true).open(path)?;
-            // Like a program that produces its output as it goes: 4 KiB at a
-            // time, with a moment of work between writes.
+            // Like a program that produces its output as it goes and flushes
+            // each piece: 4 KiB at a time, with a moment of work between.
             for chunk in content.chunks(4096) {
                 f.write_all(chunk)?;
+                f.sync_all()?;
                 std::thread::sleep(Duration::from_millis(1));
             }
-            f.sync_all()
+            Ok(())
         }
     }
 }

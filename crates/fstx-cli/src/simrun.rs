@@ -17,7 +17,7 @@ fn workloads(contender: Contender) -> Option<&'static [&'static str]> {
         Contender::Seed2002 => Some(&["replace/durable+no_file_sync"]),
         Contender::NoFlush => Some(&["replace/durable+no_file_sync+no_dir_sync"]),
         Contender::InPlace => None,
-        Contender::CommitBeforeData => Some(&["txn+commit_before_data_flush"]),
+        Contender::CommitBeforeData => Some(&["txn+commit_before_data_write"]),
     }
 }
 
