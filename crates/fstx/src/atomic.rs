@@ -98,6 +98,9 @@ pub struct PlantedBugs {
     /// `update` with copied backups: skip the flush of the copy before it is
     /// renamed to the backup name (a power cut can leave a torn backup).
     pub backup_copy_no_sync: bool,
+    /// On btrfs, trust the directory flush alone: skip the `syncfs` that
+    /// commits the btrfs transaction after it (see `docs/design.md` §6).
+    pub no_btrfs_commit: bool,
 }
 
 /// Options for an atomic replace, in the style of [`std::fs::OpenOptions`].
@@ -484,7 +487,7 @@ impl AtomicFile {
         // The temporary name is gone; the new file is the target now.
         let temp = self.temp.take();
         if self.opts.durability == Durability::Durable && !self.bug_no_dir_sync() {
-            if let Err(e) = st.sync(&self.dir, SyncKind::All) {
+            if let Err(e) = crate::fskind::sync_dir(&*st, &self.dir, !self.bug_no_btrfs_commit()) {
                 return Err(self.error("fsync directory", State::CommittedNotDurable, e));
             }
         }
@@ -510,6 +513,15 @@ impl AtomicFile {
     #[cfg(not(feature = "planted-bugs"))]
     #[allow(clippy::unused_self)]
     fn bug_no_file_sync(&self) -> bool {
+        false
+    }
+    #[cfg(feature = "planted-bugs")]
+    fn bug_no_btrfs_commit(&self) -> bool {
+        self.opts.bugs.no_btrfs_commit
+    }
+    #[cfg(not(feature = "planted-bugs"))]
+    #[allow(clippy::unused_self)]
+    fn bug_no_btrfs_commit(&self) -> bool {
         false
     }
     #[cfg(feature = "planted-bugs")]

@@ -92,6 +92,44 @@ pub(crate) fn refuse_weak(
     }
 }
 
+/// `statfs` magic of btrfs.
+pub(crate) const BTRFS_MAGIC: u64 = 0x9123_683E;
+
+/// Whether `dir` is on btrfs, whose directory `fsync` cannot be trusted
+/// alone (see [`sync_dir`]). A failed `fstatfs` counts as "no": the caller's
+/// own flush still runs and reports its errors.
+pub(crate) fn is_btrfs(st: &dyn crate::storage::Storage, dir: &crate::storage::Fd) -> bool {
+    st.fs_type(dir).is_ok_and(|m| m == BTRFS_MAGIC)
+}
+
+/// Flushes a directory so that the names changed in it are durable.
+///
+/// `fsync` of the directory, and on btrfs (when `commit_btrfs`) a `syncfs`
+/// after it. Recorded on btrfs under Linux 6.18: `fsync` of a directory can
+/// return at once, with the log that holds our rename not yet on disk, when
+/// another process logged the same directory in the first log transaction
+/// of a new btrfs transaction while the previous one was still being
+/// committed (the log then counts as committed before it is). `syncfs`
+/// commits the btrfs transaction, or waits for the commit in progress, so
+/// the rename is on disk when it returns. `docs/design.md` §6 has the
+/// recording and the measurements.
+pub(crate) fn sync_dir(
+    st: &dyn crate::storage::Storage,
+    dir: &crate::storage::Fd,
+    commit_btrfs: bool,
+) -> std::io::Result<()> {
+    st.sync(dir, crate::storage::SyncKind::All)?;
+    if commit_btrfs && is_btrfs(st, dir) {
+        st.sync_fs(dir).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("syncfs to commit the btrfs transaction: {e}"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::FsClass;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use crate::atomic::{is_temp_name, TEMP_PREFIX};
 use crate::error::{Error, Result, State};
 use crate::lock::is_lock_name;
-use crate::storage::{self, FileKind, LockMode, OpenHow, Storage, SyncKind};
+use crate::storage::{self, FileKind, LockMode, OpenHow, Storage};
 
 /// What [`recover`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -131,8 +131,7 @@ impl RecoverOptions {
             report.removed.push(path.join(&name));
         }
         if !self.dry_run && !report.removed.is_empty() {
-            st.sync(&dir, SyncKind::All)
-                .map_err(|e| fail("fsync directory", e))?;
+            crate::fskind::sync_dir(st, &dir, true).map_err(|e| fail("fsync directory", e))?;
         }
         // A transaction root: finish or roll back an interrupted transaction.
         let root = st

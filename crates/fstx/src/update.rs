@@ -298,9 +298,7 @@ impl UpdateOptions {
     ) -> std::result::Result<BackupKind, (&'static str, io::Error)> {
         let kind = self.place_backup(file, old, suffix)?;
         if self.opts.durability != Durability::None && !self.bug_no_backup_dir_sync() {
-            self.opts
-                .storage
-                .sync(file.dir(), SyncKind::All)
+            crate::fskind::sync_dir(&*self.opts.storage, file.dir(), true)
                 .map_err(|e| ("fsync directory after backup", e))?;
         }
         Ok(kind)

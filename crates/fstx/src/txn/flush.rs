@@ -59,6 +59,10 @@ pub(crate) struct Flusher {
     pub(crate) calls: Arc<AtomicU64>,
     /// Whether anything was submitted since the last barrier.
     pending: bool,
+    /// btrfs: a round of per-file flushes ends with a `syncfs` too, because
+    /// a directory `fsync` there can return before its log is on disk
+    /// (see [`crate::fskind::sync_dir`]).
+    commit_btrfs: bool,
 }
 
 impl std::fmt::Debug for Flusher {
@@ -82,8 +86,10 @@ impl Flusher {
             Flush::Threads(n) => Flush::Threads(n.max(1)),
             m => m,
         };
+        let commit_btrfs = mode != Flush::SyncFs && crate::fskind::is_btrfs(&*st, &fs_handle);
         Flusher {
             mode,
+            commit_btrfs,
             st,
             fs_handle,
             tx: None,
@@ -171,7 +177,7 @@ impl Flusher {
                 self.record(io::Error::other("a flusher thread panicked"));
             }
         }
-        if self.mode == Flush::SyncFs {
+        if self.mode == Flush::SyncFs || self.commit_btrfs {
             self.calls.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = self.st.sync_fs(&self.fs_handle) {
                 self.record(e);

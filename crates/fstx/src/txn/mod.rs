@@ -1298,7 +1298,7 @@ impl Transaction {
                 OsStr::new(JOURNAL_FILE),
                 false,
             )?;
-            st.sync(&self.ctl.dir, SyncKind::All)
+            crate::fskind::sync_dir(&*st, &self.ctl.dir, true)
         })();
         self.journal = None;
         if r.is_ok() {
@@ -1349,7 +1349,7 @@ impl Transaction {
                 .is_ok()
                 && self.opts.durable()
             {
-                let _ = st.sync(&self.ctl.dir, SyncKind::All);
+                let _ = crate::fskind::sync_dir(&*st, &self.ctl.dir, true);
             }
         }
         let _ = st.unlock(&self.ctl.view);

@@ -257,7 +257,7 @@ fn remove_journal(st: &dyn Storage, ctl: &Control, durable: bool) -> io::Result<
         Err(e) => return Err(e),
     }
     if durable {
-        st.sync(&ctl.dir, SyncKind::All)?;
+        crate::fskind::sync_dir(st, &ctl.dir, true)?;
     }
     Ok(())
 }
@@ -272,7 +272,7 @@ pub(crate) fn retire(st: &dyn Storage, ctl: &Control, flush: bool) -> io::Result
         Err(e) => return Err(e),
     }
     if flush {
-        st.sync(&ctl.dir, SyncKind::All)?;
+        crate::fskind::sync_dir(st, &ctl.dir, true)?;
     }
     Ok(())
 }
