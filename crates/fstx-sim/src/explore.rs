@@ -200,6 +200,7 @@ impl Violation {
             Profile::Weak => "weak",
             Profile::Ordered => "ordered",
             Profile::Prefix => "prefix",
+            Profile::BtrfsDirRace => "btrfs-dir-race",
         };
         format!(
             "FSTX_SIM_WORKLOAD='{}' FSTX_SIM_SEED={} FSTX_SIM_PROFILE={profile} FSTX_SIM_FAULTS='{}' \

@@ -32,6 +32,9 @@ use crate::tree::{Body, Ino, Inode, Meta, Tree, ROOT};
 /// `statfs` magic of ext4, which the simulator reports by default.
 pub const EXT4_MAGIC: u64 = 0xEF53;
 
+/// `statfs` magic of btrfs, reported under [`Profile::BtrfsDirRace`].
+pub const BTRFS_MAGIC: u64 = 0x9123_683E;
+
 /// Symlinks followed in one path resolution before `ELOOP`.
 const MAX_HOPS: u32 = 40;
 
@@ -121,7 +124,11 @@ impl SimFs {
             uid: 1000,
             gid: 1000,
             umask: 0o022,
-            magic: EXT4_MAGIC,
+            magic: if profile == Profile::BtrfsDirRace {
+                BTRFS_MAGIC
+            } else {
+                EXT4_MAGIC
+            },
         }));
         let weak: Weak<Mutex<Inner>> = Arc::downgrade(&inner);
         let on_close: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |id| {
@@ -140,9 +147,14 @@ impl SimFs {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sets the persistence profile.
+    /// Sets the persistence profile. [`Profile::BtrfsDirRace`] also makes
+    /// `fs_type` report btrfs.
     pub fn set_profile(&self, profile: Profile) {
-        self.lock().profile = profile;
+        let mut g = self.lock();
+        g.profile = profile;
+        if profile == Profile::BtrfsDirRace {
+            g.magic = BTRFS_MAGIC;
+        }
     }
 
     /// The persistence profile.
@@ -815,6 +827,10 @@ impl Storage for SimFs {
                     return Err(fault.to_io().expect("an errno"));
                 }
                 let profile = g.profile;
+                if is_dir && profile == Profile::BtrfsDirRace {
+                    // The race: success, and the directory's log is not on disk.
+                    return Ok(());
+                }
                 g.persist.flush(profile, &|s: &Stream| match s {
                     Stream::Inode(i) => *i == ino,
                     Stream::Entry(d, _) => is_dir && *d == ino,

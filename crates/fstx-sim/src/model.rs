@@ -50,6 +50,17 @@
 //!   metadata, as ext4's journal commit does.
 //! - [`Profile::Prefix`]: a prefix of all changes in issue order survives; a
 //!   flush commits everything before it. (A perfectly ordered filesystem.)
+//!
+//! # A weaker profile: btrfs's directory-flush race
+//!
+//! - [`Profile::BtrfsDirRace`]: the weak model on a filesystem that reports
+//!   btrfs's `statfs` magic, where a directory flush returns success and
+//!   persists nothing; only `syncfs` makes names durable. It is the worst
+//!   case of a race recorded on btrfs (Linux 6.18): `fsync` of a directory
+//!   returns at once, with its log not yet on disk, when another process
+//!   logged the same directory in the first log transaction of a new btrfs
+//!   transaction while the previous one is still being committed
+//!   (`docs/design.md` §6).
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
@@ -67,15 +78,18 @@ pub enum Profile {
     Ordered,
     /// Everything in issue order.
     Prefix,
+    /// Weak, on "btrfs", with directory flushes that persist nothing.
+    BtrfsDirRace,
 }
 
 impl Profile {
-    /// Parses `weak`, `ordered` or `prefix`.
+    /// Parses `weak`, `ordered`, `prefix` or `btrfs-dir-race`.
     pub fn parse(s: &str) -> Option<Profile> {
         match s {
             "weak" => Some(Profile::Weak),
             "ordered" => Some(Profile::Ordered),
             "prefix" => Some(Profile::Prefix),
+            "btrfs-dir-race" => Some(Profile::BtrfsDirRace),
             _ => None,
         }
     }
@@ -195,7 +209,7 @@ impl Persist {
         };
         let mut keep = vec![false; self.pending.len()];
         match profile {
-            Profile::Weak => {
+            Profile::Weak | Profile::BtrfsDirRace => {
                 for (i, op) in self.pending.iter().enumerate() {
                     if covers(&op.stream) {
                         keep[i] = true;
@@ -295,7 +309,7 @@ impl Persist {
             return vec![self.durable.reachable()];
         }
         let choices = match profile {
-            Profile::Weak => self.weak_choices(limit, rng),
+            Profile::Weak | Profile::BtrfsDirRace => self.weak_choices(limit, rng),
             Profile::Ordered => self.ordered_choices(),
             Profile::Prefix => (0..=self.pending.len())
                 .map(|n| {

@@ -107,3 +107,24 @@ fn planted_retry_fsync_is_caught() {
     let r = run(&bug(|b| b.retry_fsync = true), 0..2, Profile::Weak, true);
     assert!(r.violation_count > 0);
 }
+
+/// btrfs's directory-flush race (see `Profile::BtrfsDirRace`): a directory
+/// fsync that persists nothing. fstx commits the btrfs transaction with
+/// `syncfs` after the directory fsync, so durable replaces still hold.
+#[test]
+fn durable_replace_survives_btrfs_dir_race() {
+    let r = run(&replace(Level::Mixed), 0..15, Profile::BtrfsDirRace, false);
+    assert_eq!(r.violation_count, 0);
+    assert!(r.distinct.len() > 300);
+}
+
+#[test]
+fn planted_no_btrfs_commit_is_caught() {
+    let r = run(
+        &bug(|b| b.no_btrfs_commit = true),
+        0..10,
+        Profile::BtrfsDirRace,
+        false,
+    );
+    assert!(r.violation_count > 0);
+}

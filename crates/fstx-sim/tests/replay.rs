@@ -20,7 +20,8 @@ fn replay() {
         std::env::var("FSTX_SIM_SEED").map_or(0, |s| s.parse().expect("FSTX_SIM_SEED is a number"));
     let mut cfg = Config::new(seed);
     if let Ok(p) = std::env::var("FSTX_SIM_PROFILE") {
-        cfg.profile = Profile::parse(&p).expect("FSTX_SIM_PROFILE is weak, ordered or prefix");
+        cfg.profile = Profile::parse(&p)
+            .expect("FSTX_SIM_PROFILE is weak, ordered, prefix or btrfs-dir-race");
     }
     if let Ok(f) = std::env::var("FSTX_SIM_FAULTS") {
         cfg.faults = f

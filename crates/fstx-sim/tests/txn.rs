@@ -161,3 +161,22 @@ fn planted_replay_retired_is_caught() {
 fn planted_sweep_staging_first_is_caught() {
     assert!(run(&bug(|b| b.sweep_staging_first = true), 0..20, false).violation_count > 0);
 }
+
+/// btrfs's directory-flush race (see `Profile::BtrfsDirRace`), with
+/// per-file flushes and with syncfs rounds.
+#[test]
+fn transactions_survive_btrfs_dir_race() {
+    for w in [Txn::default(), SYNCFS] {
+        let mut r = Report::default();
+        for seed in 0..8 {
+            let mut cfg = Config::new(seed);
+            cfg.profile = Profile::BtrfsDirRace;
+            r.merge(explore(&w, &cfg));
+        }
+        println!("btrfs-dir-race {}: {}", w.name(), r.summary());
+        for v in r.violations.iter().take(3) {
+            println!("{v}");
+        }
+        assert_eq!(r.violation_count, 0);
+    }
+}

@@ -111,3 +111,21 @@ fn planted_replace_bugs_are_caught_through_update() {
     }
     assert!(run(&bug(false, |b| b.retry_fsync = true), 0..1, true).violation_count > 0);
 }
+
+/// btrfs's directory-flush race (see `Profile::BtrfsDirRace`).
+#[test]
+fn updates_with_backups_survive_btrfs_dir_race() {
+    for copy in [false, true] {
+        let mut r = Report::default();
+        for seed in 0..8 {
+            let mut cfg = Config::new(seed);
+            cfg.profile = Profile::BtrfsDirRace;
+            r.merge(explore(&update(Level::Durable, copy), &cfg));
+        }
+        println!("btrfs-dir-race copy={copy}: {}", r.summary());
+        for v in &r.violations {
+            println!("{v}");
+        }
+        assert_eq!(r.violation_count, 0);
+    }
+}
