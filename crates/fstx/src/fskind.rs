@@ -104,30 +104,31 @@ pub(crate) fn is_btrfs(st: &dyn crate::storage::Storage, dir: &crate::storage::F
 
 /// Flushes a directory so that the names changed in it are durable.
 ///
-/// `fsync` of the directory, and on btrfs (when `commit_btrfs`) a `syncfs`
-/// after it. Recorded on btrfs under Linux 6.18: `fsync` of a directory can
+/// `fsync` of the directory; on btrfs (when `commit_btrfs`) `syncfs`
+/// instead. Recorded on btrfs under Linux 6.18: `fsync` of a directory can
 /// return at once, with the log that holds our rename not yet on disk, when
 /// another process logged the same directory in the first log transaction
-/// of a new btrfs transaction while the previous one was still being
-/// committed (the log then counts as committed before it is). `syncfs`
+/// of a new btrfs transaction and its log sync is still waiting (the root's
+/// `last_log_commit` starts at 0, the ID of that uncommitted first log
+/// transaction, so the directory counts as already logged). `syncfs`
 /// commits the btrfs transaction, or waits for the commit in progress, so
-/// the rename is on disk when it returns. `docs/design.md` §6 has the
-/// recording and the measurements.
+/// every name changed before it is on disk when it returns; it also costs
+/// fewer cache flushes than `fsync` followed by `syncfs` (measured in
+/// `docs/design.md` §6).
 pub(crate) fn sync_dir(
     st: &dyn crate::storage::Storage,
     dir: &crate::storage::Fd,
     commit_btrfs: bool,
 ) -> std::io::Result<()> {
-    st.sync(dir, crate::storage::SyncKind::All)?;
     if commit_btrfs && is_btrfs(st, dir) {
-        st.sync_fs(dir).map_err(|e| {
+        return st.sync_fs(dir).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
                 format!("syncfs to commit the btrfs transaction: {e}"),
             )
-        })?;
+        });
     }
-    Ok(())
+    st.sync(dir, crate::storage::SyncKind::All)
 }
 
 #[cfg(test)]
