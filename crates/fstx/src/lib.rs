@@ -49,6 +49,11 @@
 //!   temporary file, which [`recover`] removes; a live writer's file is never
 //!   removed.
 //!
+//! On btrfs the directory flush is `syncfs` (a btrfs transaction commit)
+//! rather than `fsync` of the directory, which btrfs can let return before
+//! the rename is on disk while another process syncs the same directory
+//! (recorded on Linux 6.18; `docs/design.md` §6).
+//!
 //! Not guaranteed: durability on filesystems that lie about flushes
 //! (`nobarrier`, cheap flash), crash atomicity on vfat/exfat or network
 //! filesystems (refused by default), and other hard links of a replaced file
