@@ -98,8 +98,9 @@ pub struct PlantedBugs {
     /// `update` with copied backups: skip the flush of the copy before it is
     /// renamed to the backup name (a power cut can leave a torn backup).
     pub backup_copy_no_sync: bool,
-    /// On btrfs, trust the directory flush alone: skip the `syncfs` that
-    /// commits the btrfs transaction after it (see `docs/design.md` §6).
+    /// On btrfs, make the rename durable with `fsync` of the directory, as on
+    /// other filesystems, instead of the `syncfs` that commits the btrfs
+    /// transaction (see `docs/design.md` §6).
     pub no_btrfs_commit: bool,
 }
 
