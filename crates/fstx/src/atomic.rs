@@ -488,8 +488,10 @@ impl AtomicFile {
         // The temporary name is gone; the new file is the target now.
         let temp = self.temp.take();
         if self.opts.durability == Durability::Durable && !self.bug_no_dir_sync() {
-            if let Err(e) = crate::fskind::sync_dir(&*st, &self.dir, !self.bug_no_btrfs_commit()) {
-                return Err(self.error("fsync directory", State::CommittedNotDurable, e));
+            if let Err((step, e)) =
+                crate::fskind::sync_dir(&*st, &self.dir, !self.bug_no_btrfs_commit())
+            {
+                return Err(self.error(step, State::CommittedNotDurable, e));
             }
         }
         drop(temp);

@@ -96,13 +96,16 @@ pub(crate) fn refuse_weak(
 pub(crate) const BTRFS_MAGIC: u64 = 0x9123_683E;
 
 /// Whether `dir` is on btrfs, whose directory `fsync` cannot be trusted
-/// alone (see [`sync_dir`]). A failed `fstatfs` counts as "no": the caller's
-/// own flush still runs and reports its errors.
-pub(crate) fn is_btrfs(st: &dyn crate::storage::Storage, dir: &crate::storage::Fd) -> bool {
-    st.fs_type(dir).is_ok_and(|m| m == BTRFS_MAGIC)
+/// alone (see [`sync_dir`]).
+pub(crate) fn is_btrfs(
+    st: &dyn crate::storage::Storage,
+    dir: &crate::storage::Fd,
+) -> std::io::Result<bool> {
+    Ok(st.fs_type(dir)? == BTRFS_MAGIC)
 }
 
-/// Flushes a directory so that the names changed in it are durable.
+/// Flushes a directory so that the names changed in it are durable. On
+/// failure, the step that failed and the error as the kernel reported it.
 ///
 /// `fsync` of the directory; on btrfs (when `commit_btrfs`) `syncfs`
 /// instead. Recorded on btrfs under Linux 6.18: `fsync` of a directory can
@@ -114,21 +117,35 @@ pub(crate) fn is_btrfs(st: &dyn crate::storage::Storage, dir: &crate::storage::F
 /// commits the btrfs transaction, or waits for the commit in progress, so
 /// every name changed before it is on disk when it returns; it also costs
 /// fewer cache flushes than `fsync` followed by `syncfs` (measured in
-/// `docs/design.md` §6).
+/// `docs/design.md` §6). Before Linux 5.17, `syncfs` did not return the
+/// error of a failed commit (`sync_filesystem` ignored `->sync_fs`), so there
+/// the directory is also flushed with `fsync` first, whose errors are
+/// reported. If the filesystem cannot be identified, the flush fails.
 pub(crate) fn sync_dir(
     st: &dyn crate::storage::Storage,
     dir: &crate::storage::Fd,
     commit_btrfs: bool,
-) -> std::io::Result<()> {
-    if commit_btrfs && is_btrfs(st, dir) {
-        return st.sync_fs(dir).map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("syncfs to commit the btrfs transaction: {e}"),
-            )
-        });
+) -> Result<(), (&'static str, std::io::Error)> {
+    if commit_btrfs && is_btrfs(st, dir).map_err(|e| ("identify filesystem", e))? {
+        let sim = dir.as_os().is_none();
+        if !sim && !crate::sys::syncfs_reports_commit_errors() {
+            st.sync(dir, crate::storage::SyncKind::All)
+                .map_err(|e| ("fsync directory", e))?;
+        }
+        return st
+            .sync_fs(dir)
+            .map_err(|e| ("syncfs (commit the btrfs transaction)", e));
     }
     st.sync(dir, crate::storage::SyncKind::All)
+        .map_err(|e| ("fsync directory", e))
+}
+
+/// [`sync_dir`] for callers that report an `io::Error` only.
+pub(crate) fn sync_dir_io(
+    st: &dyn crate::storage::Storage,
+    dir: &crate::storage::Fd,
+) -> std::io::Result<()> {
+    sync_dir(st, dir, true).map_err(|(_, e)| e)
 }
 
 #[cfg(test)]

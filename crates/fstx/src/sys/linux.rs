@@ -310,15 +310,25 @@ impl Storage for OsStorage {
 /// Whether `syncfs` reports writeback errors on this kernel (Linux ≥ 5.8;
 /// before, it could return success after losing data).
 pub fn syncfs_reports_errors() -> bool {
-    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ANSWER.get_or_init(|| {
+    kernel_at_least(5, 8)
+}
+
+/// Whether `syncfs` also returns the filesystem's own sync error (a failed
+/// btrfs transaction commit): Linux >= 5.17, where `sync_filesystem` started
+/// returning the result of `->sync_fs`.
+pub fn syncfs_reports_commit_errors() -> bool {
+    kernel_at_least(5, 17)
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    static RELEASE: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    let release = *RELEASE.get_or_init(|| {
         let uname = rustix::system::uname();
         let release = uname.release().to_string_lossy();
         let mut parts = release
             .split(|c: char| !c.is_ascii_digit())
             .map(|p| p.parse::<u32>().unwrap_or(0));
-        let major = parts.next().unwrap_or(0);
-        let minor = parts.next().unwrap_or(0);
-        (major, minor) >= (5, 8)
-    })
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+    });
+    release >= (major, minor)
 }

@@ -86,7 +86,9 @@ impl Flusher {
             Flush::Threads(n) => Flush::Threads(n.max(1)),
             m => m,
         };
-        let commit_btrfs = mode != Flush::SyncFs && crate::fskind::is_btrfs(&*st, &fs_handle);
+        // Unidentified: assume btrfs (one syncfs more per round, never less safe).
+        let commit_btrfs =
+            mode != Flush::SyncFs && crate::fskind::is_btrfs(&*st, &fs_handle).unwrap_or(true);
         Flusher {
             mode,
             commit_btrfs,

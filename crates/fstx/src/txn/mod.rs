@@ -1298,7 +1298,7 @@ impl Transaction {
                 OsStr::new(JOURNAL_FILE),
                 false,
             )?;
-            crate::fskind::sync_dir(&*st, &self.ctl.dir, true)
+            crate::fskind::sync_dir_io(&*st, &self.ctl.dir)
         })();
         self.journal = None;
         if r.is_ok() {
@@ -1349,7 +1349,7 @@ impl Transaction {
                 .is_ok()
                 && self.opts.durable()
             {
-                let _ = crate::fskind::sync_dir(&*st, &self.ctl.dir, true);
+                let _ = crate::fskind::sync_dir_io(&*st, &self.ctl.dir);
             }
         }
         let _ = st.unlock(&self.ctl.view);

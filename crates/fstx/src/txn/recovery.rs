@@ -257,7 +257,7 @@ fn remove_journal(st: &dyn Storage, ctl: &Control, durable: bool) -> io::Result<
         Err(e) => return Err(e),
     }
     if durable {
-        crate::fskind::sync_dir(st, &ctl.dir, true)?;
+        crate::fskind::sync_dir_io(st, &ctl.dir)?;
     }
     Ok(())
 }
@@ -272,7 +272,7 @@ pub(crate) fn retire(st: &dyn Storage, ctl: &Control, flush: bool) -> io::Result
         Err(e) => return Err(e),
     }
     if flush {
-        crate::fskind::sync_dir(st, &ctl.dir, true)?;
+        crate::fskind::sync_dir_io(st, &ctl.dir)?;
     }
     Ok(())
 }

@@ -10,6 +10,13 @@ use std::sync::{Arc, Mutex};
 
 use fstx::storage::{DirEntry, Fd, LockMode, OpenHow, OsStorage, Stat, Storage, SyncKind};
 
+/// Whether the system temp dir is on btrfs, where fstx flushes directories
+/// with `syncfs` (tests that count or fail exact directory fsyncs skip there;
+/// the simulator's `BtrfsDirRace` profile covers that path).
+pub fn temp_on_btrfs() -> bool {
+    rustix::fs::statfs(std::env::temp_dir()).is_ok_and(|s| s.f_type == 0x9123_683E)
+}
+
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TestDir(pub PathBuf);
 
