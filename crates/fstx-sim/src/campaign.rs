@@ -10,10 +10,18 @@ use crate::explore::{explore, Config, Report, Workload};
 use crate::fault::{CallKind, Fault};
 use crate::fs::SimFs;
 use crate::history::History;
+use crate::model::Profile;
 
-/// Runs `workload` once without crashes and counts its calls by kind.
-pub fn count_calls(workload: &dyn Workload, seed: u64) -> BTreeMap<CallKind, u64> {
+/// Runs `workload` once without crashes under `profile` and counts its
+/// calls by kind (the profile matters: on "btrfs" the protocols call
+/// `syncfs` where they flush a directory elsewhere).
+pub fn count_calls(
+    workload: &dyn Workload,
+    seed: u64,
+    profile: Profile,
+) -> BTreeMap<CallKind, u64> {
     let fs = SimFs::new(seed);
+    fs.set_profile(profile);
     let mut history = History::default();
     workload.setup(seed, &fs, &mut history);
     workload.run(seed, &fs, &mut history);
@@ -22,9 +30,9 @@ pub fn count_calls(workload: &dyn Workload, seed: u64) -> BTreeMap<CallKind, u64
 
 /// Every single fault worth injecting into a run of `workload` with `seed`:
 /// each fault kind of each call kind, at each of its calls.
-pub fn all_faults(workload: &dyn Workload, seed: u64) -> Vec<Fault> {
+pub fn all_faults(workload: &dyn Workload, seed: u64, profile: Profile) -> Vec<Fault> {
     let mut out = Vec::new();
-    for (kind, count) in count_calls(workload, seed) {
+    for (kind, count) in count_calls(workload, seed, profile) {
         for nth in 1..=count {
             for &error in kind.faults() {
                 out.push(Fault { kind, nth, error });
@@ -39,7 +47,7 @@ pub fn all_faults(workload: &dyn Workload, seed: u64) -> Vec<Fault> {
 pub fn with_every_fault(workload: &dyn Workload, base: &Config) -> Report {
     let started = Instant::now();
     let mut report = explore(workload, base);
-    for fault in all_faults(workload, base.seed) {
+    for fault in all_faults(workload, base.seed, base.profile) {
         let mut cfg = base.clone();
         cfg.faults = vec![fault];
         report.merge(explore(workload, &cfg));
@@ -54,7 +62,7 @@ pub fn with_every_fault(workload: &dyn Workload, base: &Config) -> Report {
 /// repeat the plain exploration's states, which are counted once).
 pub fn lying_flushes(workload: &dyn Workload, base: &Config) -> Report {
     let started = Instant::now();
-    let syncs = count_calls(workload, base.seed)
+    let syncs = count_calls(workload, base.seed, base.profile)
         .get(&CallKind::Sync)
         .copied()
         .unwrap_or(0);

@@ -109,8 +109,8 @@ fn planted_retry_fsync_is_caught() {
 }
 
 /// btrfs's directory-flush race (see `Profile::BtrfsDirRace`): a directory
-/// fsync that persists nothing. fstx commits the btrfs transaction with
-/// `syncfs` after the directory fsync, so durable replaces still hold.
+/// fsync that persists nothing. fstx flushes directories on btrfs with
+/// `syncfs`, which commits the btrfs transaction, so durable replaces hold.
 #[test]
 fn durable_replace_survives_btrfs_dir_race() {
     let r = run(&replace(Level::Mixed), 0..15, Profile::BtrfsDirRace, false);
@@ -127,4 +127,13 @@ fn planted_no_btrfs_commit_is_caught() {
         false,
     );
     assert!(r.violation_count > 0);
+}
+
+/// On "btrfs" the directory flush is a `syncfs`: every fault there (and at
+/// every other call) is reported with its errno and the right state.
+#[test]
+fn every_fault_at_every_call_passes_on_btrfs() {
+    let r = run(&replace(Level::Mixed), 0..2, Profile::BtrfsDirRace, true);
+    assert_eq!(r.violation_count, 0);
+    assert!(r.faults_injected > 50);
 }

@@ -129,3 +129,18 @@ fn updates_with_backups_survive_btrfs_dir_race() {
         assert_eq!(r.violation_count, 0);
     }
 }
+
+#[test]
+fn updates_with_backups_pass_every_fault_on_btrfs() {
+    let mut cfg = Config::new(0);
+    cfg.profile = Profile::BtrfsDirRace;
+    cfg.states_per_crash = 16;
+    cfg.states_per_recovery_crash = 4;
+    let r = campaign::with_every_fault(&update(Level::Durable, false), &cfg);
+    println!("btrfs-dir-race faults: {}", r.summary());
+    for v in &r.violations {
+        println!("{v}");
+    }
+    assert_eq!(r.violation_count, 0);
+    assert!(r.faults_injected > 50);
+}

@@ -168,6 +168,7 @@ pub fn parse(name: &str) -> Option<Replace> {
             "no_file_sync" => bugs.no_file_sync = true,
             "no_dir_sync" => bugs.no_dir_sync = true,
             "retry_fsync" => bugs.retry_fsync = true,
+            "no_btrfs_commit" => bugs.no_btrfs_commit = true,
             _ => return None,
         }
     }
@@ -181,6 +182,7 @@ impl Workload for Replace {
             (self.bugs.no_file_sync, "no_file_sync"),
             (self.bugs.no_dir_sync, "no_dir_sync"),
             (self.bugs.retry_fsync, "retry_fsync"),
+            (self.bugs.no_btrfs_commit, "no_btrfs_commit"),
         ] {
             if on {
                 name.push('+');

@@ -115,12 +115,13 @@ fn backup_path(target: &Path, k: usize) -> PathBuf {
     PathBuf::from(name)
 }
 
-const BUGS: [&str; 5] = [
+const BUGS: [&str; 6] = [
     "no_file_sync",
     "no_dir_sync",
     "retry_fsync",
     "backup_no_dir_sync",
     "backup_copy_no_sync",
+    "no_btrfs_commit",
 ];
 
 fn bug_flag<'a>(bugs: &'a mut PlantedBugs, name: &str) -> Option<&'a mut bool> {
@@ -130,6 +131,7 @@ fn bug_flag<'a>(bugs: &'a mut PlantedBugs, name: &str) -> Option<&'a mut bool> {
         "retry_fsync" => &mut bugs.retry_fsync,
         "backup_no_dir_sync" => &mut bugs.backup_no_dir_sync,
         "backup_copy_no_sync" => &mut bugs.backup_copy_no_sync,
+        "no_btrfs_commit" => &mut bugs.no_btrfs_commit,
         _ => return None,
     })
 }
