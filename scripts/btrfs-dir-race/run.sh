@@ -23,14 +23,19 @@ for e in rename renameat renameat2 fsync write syncfs; do
   done
 done
 echo 1 > $T/tracing_on
-pat="work.py ${mode//+/\\+} "
+# The workers: a python3 whose first argument is work.py (not the powercut,
+# timeout or sh command lines that mention it).
+pat="^[^ ]*python3[^ ]* [^ ]*work\.py ${mode//+/\\+} "
 ( # stop tracing once the workload has exited, before crash states are checked
   while ! pgrep -f "$pat" >/dev/null; do sleep 0.05; done
   while pgrep -f "$pat" >/dev/null; do sleep 0.05; done
-  echo 0 > $T/tracing_on; cp $T/trace "$out/trace.txt" ) &
+  echo 0 > $T/tracing_on ) &
+watcher=$!
 timeout 600 "$powercut" run --fs btrfs \
   --workload "python3 $here/work.py $mode $secs $workers" --check true \
   --max-states 1 --jobs 1 --save-all --artifacts "$out/art" > "$out/powercut.txt" 2>&1
-wait
+kill $watcher 2>/dev/null || true
+echo 0 > $T/tracing_on
+cp $T/trace "$out/trace.txt"
 echo 0 > $T/events/enable
 python3 "$here/analyze.py" "$out/art/btrfs/log.bin" "$out/trace.txt" | tee "$out/analysis.txt" | tail -1

@@ -19,6 +19,8 @@ import sys
 import time
 
 mode, secs, workers = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+if mode.split('+sleep')[0] not in ('nodirsync', 'dir', 'syncfs', 'dir+syncfs'):
+    sys.exit(f'unknown MODE {mode}')
 libc = ctypes.CDLL(None, use_errno=True)
 ctl = os.environ.get('POWERCUT_CTL')
 

@@ -148,13 +148,15 @@ impl SimFs {
     }
 
     /// Sets the persistence profile. [`Profile::BtrfsDirRace`] also makes
-    /// `fs_type` report btrfs.
+    /// `fs_type` report btrfs; leaving it goes back to ext4's magic.
     pub fn set_profile(&self, profile: Profile) {
         let mut g = self.lock();
-        g.profile = profile;
         if profile == Profile::BtrfsDirRace {
             g.magic = BTRFS_MAGIC;
+        } else if g.profile == Profile::BtrfsDirRace && g.magic == BTRFS_MAGIC {
+            g.magic = EXT4_MAGIC;
         }
+        g.profile = profile;
     }
 
     /// The persistence profile.
