@@ -33,7 +33,7 @@ use crate::tree::{Body, Ino, Inode, Meta, Tree, ROOT};
 pub const EXT4_MAGIC: u64 = 0xEF53;
 
 /// `statfs` magic of btrfs, reported under [`Profile::BtrfsDirRace`].
-pub const BTRFS_MAGIC: u64 = 0x9123_683E;
+pub const BTRFS_MAGIC: u64 = fstx::fskind::BTRFS_MAGIC;
 
 /// Symlinks followed in one path resolution before `ELOOP`.
 const MAX_HOPS: u32 = 40;

@@ -137,3 +137,33 @@ fn every_fault_at_every_call_passes_on_btrfs() {
     assert_eq!(r.violation_count, 0);
     assert!(r.faults_injected > 50);
 }
+
+/// The weak-filesystem check's `fstatfs` also decides how the directory is
+/// flushed: a durable replace identifies the filesystem once, on btrfs too.
+#[test]
+fn durable_replace_identifies_the_filesystem_once() {
+    for profile in [Profile::Weak, Profile::BtrfsDirRace] {
+        let fs = fstx_sim::SimFs::new(1);
+        fs.set_profile(profile);
+        fs.mkdir_p("/d").unwrap();
+        fstx::Options::new()
+            .storage(fs.clone())
+            .write("/d/f", b"new")
+            .unwrap();
+        let counts = fs.counts();
+        assert_eq!(
+            counts.get(&fstx_sim::CallKind::FsType),
+            Some(&1),
+            "{profile:?}"
+        );
+        let syncfs = counts
+            .get(&fstx_sim::CallKind::SyncFs)
+            .copied()
+            .unwrap_or(0);
+        assert_eq!(
+            syncfs,
+            u64::from(profile == Profile::BtrfsDirRace),
+            "{profile:?}"
+        );
+    }
+}

@@ -196,3 +196,25 @@ fn transactions_pass_every_fault_on_btrfs() {
     assert_eq!(r.violation_count, 0);
     assert!(r.faults_injected > 50);
 }
+
+/// The weak-filesystem check at `begin` also decides how directories are
+/// flushed: a transaction identifies the filesystem once, on btrfs too.
+#[test]
+fn transaction_identifies_the_filesystem_once() {
+    for profile in [Profile::Weak, Profile::BtrfsDirRace] {
+        let fs = fstx_sim::SimFs::new(1);
+        fs.set_profile(profile);
+        fs.mkdir_p("/r").unwrap();
+        let mut opts = fstx::TxnOptions::new();
+        opts.storage(fs.clone());
+        let mut txn = opts.begin("/r").unwrap();
+        txn.write("a", b"new").unwrap();
+        txn.commit().unwrap();
+        let counts = fs.counts();
+        assert_eq!(
+            counts.get(&fstx_sim::CallKind::FsType),
+            Some(&1),
+            "{profile:?}"
+        );
+    }
+}

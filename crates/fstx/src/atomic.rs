@@ -307,6 +307,8 @@ pub struct AtomicFile {
     temp_name: OsString,
     temp: Option<Fd>,
     existing: Option<Existing>,
+    /// The filesystem's `statfs` magic, if already read (see [`Resolved`]).
+    fs_magic: Option<u64>,
     pos: u64,
     opts: Options,
 }
@@ -336,6 +338,7 @@ impl AtomicFile {
             dir,
             name,
             existing: existing_stat,
+            fs_magic,
         } = target;
 
         let existing = match existing_stat {
@@ -390,6 +393,7 @@ impl AtomicFile {
             temp_name,
             temp: Some(temp),
             existing,
+            fs_magic,
             pos: 0,
             opts: opts.clone(),
         })
@@ -403,6 +407,11 @@ impl AtomicFile {
     /// The directory handle the replace happens in.
     pub(crate) fn dir(&self) -> &Fd {
         &self.dir
+    }
+
+    /// The filesystem's `statfs` magic, if already read.
+    pub(crate) fn fs_magic(&self) -> Option<u64> {
+        self.fs_magic
     }
 
     /// The target's final name in [`dir`](Self::dir).
@@ -489,7 +498,7 @@ impl AtomicFile {
         let temp = self.temp.take();
         if self.opts.durability == Durability::Durable && !self.bug_no_dir_sync() {
             if let Err((step, e)) =
-                crate::fskind::sync_dir(&*st, &self.dir, !self.bug_no_btrfs_commit())
+                crate::fskind::sync_dir(&*st, &self.dir, self.fs_magic, !self.bug_no_btrfs_commit())
             {
                 return Err(self.error(step, State::CommittedNotDurable, e));
             }
@@ -610,6 +619,8 @@ pub(crate) struct Resolved {
     pub(crate) name: OsString,
     /// The regular file found there, if any.
     pub(crate) existing: Option<Stat>,
+    /// The filesystem's `statfs` magic, if the weak-filesystem check read it.
+    pub(crate) fs_magic: Option<u64>,
 }
 
 /// Resolves `path` by the options' symlink policy and checks that it may be
@@ -697,20 +708,24 @@ pub(crate) fn resolve(op: &'static str, path: &Path, opts: &Options) -> Result<R
         }
     }
 
-    if opts.durability != Durability::None && !opts.allow_weak_fs {
-        crate::fskind::refuse_weak(
+    let fs_magic = if opts.durability != Durability::None && !opts.allow_weak_fs {
+        let magic = crate::fskind::refuse_weak(
             st,
             &dir,
             "this filesystem cannot make a replace crash-atomic (vfat/exfat/ntfs or network); \
              allow weak filesystems explicitly to accept weaker semantics",
         )
         .map_err(|(step, e)| fail(step, e))?;
-    }
+        Some(magic)
+    } else {
+        None
+    };
     Ok(Resolved {
         dir_path,
         dir,
         name,
         existing: existing_stat,
+        fs_magic,
     })
 }
 

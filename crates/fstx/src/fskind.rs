@@ -30,7 +30,7 @@ impl FsClass {
         match magic {
             0xEF53 // ext2/3/4
             | 0x5846_5342 // xfs
-            | 0x9123_683E // btrfs
+            | BTRFS_MAGIC
             | 0xF2F5_2010 // f2fs
             | 0x2405_1905 // ubifs
             | 0x72B6 // jffs2
@@ -76,14 +76,16 @@ impl FsClass {
 /// Fails with [`std::io::ErrorKind::Unsupported`] when the filesystem holding
 /// `dir` cannot keep the promise (see [`FsClass::can_promise`]). `why` is
 /// the message, naming the operation. Shared by the replace and transactions.
+/// Returns the `statfs` magic it read, so that [`sync_dir`] need not read it
+/// again.
 pub(crate) fn refuse_weak(
     st: &dyn crate::storage::Storage,
     dir: &crate::storage::Fd,
     why: &'static str,
-) -> Result<(), (&'static str, std::io::Error)> {
+) -> Result<u64, (&'static str, std::io::Error)> {
     let magic = st.fs_type(dir).map_err(|e| ("identify filesystem", e))?;
     if FsClass::from_magic(magic).can_promise() {
-        Ok(())
+        Ok(magic)
     } else {
         Err((
             "identify filesystem",
@@ -92,20 +94,27 @@ pub(crate) fn refuse_weak(
     }
 }
 
-/// `statfs` magic of btrfs.
-pub(crate) const BTRFS_MAGIC: u64 = 0x9123_683E;
+/// `statfs` magic of btrfs, whose directory `fsync` cannot be trusted alone
+/// (see [`sync_dir`]).
+pub const BTRFS_MAGIC: u64 = 0x9123_683E;
 
-/// Whether `dir` is on btrfs, whose directory `fsync` cannot be trusted
-/// alone (see [`sync_dir`]).
+/// The step [`sync_dir`] reports when the directory `fsync` fails.
+pub(crate) const FSYNC_DIRECTORY: &str = "fsync directory";
+
+/// Whether `dir` is on btrfs: `known` is the `statfs` magic if the caller
+/// already read it (see [`refuse_weak`]), else it is read now.
 pub(crate) fn is_btrfs(
     st: &dyn crate::storage::Storage,
     dir: &crate::storage::Fd,
+    known: Option<u64>,
 ) -> std::io::Result<bool> {
-    Ok(st.fs_type(dir)? == BTRFS_MAGIC)
+    Ok(known.map_or_else(|| st.fs_type(dir), Ok)? == BTRFS_MAGIC)
 }
 
 /// Flushes a directory so that the names changed in it are durable. On
 /// failure, the step that failed and the error as the kernel reported it.
+/// `magic`: the filesystem's `statfs` magic if already known (no `fstatfs`
+/// then).
 ///
 /// `fsync` of the directory; on btrfs (when `commit_btrfs`) `syncfs`
 /// instead. Recorded on btrfs under Linux 6.18: `fsync` of a directory can
@@ -124,28 +133,30 @@ pub(crate) fn is_btrfs(
 pub(crate) fn sync_dir(
     st: &dyn crate::storage::Storage,
     dir: &crate::storage::Fd,
+    magic: Option<u64>,
     commit_btrfs: bool,
 ) -> Result<(), (&'static str, std::io::Error)> {
-    if commit_btrfs && is_btrfs(st, dir).map_err(|e| ("identify filesystem", e))? {
+    if commit_btrfs && is_btrfs(st, dir, magic).map_err(|e| ("identify filesystem", e))? {
         let sim = dir.as_os().is_none();
         if !sim && !crate::sys::syncfs_reports_commit_errors() {
             st.sync(dir, crate::storage::SyncKind::All)
-                .map_err(|e| ("fsync directory", e))?;
+                .map_err(|e| (FSYNC_DIRECTORY, e))?;
         }
         return st
             .sync_fs(dir)
             .map_err(|e| ("syncfs (commit the btrfs transaction)", e));
     }
     st.sync(dir, crate::storage::SyncKind::All)
-        .map_err(|e| ("fsync directory", e))
+        .map_err(|e| (FSYNC_DIRECTORY, e))
 }
 
 /// [`sync_dir`] for callers that report an `io::Error` only.
 pub(crate) fn sync_dir_io(
     st: &dyn crate::storage::Storage,
     dir: &crate::storage::Fd,
+    magic: Option<u64>,
 ) -> std::io::Result<()> {
-    sync_dir(st, dir, true).map_err(|(_, e)| e)
+    sync_dir(st, dir, magic, true).map_err(|(_, e)| e)
 }
 
 #[cfg(test)]

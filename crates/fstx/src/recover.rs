@@ -131,7 +131,7 @@ impl RecoverOptions {
             report.removed.push(path.join(&name));
         }
         if !self.dry_run && !report.removed.is_empty() {
-            crate::fskind::sync_dir(st, &dir, true).map_err(|(step, e)| fail(step, e))?;
+            crate::fskind::sync_dir(st, &dir, None, true).map_err(|(step, e)| fail(step, e))?;
         }
         // A transaction root: finish or roll back an interrupted transaction.
         let root = st

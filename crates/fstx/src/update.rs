@@ -298,12 +298,14 @@ impl UpdateOptions {
     ) -> std::result::Result<BackupKind, (&'static str, io::Error)> {
         let kind = self.place_backup(file, old, suffix)?;
         if self.opts.durability != Durability::None && !self.bug_no_backup_dir_sync() {
-            crate::fskind::sync_dir(&*self.opts.storage, file.dir(), true).map_err(
-                |(step, e)| match step {
-                    "fsync directory" => ("fsync directory after backup", e),
-                    _ => (step, e),
-                },
-            )?;
+            crate::fskind::sync_dir(&*self.opts.storage, file.dir(), file.fs_magic(), true)
+                .map_err(|(step, e)| {
+                    if step == crate::fskind::FSYNC_DIRECTORY {
+                        ("fsync directory after backup", e)
+                    } else {
+                        (step, e)
+                    }
+                })?;
         }
         Ok(kind)
     }

@@ -74,7 +74,13 @@ impl std::fmt::Debug for Flusher {
 }
 
 impl Flusher {
-    pub(crate) fn new(mode: Flush, st: Arc<dyn Storage>, fs_handle: Arc<Fd>) -> Flusher {
+    /// `magic`: the filesystem's `statfs` magic if the caller already read it.
+    pub(crate) fn new(
+        mode: Flush,
+        st: Arc<dyn Storage>,
+        fs_handle: Arc<Fd>,
+        magic: Option<u64>,
+    ) -> Flusher {
         let mode = match mode {
             // One syncfs per round: the disk sees a constant number of cache
             // flushes whatever the number of files (measured in design.md).
@@ -87,8 +93,8 @@ impl Flusher {
             m => m,
         };
         // Unidentified: assume btrfs (one syncfs more per round, never less safe).
-        let commit_btrfs =
-            mode != Flush::SyncFs && crate::fskind::is_btrfs(&*st, &fs_handle).unwrap_or(true);
+        let commit_btrfs = mode != Flush::SyncFs
+            && crate::fskind::is_btrfs(&*st, &fs_handle, magic).unwrap_or(true);
         Flusher {
             mode,
             commit_btrfs,

@@ -427,6 +427,9 @@ pub(crate) struct Control {
     /// round that makes a journal durable (R0, or R1 without R0) also
     /// flushes the root, concurrently, and clears it.
     pub(crate) needs_root_flush: bool,
+    /// The filesystem's `statfs` magic, if `begin` already read it (so that
+    /// flushing this directory does not read it again).
+    pub(crate) fs_magic: Option<u64>,
 }
 
 pub(crate) fn open_control(st: &dyn Storage, root: &Fd, create: bool) -> io::Result<Control> {
@@ -461,6 +464,7 @@ pub(crate) fn open_control(st: &dyn Storage, root: &Fd, create: bool) -> io::Res
         lock,
         view,
         needs_root_flush: true,
+        fs_magic: None,
     })
 }
 
@@ -564,15 +568,20 @@ impl Transaction {
             st.open_dir(None, root_path, true)
                 .map_err(|e| fail("open root directory", e))?,
         );
-        if opts.durable() && !opts.allow_weak_fs {
-            crate::fskind::refuse_weak(
+        let fs_magic = if opts.durable() && !opts.allow_weak_fs {
+            let magic = crate::fskind::refuse_weak(
                 &*st,
                 &root,
                 "this filesystem cannot make a transaction crash-atomic (vfat/exfat/ntfs or network)",
             )
             .map_err(|(step, e)| fail(step, e))?;
-        }
-        let ctl = open_control(&*st, &root, true).map_err(|e| fail("open control directory", e))?;
+            Some(magic)
+        } else {
+            None
+        };
+        let mut ctl =
+            open_control(&*st, &root, true).map_err(|e| fail("open control directory", e))?;
+        ctl.fs_magic = fs_magic;
         match st.lock(&ctl.lock, LockMode::Exclusive, opts.wait) {
             Ok(true) => {}
             Ok(false) => {
@@ -604,7 +613,7 @@ impl Transaction {
             }
             f => f,
         };
-        let flusher = Flusher::new(flush, st.clone(), root);
+        let flusher = Flusher::new(flush, st.clone(), root, ctl.fs_magic);
         Ok(Transaction {
             opts: opts.clone(),
             root_path: root_path.to_path_buf(),
@@ -1298,7 +1307,7 @@ impl Transaction {
                 OsStr::new(JOURNAL_FILE),
                 false,
             )?;
-            crate::fskind::sync_dir_io(&*st, &self.ctl.dir)
+            crate::fskind::sync_dir_io(&*st, &self.ctl.dir, self.ctl.fs_magic)
         })();
         self.journal = None;
         if r.is_ok() {
@@ -1349,7 +1358,7 @@ impl Transaction {
                 .is_ok()
                 && self.opts.durable()
             {
-                let _ = crate::fskind::sync_dir_io(&*st, &self.ctl.dir);
+                let _ = crate::fskind::sync_dir_io(&*st, &self.ctl.dir, self.ctl.fs_magic);
             }
         }
         let _ = st.unlock(&self.ctl.view);

@@ -146,7 +146,7 @@ pub(crate) fn recover_locked(
         }
     }
     let durable = opts.durable();
-    let mut flusher = Flusher::new(opts.flush, opts.storage.clone(), tree.root());
+    let mut flusher = Flusher::new(opts.flush, opts.storage.clone(), tree.root(), ctl.fs_magic);
     let report = |seq, outcome| TxnRecovery {
         root: root_path.to_path_buf(),
         seq,
@@ -257,7 +257,7 @@ fn remove_journal(st: &dyn Storage, ctl: &Control, durable: bool) -> io::Result<
         Err(e) => return Err(e),
     }
     if durable {
-        crate::fskind::sync_dir_io(st, &ctl.dir)?;
+        crate::fskind::sync_dir_io(st, &ctl.dir, ctl.fs_magic)?;
     }
     Ok(())
 }
@@ -272,7 +272,7 @@ pub(crate) fn retire(st: &dyn Storage, ctl: &Control, flush: bool) -> io::Result
         Err(e) => return Err(e),
     }
     if flush {
-        crate::fskind::sync_dir_io(st, &ctl.dir)?;
+        crate::fskind::sync_dir_io(st, &ctl.dir, ctl.fs_magic)?;
     }
     Ok(())
 }
