@@ -5,10 +5,15 @@ use fstx_sim::workloads::txn::Txn;
 use fstx_sim::{campaign, explore, Config, Profile, Report, Workload};
 
 fn run(w: &dyn Workload, seeds: std::ops::Range<u64>, faults: bool) -> Report {
+    run_on(w, seeds, Profile::Weak, faults)
+}
+
+fn run_on(w: &dyn Workload, seeds: std::ops::Range<u64>, profile: Profile, faults: bool) -> Report {
     let mut total = Report::default();
     let expect_violations = w.name().contains('+');
     for seed in seeds {
         let mut cfg = Config::new(seed);
+        cfg.profile = profile;
         total.merge(if faults {
             // Every fault at every call, with fewer sampled states per crash
             // point (the big run samples more).
@@ -167,16 +172,7 @@ fn planted_sweep_staging_first_is_caught() {
 #[test]
 fn transactions_survive_btrfs_dir_race() {
     for w in [Txn::default(), SYNCFS] {
-        let mut r = Report::default();
-        for seed in 0..8 {
-            let mut cfg = Config::new(seed);
-            cfg.profile = Profile::BtrfsDirRace;
-            r.merge(explore(&w, &cfg));
-        }
-        println!("btrfs-dir-race {}: {}", w.name(), r.summary());
-        for v in r.violations.iter().take(3) {
-            println!("{v}");
-        }
+        let r = run_on(&w, 0..8, Profile::BtrfsDirRace, false);
         assert_eq!(r.violation_count, 0);
         assert!(r.distinct.len() > 300);
     }
@@ -184,15 +180,7 @@ fn transactions_survive_btrfs_dir_race() {
 
 #[test]
 fn transactions_pass_every_fault_on_btrfs() {
-    let mut cfg = Config::new(0);
-    cfg.profile = Profile::BtrfsDirRace;
-    cfg.states_per_crash = 16;
-    cfg.states_per_recovery_crash = 4;
-    let r = campaign::with_every_fault(&Txn::default(), &cfg);
-    println!("btrfs-dir-race faults: {}", r.summary());
-    for v in r.violations.iter().take(3) {
-        println!("{v}");
-    }
+    let r = run_on(&Txn::default(), 0..1, Profile::BtrfsDirRace, true);
     assert_eq!(r.violation_count, 0);
     assert!(r.faults_injected > 50);
 }

@@ -6,10 +6,15 @@ use fstx_sim::workloads::update::Update;
 use fstx_sim::{campaign, explore, Config, Profile, Report, Workload};
 
 fn run(w: &dyn Workload, seeds: std::ops::Range<u64>, faults: bool) -> Report {
+    run_on(w, seeds, Profile::Weak, faults)
+}
+
+fn run_on(w: &dyn Workload, seeds: std::ops::Range<u64>, profile: Profile, faults: bool) -> Report {
     let mut total = Report::default();
     let expect_violations = w.name().contains('+');
     for seed in seeds {
         let mut cfg = Config::new(seed);
+        cfg.profile = profile;
         total.merge(if faults {
             // Every fault at every call, with fewer sampled states per crash
             // point (the big run samples more).
@@ -116,16 +121,12 @@ fn planted_replace_bugs_are_caught_through_update() {
 #[test]
 fn updates_with_backups_survive_btrfs_dir_race() {
     for copy in [false, true] {
-        let mut r = Report::default();
-        for seed in 0..8 {
-            let mut cfg = Config::new(seed);
-            cfg.profile = Profile::BtrfsDirRace;
-            r.merge(explore(&update(Level::Durable, copy), &cfg));
-        }
-        println!("btrfs-dir-race copy={copy}: {}", r.summary());
-        for v in &r.violations {
-            println!("{v}");
-        }
+        let r = run_on(
+            &update(Level::Durable, copy),
+            0..8,
+            Profile::BtrfsDirRace,
+            false,
+        );
         assert_eq!(r.violation_count, 0);
         assert!(r.distinct.len() > 500);
     }
@@ -133,15 +134,12 @@ fn updates_with_backups_survive_btrfs_dir_race() {
 
 #[test]
 fn updates_with_backups_pass_every_fault_on_btrfs() {
-    let mut cfg = Config::new(0);
-    cfg.profile = Profile::BtrfsDirRace;
-    cfg.states_per_crash = 16;
-    cfg.states_per_recovery_crash = 4;
-    let r = campaign::with_every_fault(&update(Level::Durable, false), &cfg);
-    println!("btrfs-dir-race faults: {}", r.summary());
-    for v in &r.violations {
-        println!("{v}");
-    }
+    let r = run_on(
+        &update(Level::Durable, false),
+        0..1,
+        Profile::BtrfsDirRace,
+        true,
+    );
     assert_eq!(r.violation_count, 0);
     assert!(r.faults_injected > 50);
 }
