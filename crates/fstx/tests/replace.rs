@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::sync::Arc;
 
-use common::{temp_on_btrfs, temps, Hooked, Hooks, TestDir, Tmpfs};
+use common::{temps, Hooked, Hooks, TestDir, Tmpfs};
 use fstx::{AtomicFile, Durability, HardLinks, Options, State, Symlinks};
 
 fn mode_of(p: &std::path::Path) -> u32 {
@@ -511,15 +511,14 @@ fn failed_file_flush_is_not_committed_and_never_retried() {
 
 #[test]
 fn failed_directory_flush_is_committed_not_durable() {
-    if temp_on_btrfs() {
-        eprintln!("skipped: on btrfs the directory flush is syncfs");
-        return;
-    }
     let d = TestDir::new("dirsync");
     let p = d.join("f");
     std::fs::write(&p, b"old").unwrap();
     let storage = Hooked::new(Hooks {
         fail_sync: Some((2, rustix::io::Errno::IO.raw_os_error())),
+        // ext4: the directory flush is the second fsync, whatever the temp
+        // dir is on (on btrfs it would be a syncfs).
+        fs_magic: Some(0xEF53),
         ..Hooks::default()
     });
     let e = Options::new()
@@ -530,6 +529,32 @@ fn failed_directory_flush_is_committed_not_durable() {
     assert!(e.state().is_committed());
     assert_eq!(std::fs::read(&p).unwrap(), b"new");
     assert!(e.to_string().contains("durability unconfirmed"), "{e}");
+}
+
+/// Where the weak-filesystem check was skipped, the directory flush
+/// identifies the filesystem itself; if it cannot, the replace is committed
+/// but not durable, with the kernel's errno (it never guesses).
+#[test]
+fn unidentified_filesystem_at_the_directory_flush_is_committed_not_durable() {
+    let d = TestDir::new("fstype");
+    let p = d.join("f");
+    std::fs::write(&p, b"old").unwrap();
+    let storage = Hooked::new(Hooks {
+        fail_fs_type: Some(rustix::io::Errno::IO.raw_os_error()),
+        ..Hooks::default()
+    });
+    let e = Options::new()
+        .storage(storage)
+        .allow_weak_filesystems(true)
+        .write(&p, b"new")
+        .unwrap_err();
+    assert_eq!(e.state(), &State::CommittedNotDurable);
+    assert_eq!(std::fs::read(&p).unwrap(), b"new");
+    assert_eq!(e.step(), "identify filesystem");
+    assert_eq!(
+        e.io_error().raw_os_error(),
+        Some(rustix::io::Errno::IO.raw_os_error())
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! call, faults before and after the commit point, stale journals, protocol
 //! order, flush counts, readers.
 
+mod common;
 mod txnkit;
 
 use std::collections::BTreeMap;
@@ -511,7 +512,7 @@ fn hostile_journals_on_disk() {
 /// retirement flushed before commit returns.
 #[test]
 fn protocol_order() {
-    if txnkit::temp_on_btrfs() {
+    if common::temp_on_btrfs() {
         eprintln!("skipped: on btrfs the control directory is flushed with syncfs");
         return;
     }
@@ -598,7 +599,7 @@ fn order_violations(ev: &[txnkit::Event]) -> Vec<String> {
 /// fsync-family calls and serial flush rounds per commit as N grows.
 #[test]
 fn flush_counts_per_n() {
-    if txnkit::temp_on_btrfs() {
+    if common::temp_on_btrfs() {
         eprintln!("skipped: on btrfs per-file rounds end with a syncfs");
         return;
     }

@@ -14,7 +14,8 @@ use fstx::storage::{DirEntry, Fd, LockMode, OpenHow, OsStorage, Stat, Storage, S
 /// with `syncfs` (tests that count or fail exact directory fsyncs skip there;
 /// the simulator's `BtrfsDirRace` profile covers that path).
 pub fn temp_on_btrfs() -> bool {
-    rustix::fs::statfs(std::env::temp_dir()).is_ok_and(|s| s.f_type == 0x9123_683E)
+    rustix::fs::statfs(std::env::temp_dir())
+        .is_ok_and(|s| u64::try_from(s.f_type) == Ok(fstx::fskind::BTRFS_MAGIC))
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -93,6 +94,8 @@ pub struct Hooks {
     pub fail_unlink: Option<i32>,
     /// Report this `statfs` magic.
     pub fs_magic: Option<u64>,
+    /// Fail every `fs_type` call with this errno.
+    pub fail_fs_type: Option<i32>,
     /// Runs before the first `lock` call (e.g. a concurrent recovery).
     pub before_first_lock: Option<Box<dyn FnOnce() + Send>>,
 }
@@ -160,7 +163,11 @@ impl Storage for Hooked {
         self.inner.stat_at(at, name, follow)
     }
     fn fs_type(&self, file: &Fd) -> io::Result<u64> {
-        match self.hooks.lock().unwrap().fs_magic {
+        let hooks = self.hooks.lock().unwrap();
+        if let Some(errno) = hooks.fail_fs_type {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        match hooks.fs_magic {
             Some(m) => Ok(m),
             None => self.inner.fs_type(file),
         }

@@ -213,13 +213,6 @@ impl Storage for Probe {
 }
 
 /// A fresh directory, removed on drop.
-/// Whether the system temp dir is on btrfs, where fstx flushes directories
-/// with `syncfs` (tests that count or fail exact directory fsyncs skip there;
-/// the simulator's `BtrfsDirRace` profile covers that path).
-pub fn temp_on_btrfs() -> bool {
-    rustix::fs::statfs(std::env::temp_dir()).is_ok_and(|s| s.f_type == 0x9123_683E)
-}
-
 pub struct Dir(pub PathBuf);
 
 impl Dir {
