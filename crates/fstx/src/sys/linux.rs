@@ -324,11 +324,32 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
     static RELEASE: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
     let release = *RELEASE.get_or_init(|| {
         let uname = rustix::system::uname();
-        let release = uname.release().to_string_lossy();
-        let mut parts = release
-            .split(|c: char| !c.is_ascii_digit())
-            .map(|p| p.parse::<u32>().unwrap_or(0));
-        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+        major_minor(&uname.release().to_string_lossy())
     });
     release >= (major, minor)
+}
+
+/// `(major, minor)` of a kernel release string such as `6.18.44-fc-v657`
+/// (0 for a part that cannot be read).
+fn major_minor(release: &str) -> (u32, u32) {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::major_minor;
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert_eq!(major_minor("6.18.44-fc-v657"), (6, 18));
+        assert_eq!(major_minor("5.16.20-1-lts"), (5, 16));
+        assert!(major_minor("5.16.20-1-lts") < (5, 17));
+        assert!(major_minor("5.17.0") >= (5, 17));
+        assert!(major_minor("5.10.0-23-amd64") < (5, 17));
+        assert!(major_minor("5.10.0-23-amd64") >= (5, 8));
+        assert_eq!(major_minor("garbage"), (0, 0));
+    }
 }
