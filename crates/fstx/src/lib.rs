@@ -86,6 +86,7 @@ mod atomic;
 mod error;
 pub mod fskind;
 pub mod lock;
+mod names;
 mod recover;
 pub mod storage;
 mod sys;
@@ -99,6 +100,7 @@ pub use atomic::{
 };
 pub use error::{Error, Result, State};
 pub use lock::{FileLock, Wait, LOCK_PREFIX};
+pub use names::is_internal_name;
 pub use recover::{recover, RecoverOptions, Recovery};
 #[cfg(feature = "planted-bugs")]
 pub use txn::TxnBugs;
