@@ -137,8 +137,7 @@ pub(crate) fn sync_dir(
     commit_btrfs: bool,
 ) -> Result<(), (&'static str, std::io::Error)> {
     if commit_btrfs && is_btrfs(st, dir, magic).map_err(|e| ("identify filesystem", e))? {
-        let sim = dir.as_os().is_none();
-        if !sim && !crate::sys::syncfs_reports_commit_errors() {
+        if !st.caps().syncfs_reports_fs_errors {
             st.sync(dir, crate::storage::SyncKind::All)
                 .map_err(|e| (FSYNC_DIRECTORY, e))?;
         }

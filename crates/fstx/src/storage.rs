@@ -212,6 +212,49 @@ pub enum LockMode {
     Exclusive,
 }
 
+/// What the kernel behind a [`Storage`] does, as far as the protocols'
+/// choices depend on it. [`OsStorage`] answers from the running kernel; a
+/// simulator answers from the kernel it simulates, so that it runs exactly
+/// the protocol production runs, under every variant.
+///
+/// The filesystem type is not here: it is per handle ([`Storage::fs_type`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Caps {
+    /// `syncfs` returns writeback errors of the filesystem (Linux >= 5.8;
+    /// before, it could return success after losing data). Transactions
+    /// flush with one `syncfs` per round only where this holds.
+    pub syncfs_reports_writeback_errors: bool,
+    /// `syncfs` also returns the filesystem's own sync error, such as a
+    /// failed btrfs transaction commit (Linux >= 5.17, where
+    /// `sync_filesystem` started returning `->sync_fs`'s result). Where it
+    /// does not, a btrfs directory flush is an `fsync` (whose errors are
+    /// reported) followed by the `syncfs`.
+    pub syncfs_reports_fs_errors: bool,
+    /// Flushes may be issued from worker threads, concurrently. A
+    /// deterministic simulator says no: the same flushes are then issued
+    /// one after another from the calling thread, in submission order.
+    pub concurrent_flushes: bool,
+}
+
+impl Caps {
+    /// The capabilities of Linux `major.minor` with concurrent flushes.
+    pub fn linux(major: u32, minor: u32) -> Caps {
+        Caps {
+            syncfs_reports_writeback_errors: (major, minor) >= (5, 8),
+            syncfs_reports_fs_errors: (major, minor) >= (5, 17),
+            concurrent_flushes: true,
+        }
+    }
+
+    /// The same, with [`concurrent_flushes`](Self::concurrent_flushes) set to `yes`.
+    #[must_use]
+    pub fn concurrent_flushes(mut self, yes: bool) -> Caps {
+        self.concurrent_flushes = yes;
+        self
+    }
+}
+
 /// The storage seam. See the [module documentation](self).
 ///
 /// Names passed as `&OsStr` are single path components relative to the
@@ -277,6 +320,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn read_dir(&self, dir: &Fd) -> io::Result<Vec<DirEntry>>;
     /// Random bits for unpredictable temporary names (deterministic in simulators).
     fn random(&self) -> io::Result<u64>;
+    /// What the kernel behind this storage does (see [`Caps`]); cheap to
+    /// call, constant for the storage's life.
+    fn caps(&self) -> Caps;
 }
 
 /// The storage used when none is given: the real filesystem.

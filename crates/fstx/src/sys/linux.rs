@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, FlockOperation, Mode, OFlags, RenameFlags, CWD};
 
-use crate::storage::{Create, DirEntry, Fd, FileKind, LockMode, OpenHow, Stat, Storage, SyncKind};
+use crate::storage::{
+    Caps, Create, DirEntry, Fd, FileKind, LockMode, OpenHow, Stat, Storage, SyncKind,
+};
 
 /// The real filesystem, through Linux system calls.
 #[derive(Debug, Default, Clone, Copy)]
@@ -296,6 +298,11 @@ impl Storage for OsStorage {
         Ok(out)
     }
 
+    fn caps(&self) -> Caps {
+        let (major, minor) = kernel_release();
+        Caps::linux(major, minor)
+    }
+
     fn random(&self) -> io::Result<u64> {
         let mut buf = [0u8; 8];
         let mut filled = 0;
@@ -307,26 +314,13 @@ impl Storage for OsStorage {
     }
 }
 
-/// Whether `syncfs` reports writeback errors on this kernel (Linux ≥ 5.8;
-/// before, it could return success after losing data).
-pub fn syncfs_reports_errors() -> bool {
-    kernel_at_least(5, 8)
-}
-
-/// Whether `syncfs` also returns the filesystem's own sync error (a failed
-/// btrfs transaction commit): Linux >= 5.17, where `sync_filesystem` started
-/// returning the result of `->sync_fs`.
-pub fn syncfs_reports_commit_errors() -> bool {
-    kernel_at_least(5, 17)
-}
-
-fn kernel_at_least(major: u32, minor: u32) -> bool {
+/// The running kernel's `(major, minor)`, read once.
+fn kernel_release() -> (u32, u32) {
     static RELEASE: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
-    let release = *RELEASE.get_or_init(|| {
+    *RELEASE.get_or_init(|| {
         let uname = rustix::system::uname();
         major_minor(&uname.release().to_string_lossy())
-    });
-    release >= (major, minor)
+    })
 }
 
 /// `(major, minor)` of a kernel release string such as `6.18.44-fc-v657`
@@ -341,6 +335,7 @@ fn major_minor(release: &str) -> (u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::major_minor;
+    use crate::storage::Caps;
 
     #[test]
     fn kernel_releases_compare_by_major_and_minor() {
@@ -351,5 +346,23 @@ mod tests {
         assert!(major_minor("5.10.0-23-amd64") < (5, 17));
         assert!(major_minor("5.10.0-23-amd64") >= (5, 8));
         assert_eq!(major_minor("garbage"), (0, 0));
+    }
+
+    #[test]
+    fn capabilities_switch_at_5_8_and_5_17() {
+        let (a, b) = major_minor("5.7.19");
+        assert!(!Caps::linux(a, b).syncfs_reports_writeback_errors);
+        let c = Caps::linux(5, 8);
+        assert!(c.syncfs_reports_writeback_errors && !c.syncfs_reports_fs_errors);
+        let c = Caps::linux(5, 16);
+        assert!(c.syncfs_reports_writeback_errors && !c.syncfs_reports_fs_errors);
+        let c = Caps::linux(5, 17);
+        assert!(c.syncfs_reports_writeback_errors && c.syncfs_reports_fs_errors);
+        assert!(Caps::linux(6, 1).concurrent_flushes);
+        assert!(
+            !Caps::linux(6, 1)
+                .concurrent_flushes(false)
+                .concurrent_flushes
+        );
     }
 }

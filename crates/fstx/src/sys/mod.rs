@@ -3,4 +3,4 @@
 
 mod linux;
 
-pub use linux::{syncfs_reports_commit_errors, syncfs_reports_errors, OsStorage};
+pub use linux::OsStorage;

@@ -22,17 +22,26 @@ use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use crate::fskind::is_btrfs;
 use crate::storage::{Fd, Storage, SyncKind};
 
 /// How a transaction flushes many files at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Flush {
-    /// On the real filesystem: `SyncFs` where the kernel reports writeback
-    /// errors through it (Linux ≥ 5.8), `Threads` before; `Serial` on a
-    /// simulated one.
+    /// `SyncFs` where the kernel reports a failed `syncfs`: writeback
+    /// errors from Linux 5.8 ([`Caps::syncfs_reports_writeback_errors`]),
+    /// and on btrfs a failed transaction commit from Linux 5.17
+    /// ([`Caps::syncfs_reports_fs_errors`]); `Threads` elsewhere.
+    ///
+    /// [`Caps::syncfs_reports_fs_errors`]: crate::storage::Caps::syncfs_reports_fs_errors
+    ///
+    /// [`Caps::syncfs_reports_writeback_errors`]: crate::storage::Caps::syncfs_reports_writeback_errors
     #[default]
     Auto,
-    /// This many flusher threads (at least 1).
+    /// This many flusher threads (at least 1); `Serial` where the storage
+    /// does not allow concurrent flushes ([`Caps::concurrent_flushes`]).
+    ///
+    /// [`Caps::concurrent_flushes`]: crate::storage::Caps::concurrent_flushes
     Threads(usize),
     /// One flush after another in the calling thread (deterministic).
     Serial,
@@ -81,20 +90,35 @@ impl Flusher {
         fs_handle: Arc<Fd>,
         magic: Option<u64>,
     ) -> Flusher {
+        let caps = st.caps();
+        // Unidentified: assume btrfs (one syncfs more per round, never less safe).
+        let mut btrfs = None;
+        let mut is_btrfs =
+            || *btrfs.get_or_insert_with(|| is_btrfs(&*st, &fs_handle, magic).unwrap_or(true));
         let mode = match mode {
             // One syncfs per round: the disk sees a constant number of cache
             // flushes whatever the number of files (measured in design.md).
-            Flush::Auto if fs_handle.as_os().is_some() && crate::sys::syncfs_reports_errors() => {
+            // Only where the kernel reports a failed syncfs: on btrfs that
+            // is a failed transaction commit, reported from Linux 5.17 on
+            // (found by the simulator under Linux 5.10: a BEGIN record's
+            // syncfs failed silently and its staging outlived it).
+            Flush::Auto
+                if caps.syncfs_reports_writeback_errors
+                    && (caps.syncfs_reports_fs_errors || !is_btrfs()) =>
+            {
                 Flush::SyncFs
             }
-            Flush::Auto if fs_handle.as_os().is_some() => Flush::Threads(DEFAULT_FLUSH_THREADS),
-            Flush::Auto => Flush::Serial,
+            Flush::Auto => Flush::Threads(DEFAULT_FLUSH_THREADS),
+            m => m,
+        };
+        let mode = match mode {
+            // Same flushes, one after another, where the storage wants one
+            // call order (a deterministic simulator).
+            Flush::Threads(_) if !caps.concurrent_flushes => Flush::Serial,
             Flush::Threads(n) => Flush::Threads(n.max(1)),
             m => m,
         };
-        // Unidentified: assume btrfs (one syncfs more per round, never less safe).
-        let commit_btrfs = mode != Flush::SyncFs
-            && crate::fskind::is_btrfs(&*st, &fs_handle, magic).unwrap_or(true);
+        let commit_btrfs = mode != Flush::SyncFs && is_btrfs();
         Flusher {
             mode,
             commit_btrfs,

@@ -605,11 +605,7 @@ impl Transaction {
         // syncfs round would flush the deferred staged data with everything else.
         let flush = match opts.flush {
             Flush::Auto | Flush::SyncFs if bug!(opts.bugs, commit_before_data_flush) => {
-                if root.as_os().is_some() {
-                    Flush::Threads(DEFAULT_FLUSH_THREADS)
-                } else {
-                    Flush::Serial
-                }
+                Flush::Threads(DEFAULT_FLUSH_THREADS)
             }
             f => f,
         };

@@ -220,6 +220,10 @@ impl Storage for Hooked {
     fn read_dir(&self, dir: &Fd) -> io::Result<Vec<DirEntry>> {
         self.inner.read_dir(dir)
     }
+    fn caps(&self) -> fstx::storage::Caps {
+        self.inner.caps()
+    }
+
     fn random(&self) -> io::Result<u64> {
         self.inner.random()
     }

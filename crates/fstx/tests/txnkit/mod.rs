@@ -206,6 +206,10 @@ impl Storage for Probe {
         self.gate("read_dir", false, String::new(), String::new())?;
         self.os.read_dir(dir)
     }
+    fn caps(&self) -> fstx::storage::Caps {
+        self.os.caps()
+    }
+
     fn random(&self) -> io::Result<u64> {
         self.gate("random", false, String::new(), String::new())?;
         self.os.random()
