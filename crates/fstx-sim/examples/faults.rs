@@ -8,7 +8,7 @@ fn main() {
     let from: u64 = args[2].parse().expect("seed");
     let to: u64 = args[3].parse().expect("seed");
     for seed in from..to {
-        for fault in campaign::all_faults(&*w, seed, Config::new(seed).profile) {
+        for fault in campaign::all_faults(&*w, &Config::new(seed)) {
             let mut cfg = Config::new(seed);
             cfg.faults = vec![fault];
             cfg.max_kept = 1;

@@ -10,29 +10,27 @@ use crate::explore::{explore, Config, Report, Workload};
 use crate::fault::{CallKind, Fault};
 use crate::fs::SimFs;
 use crate::history::History;
-use crate::model::Profile;
 
-/// Runs `workload` once without crashes under `profile` and counts its
-/// calls by kind (the profile matters: on "btrfs" the protocols call
-/// `syncfs` where they flush a directory elsewhere).
-pub fn count_calls(
-    workload: &dyn Workload,
-    seed: u64,
-    profile: Profile,
-) -> BTreeMap<CallKind, u64> {
-    let fs = SimFs::new(seed);
-    fs.set_profile(profile);
+/// Runs `workload` once without crashes under `cfg`'s seed, profile and
+/// kernel, and counts its calls by kind (they matter: on "btrfs" the
+/// protocols call `syncfs` where they flush a directory elsewhere, and the
+/// kernel decides how transactions flush).
+pub fn count_calls(workload: &dyn Workload, cfg: &Config) -> BTreeMap<CallKind, u64> {
+    let fs = SimFs::new(cfg.seed);
+    fs.set_profile(cfg.profile);
+    fs.set_kernel(cfg.kernel);
+    fs.report_kernel(cfg.reported_kernel);
     let mut history = History::default();
-    workload.setup(seed, &fs, &mut history);
-    workload.run(seed, &fs, &mut history);
+    workload.setup(cfg.seed, &fs, &mut history);
+    workload.run(cfg.seed, &fs, &mut history);
     fs.counts()
 }
 
-/// Every single fault worth injecting into a run of `workload` with `seed`:
+/// Every single fault worth injecting into a run of `workload` under `cfg`:
 /// each fault kind of each call kind, at each of its calls.
-pub fn all_faults(workload: &dyn Workload, seed: u64, profile: Profile) -> Vec<Fault> {
+pub fn all_faults(workload: &dyn Workload, cfg: &Config) -> Vec<Fault> {
     let mut out = Vec::new();
-    for (kind, count) in count_calls(workload, seed, profile) {
+    for (kind, count) in count_calls(workload, cfg) {
         for nth in 1..=count {
             for &error in kind.faults() {
                 out.push(Fault { kind, nth, error });
@@ -47,7 +45,7 @@ pub fn all_faults(workload: &dyn Workload, seed: u64, profile: Profile) -> Vec<F
 pub fn with_every_fault(workload: &dyn Workload, base: &Config) -> Report {
     let started = Instant::now();
     let mut report = explore(workload, base);
-    for fault in all_faults(workload, base.seed, base.profile) {
+    for fault in all_faults(workload, base) {
         let mut cfg = base.clone();
         cfg.faults = vec![fault];
         report.merge(explore(workload, &cfg));
@@ -62,7 +60,7 @@ pub fn with_every_fault(workload: &dyn Workload, base: &Config) -> Report {
 /// repeat the plain exploration's states, which are counted once).
 pub fn lying_flushes(workload: &dyn Workload, base: &Config) -> Report {
     let started = Instant::now();
-    let syncs = count_calls(workload, base.seed, base.profile)
+    let syncs = count_calls(workload, base)
         .get(&CallKind::Sync)
         .copied()
         .unwrap_or(0);

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crate::fault::{Fault, FaultError};
 use crate::fs::SimFs;
 use crate::history::History;
-use crate::model::Profile;
+use crate::model::{Kernel, Profile};
 use crate::rng::{mix, Rng};
 use crate::tree::Tree;
 
@@ -141,6 +141,12 @@ pub struct Config {
     pub seed: u64,
     /// Persistence model.
     pub profile: Profile,
+    /// The kernel simulated (what `syncfs` reports; see [`Kernel`]).
+    pub kernel: Kernel,
+    /// A planted bug: the workload's writers are told they run on this
+    /// kernel instead (see [`SimFs::report_kernel`]); recovery is told the
+    /// truth.
+    pub reported_kernel: Option<Kernel>,
     /// Crash states per crash point of the workload (all when fewer).
     pub states_per_crash: usize,
     /// Whether to crash recovery too.
@@ -160,6 +166,8 @@ impl Config {
         Config {
             seed,
             profile: Profile::Weak,
+            kernel: Kernel::Current,
+            reported_kernel: None,
             states_per_crash: 64,
             recovery_crashes: true,
             states_per_recovery_crash: 8,
@@ -180,6 +188,10 @@ pub struct Violation {
     pub seed: u64,
     /// Persistence model.
     pub profile: Profile,
+    /// The kernel simulated.
+    pub kernel: Kernel,
+    /// The kernel the writers were told they run on, if not the simulated one.
+    pub reported_kernel: Option<Kernel>,
     /// Armed faults.
     pub faults: Vec<Fault>,
     /// Where: live run, crash after call k, or crash of the recovery.
@@ -196,17 +208,17 @@ impl Violation {
     /// A shell command that replays this case.
     pub fn replay_command(&self) -> String {
         let faults: Vec<String> = self.faults.iter().map(ToString::to_string).collect();
-        let profile = match self.profile {
-            Profile::Weak => "weak",
-            Profile::Ordered => "ordered",
-            Profile::Prefix => "prefix",
-            Profile::BtrfsDirRace => "btrfs-dir-race",
-        };
+        let reported = self
+            .reported_kernel
+            .map(|k| format!(" FSTX_SIM_REPORTED_KERNEL={}", k.name()))
+            .unwrap_or_default();
         format!(
-            "FSTX_SIM_WORKLOAD='{}' FSTX_SIM_SEED={} FSTX_SIM_PROFILE={profile} FSTX_SIM_FAULTS='{}' \
-             cargo test -p fstx-sim --test replay -- --nocapture",
+            "FSTX_SIM_WORKLOAD='{}' FSTX_SIM_SEED={} FSTX_SIM_PROFILE={} FSTX_SIM_KERNEL={}{reported} \
+             FSTX_SIM_FAULTS='{}' cargo test -p fstx-sim --all-features --test replay -- --nocapture",
             self.workload,
             self.seed,
+            self.profile.name(),
+            self.kernel.name(),
             faults.join(",")
         )
     }
@@ -217,8 +229,11 @@ impl fmt::Display for Violation {
         writeln!(f, "VIOLATION: {}", self.message)?;
         writeln!(
             f,
-            "  workload {} seed {} profile {:?}",
-            self.workload, self.seed, self.profile
+            "  workload {} seed {} profile {} kernel {}",
+            self.workload,
+            self.seed,
+            self.profile.name(),
+            self.kernel.name()
         )?;
         if !self.faults.is_empty() {
             let faults: Vec<String> = self.faults.iter().map(ToString::to_string).collect();
@@ -310,6 +325,8 @@ pub fn explore(workload: &dyn Workload, cfg: &Config) -> Report {
     let started = Instant::now();
     let fs = SimFs::new(cfg.seed);
     fs.set_profile(cfg.profile);
+    fs.set_kernel(cfg.kernel);
+    fs.report_kernel(cfg.reported_kernel);
     let mut history = History::default();
     workload.setup(cfg.seed, &fs, &mut history);
     fs.record_trace(true);
@@ -385,12 +402,22 @@ impl Explorer<'_> {
             workload: self.workload.name(),
             seed: self.cfg.seed,
             profile: self.cfg.profile,
+            kernel: self.cfg.kernel,
+            reported_kernel: self.cfg.reported_kernel,
             faults: self.cfg.faults.clone(),
             phase,
             trace,
             state: state.map(Tree::dump).unwrap_or_default(),
             recovered: recovered.map(Tree::dump).unwrap_or_default(),
         });
+    }
+
+    /// The machine after a power cut: `image` durable and live, under the
+    /// configured profile and kernel.
+    fn boot(&self, image: Tree, seed: u64) -> Arc<SimFs> {
+        let fs = SimFs::from_image(image, seed, self.cfg.profile);
+        fs.set_kernel(self.cfg.kernel);
+        fs
     }
 
     /// Recovers one crash state of the workload and checks it; crashes the
@@ -403,7 +430,7 @@ impl Explorer<'_> {
         }
         self.report.states_checked += 1;
         let seed = mix(self.cfg.seed, hash);
-        let fs = SimFs::from_image(state.clone(), seed, self.cfg.profile);
+        let fs = self.boot(state.clone(), seed);
         fs.record_snapshots(self.cfg.recovery_crashes);
         let phase = format!("crash after call {k}");
         let recovered = match self.recover_and_check(&fs, k, state) {
@@ -416,7 +443,7 @@ impl Explorer<'_> {
             }
         };
         // Idempotence: recovering the recovered state changes nothing.
-        let again = SimFs::from_image(recovered.clone(), seed, self.cfg.profile);
+        let again = self.boot(recovered.clone(), seed);
         match self.workload.recover_at(&again, &self.history, k) {
             Ok(()) => {
                 let after = again.live().reachable();
@@ -462,7 +489,7 @@ impl Explorer<'_> {
                     continue;
                 }
                 self.report.states_checked += 1;
-                let rfs = SimFs::from_image(rstate.clone(), mix(seed, h), self.cfg.profile);
+                let rfs = self.boot(rstate.clone(), mix(seed, h));
                 if let Err((messages, tree)) = self.recover_and_check(&rfs, k, state) {
                     let phase = format!(
                         "crash after call {k}, then recovery crashed after its call {}, then recovered again",

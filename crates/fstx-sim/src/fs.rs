@@ -25,7 +25,7 @@ use fstx::storage::{Create, DirEntry, Fd, FileKind, LockMode, OpenHow, Stat, Sto
 use rustix::io::Errno;
 
 use crate::fault::{CallKind, Fault, FaultError};
-use crate::model::{Change, Persist, Profile, Stream};
+use crate::model::{Change, Kernel, Persist, Profile, Stream};
 use crate::rng::Rng;
 use crate::tree::{Body, Ino, Inode, Meta, Tree, ROOT};
 
@@ -67,6 +67,8 @@ struct Inner {
     persist_version: u64,
     snapshot_version: u64,
     profile: Profile,
+    kernel: Kernel,
+    reported_kernel: Option<Kernel>,
     handles: BTreeMap<u64, Handle>,
     next_handle: u64,
     locks: HashMap<Ino, Vec<(u64, LockMode)>>,
@@ -75,6 +77,12 @@ struct Inner {
     counts: BTreeMap<CallKind, u64>,
     faults: Vec<Fault>,
     injected: Vec<(u64, Fault)>,
+    /// Calls whose injected fault the simulated kernel did not report.
+    swallowed: Vec<u64>,
+    /// Inodes whose pending changes a failed `syncfs` lost, with the error
+    /// the next `fsync` of each reports (Linux's per-file writeback error
+    /// state: a later `fsync` sees the failure whoever caused the writeback).
+    unreported: BTreeMap<Ino, FaultError>,
     trace: Option<Vec<String>>,
     snapshots: Option<Vec<Snapshot>>,
     uid: u32,
@@ -111,6 +119,8 @@ impl SimFs {
             persist_version: 0,
             snapshot_version: u64::MAX,
             profile,
+            kernel: Kernel::Current,
+            reported_kernel: None,
             handles: BTreeMap::new(),
             next_handle: 3,
             locks: HashMap::new(),
@@ -119,12 +129,14 @@ impl SimFs {
             counts: BTreeMap::new(),
             faults: Vec::new(),
             injected: Vec::new(),
+            swallowed: Vec::new(),
+            unreported: BTreeMap::new(),
             trace: None,
             snapshots: None,
             uid: 1000,
             gid: 1000,
             umask: 0o022,
-            magic: if profile == Profile::BtrfsDirRace {
+            magic: if profile.is_btrfs() {
                 BTRFS_MAGIC
             } else {
                 EXT4_MAGIC
@@ -147,16 +159,38 @@ impl SimFs {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sets the persistence profile. [`Profile::BtrfsDirRace`] also makes
-    /// `fs_type` report btrfs; leaving it goes back to ext4's magic.
+    /// Sets the persistence profile. [`Profile::Btrfs`] and
+    /// [`Profile::BtrfsDirRace`] also make `fs_type` report btrfs; leaving
+    /// them goes back to ext4's magic.
     pub fn set_profile(&self, profile: Profile) {
         let mut g = self.lock();
-        if profile == Profile::BtrfsDirRace {
+        if profile.is_btrfs() {
             g.magic = BTRFS_MAGIC;
-        } else if g.profile == Profile::BtrfsDirRace && g.magic == BTRFS_MAGIC {
+        } else if g.profile.is_btrfs() && g.magic == BTRFS_MAGIC {
             g.magic = EXT4_MAGIC;
         }
         g.profile = profile;
+    }
+
+    /// Sets the kernel the simulator behaves as (default
+    /// [`Kernel::Current`]): what [`caps`](fstx::storage::Storage::caps)
+    /// reports, and whether a failed `syncfs` returns its error.
+    pub fn set_kernel(&self, kernel: Kernel) {
+        self.lock().kernel = kernel;
+    }
+
+    /// The kernel the simulator behaves as.
+    pub fn kernel(&self) -> Kernel {
+        self.lock().kernel
+    }
+
+    /// A planted bug for the kernel-dependent choices: with `Some(k)`,
+    /// [`caps`](fstx::storage::Storage::caps) answers `k`'s capabilities
+    /// while the filesystem goes on behaving as [`kernel`](Self::kernel),
+    /// so the protocol takes the branch meant for another kernel (`None`,
+    /// the default: the truth).
+    pub fn report_kernel(&self, reported: Option<Kernel>) {
+        self.lock().reported_kernel = reported;
     }
 
     /// The persistence profile.
@@ -219,6 +253,14 @@ impl SimFs {
     /// Faults that fired, with the call number each fired at.
     pub fn injected(&self) -> Vec<(u64, Fault)> {
         self.lock().injected.clone()
+    }
+
+    /// The calls among [`injected`](Self::injected) whose failure the
+    /// simulated kernel did not report (a failed `syncfs` before Linux
+    /// 5.8, or a failed btrfs commit in `syncfs` before 5.17): they
+    /// returned success, and a caller cannot know.
+    pub fn swallowed(&self) -> Vec<u64> {
+        self.lock().swallowed.clone()
     }
 
     /// A copy of the live image.
@@ -391,7 +433,7 @@ impl SimFs {
         let result = match error {
             // Faults with side effects are applied by the call itself.
             Some(FaultError::ShortWrite) => f(&mut g, error),
-            Some(e) if kind == CallKind::Sync => f(&mut g, Some(e)),
+            Some(e) if matches!(kind, CallKind::Sync | CallKind::SyncFs) => f(&mut g, Some(e)),
             // A lie outside a flush does nothing.
             Some(FaultError::Lie) | None => f(&mut g, None),
             Some(e) => Err(e.to_io().expect("an errno")),
@@ -821,7 +863,10 @@ impl Storage for SimFs {
                     // Success, but the pending data stays pending.
                     return Ok(());
                 }
-                if let Some(fault) = fault.filter(|f| *f != FaultError::Lie) {
+                // A failed `syncfs` lost this file's changes: the file's
+                // next flush reports it.
+                let earlier = (!is_dir).then(|| g.unreported.remove(&ino)).flatten();
+                if let Some(fault) = fault.filter(|f| *f != FaultError::Lie).or(earlier) {
                     if !is_dir {
                         g.persist.flush_failed(&Stream::Inode(ino));
                         g.persist_version += 1;
@@ -847,8 +892,28 @@ impl Storage for SimFs {
         self.call(
             CallKind::SyncFs,
             |g| format!("({})", g.hpath(file)),
-            |g, _| {
+            |g, fault| {
                 g.handle(file)?;
+                match fault {
+                    // A lie: success, nothing made durable.
+                    Some(FaultError::Lie) => return Ok(()),
+                    Some(fault) => {
+                        for ino in g.persist.flush_all_failed() {
+                            g.unreported.insert(ino, fault);
+                        }
+                        g.persist_version += 1;
+                        // Kernels before 5.8 (any filesystem) and before
+                        // 5.17 (a failed btrfs commit) return success.
+                        let btrfs = g.magic == BTRFS_MAGIC;
+                        if !g.kernel.syncfs_reports_failure(btrfs) {
+                            let call = g.calls;
+                            g.swallowed.push(call);
+                            return Ok(());
+                        }
+                        return Err(fault.to_io().expect("an errno"));
+                    }
+                    None => {}
+                }
                 g.persist.flush_all();
                 g.persist_version += 1;
                 Ok(())
@@ -1220,6 +1285,11 @@ impl Storage for SimFs {
                     .collect())
             },
         )
+    }
+
+    fn caps(&self) -> fstx::storage::Caps {
+        let g = self.lock();
+        g.reported_kernel.unwrap_or(g.kernel).caps()
     }
 
     fn random(&self) -> io::Result<u64> {

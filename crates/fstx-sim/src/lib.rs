@@ -28,4 +28,4 @@ pub mod workloads;
 pub use explore::{explore, Config, Report, Violation, Workload};
 pub use fault::{CallKind, Fault, FaultError};
 pub use fs::SimFs;
-pub use model::Profile;
+pub use model::{Kernel, Profile};

@@ -78,6 +78,9 @@ pub enum Profile {
     Ordered,
     /// Everything in issue order.
     Prefix,
+    /// Weak, on "btrfs" (`fs_type` reports btrfs, so fstx takes its btrfs
+    /// paths), with directory flushes that work.
+    Btrfs,
     /// Weak, on "btrfs", with directory flushes that persist nothing.
     BtrfsDirRace,
 }
@@ -89,8 +92,83 @@ impl Profile {
             "weak" => Some(Profile::Weak),
             "ordered" => Some(Profile::Ordered),
             "prefix" => Some(Profile::Prefix),
+            "btrfs" => Some(Profile::Btrfs),
             "btrfs-dir-race" => Some(Profile::BtrfsDirRace),
             _ => None,
+        }
+    }
+
+    /// The name [`parse`](Self::parse) reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Weak => "weak",
+            Profile::Ordered => "ordered",
+            Profile::Prefix => "prefix",
+            Profile::Btrfs => "btrfs",
+            Profile::BtrfsDirRace => "btrfs-dir-race",
+        }
+    }
+
+    /// Whether `fs_type` reports btrfs under this profile.
+    pub fn is_btrfs(self) -> bool {
+        matches!(self, Profile::Btrfs | Profile::BtrfsDirRace)
+    }
+}
+
+/// Which kernel the simulator behaves as, where fstx's choices depend on it
+/// (answered through [`fstx::storage::Storage::caps`]): what `syncfs`
+/// reports when it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Kernel {
+    /// Linux >= 5.17 (default): `syncfs` reports writeback errors and the
+    /// filesystem's own sync errors (a failed btrfs commit).
+    #[default]
+    Current,
+    /// Linux 5.8 to 5.16: `syncfs` reports writeback errors, but a failed
+    /// btrfs transaction commit returns success.
+    Linux5_10,
+    /// Linux before 5.8: a failed `syncfs` returns success.
+    Linux5_4,
+}
+
+impl Kernel {
+    /// Every variant.
+    pub const ALL: [Kernel; 3] = [Kernel::Current, Kernel::Linux5_10, Kernel::Linux5_4];
+
+    /// Parses [`name`](Self::name).
+    pub fn parse(s: &str) -> Option<Kernel> {
+        Kernel::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// `current`, `5.10` or `5.4`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Current => "current",
+            Kernel::Linux5_10 => "5.10",
+            Kernel::Linux5_4 => "5.4",
+        }
+    }
+
+    /// The capabilities the simulator reports: this kernel's, without
+    /// concurrent flushes (the simulator needs one call order).
+    pub fn caps(self) -> fstx::storage::Caps {
+        let (major, minor) = match self {
+            Kernel::Current => (6, 1),
+            Kernel::Linux5_10 => (5, 10),
+            Kernel::Linux5_4 => (5, 4),
+        };
+        fstx::storage::Caps::linux(major, minor).concurrent_flushes(false)
+    }
+
+    /// Whether a failed `syncfs` returns its error, on a filesystem that is
+    /// btrfs or not: on btrfs the failure is the transaction commit's (a
+    /// filesystem sync error), elsewhere a writeback error.
+    pub fn syncfs_reports_failure(self, btrfs: bool) -> bool {
+        let caps = self.caps();
+        if btrfs {
+            caps.syncfs_reports_fs_errors
+        } else {
+            caps.syncfs_reports_writeback_errors
         }
     }
 }
@@ -209,7 +287,7 @@ impl Persist {
         };
         let mut keep = vec![false; self.pending.len()];
         match profile {
-            Profile::Weak | Profile::BtrfsDirRace => {
+            Profile::Weak | Profile::Btrfs | Profile::BtrfsDirRace => {
                 for (i, op) in self.pending.iter().enumerate() {
                     if covers(&op.stream) {
                         keep[i] = true;
@@ -242,6 +320,26 @@ impl Persist {
         if matches!(stream, Stream::Inode(_)) {
             self.pending.retain(|op| &op.stream != stream);
         }
+    }
+
+    /// A failed `syncfs`: every file's pending data and metadata is lost
+    /// (written back and failed, so never written again, as with
+    /// [`flush_failed`](Self::flush_failed)); names stay pending.
+    /// Returns the inodes that lost something.
+    pub fn flush_all_failed(&mut self) -> Vec<Ino> {
+        let mut lost: Vec<Ino> = self
+            .pending
+            .iter()
+            .filter_map(|op| match op.stream {
+                Stream::Inode(ino) => Some(ino),
+                Stream::Entry(..) => None,
+            })
+            .collect();
+        lost.sort_unstable();
+        lost.dedup();
+        self.pending
+            .retain(|op| !matches!(op.stream, Stream::Inode(_)));
+        lost
     }
 
     /// Everything becomes durable (`syncfs`).
@@ -309,7 +407,7 @@ impl Persist {
             return vec![self.durable.reachable()];
         }
         let choices = match profile {
-            Profile::Weak | Profile::BtrfsDirRace => self.weak_choices(limit, rng),
+            Profile::Weak | Profile::Btrfs | Profile::BtrfsDirRace => self.weak_choices(limit, rng),
             Profile::Ordered => self.ordered_choices(),
             Profile::Prefix => (0..=self.pending.len())
                 .map(|n| {

@@ -1,5 +1,5 @@
 //! The big run for CI: at least a million distinct crash states over every
-//! workload, with faults, on every core. Ignored by default; CI runs it as
+//! workload, with faults, under every simulated kernel variant, on every core. Ignored by default; CI runs it as
 //!
 //! ```text
 //! timeout 600 cargo test -p fstx-sim --test big -- --ignored --nocapture
@@ -7,12 +7,13 @@
 //!
 //! `FSTX_SIM_SCALE` (default 1.0) scales the number of seeds.
 
+use fstx::txn::Flush;
 use fstx::{PlantedBugs, TxnBugs};
 use fstx_sim::campaign::{lying_flushes, parallel, with_every_fault};
 use fstx_sim::workloads::replace::{Level, Replace};
 use fstx_sim::workloads::txn::Txn;
 use fstx_sim::workloads::update::Update;
-use fstx_sim::{explore, Config, Profile, Report, Workload};
+use fstx_sim::{explore, Config, Kernel, Profile, Report, Workload};
 
 fn scaled(n: u64) -> u64 {
     let scale: f64 = std::env::var("FSTX_SIM_SCALE").map_or(1.0, |s| s.parse().expect("a number"));
@@ -26,16 +27,28 @@ fn threads() -> usize {
 }
 
 fn crashes(w: &dyn Workload, seeds: u64, profile: Profile) -> Report {
+    crashes_on(w, seeds, profile, Kernel::Current)
+}
+
+fn crashes_on(w: &dyn Workload, seeds: u64, profile: Profile, kernel: Kernel) -> Report {
     parallel(0..scaled(seeds), threads(), &|seed| {
         let mut cfg = Config::new(seed);
         cfg.profile = profile;
+        cfg.kernel = kernel;
         explore(w, &cfg)
     })
 }
 
 fn faults(w: &dyn Workload, seeds: u64) -> Report {
+    faults_on(w, seeds, Profile::Weak, Kernel::Current)
+}
+
+fn faults_on(w: &dyn Workload, seeds: u64, profile: Profile, kernel: Kernel) -> Report {
     parallel(0..scaled(seeds), threads(), &|seed| {
-        with_every_fault(w, &Config::new(seed))
+        let mut cfg = Config::new(seed);
+        cfg.profile = profile;
+        cfg.kernel = kernel;
+        with_every_fault(w, &cfg)
     })
 }
 
@@ -57,10 +70,15 @@ fn big_run() {
     };
     let txn = Txn {
         bugs: TxnBugs::default(),
-        syncfs: false,
+        flush: Flush::Serial,
     };
     let txn_syncfs = Txn {
-        syncfs: true,
+        flush: Flush::SyncFs,
+        ..txn
+    };
+    // Production's own choice, decided by the simulated kernel.
+    let txn_auto = Txn {
+        flush: Flush::Auto,
         ..txn
     };
     let runs: Vec<(String, Report)> = vec![
@@ -92,18 +110,46 @@ fn big_run() {
             "update/durable faults".into(),
             faults(&update(Level::Durable, false), 4),
         ),
-        ("txn crashes".into(), crashes(&txn, 600, Profile::Weak)),
+        (
+            "txn/serial crashes".into(),
+            crashes(&txn, 600, Profile::Weak),
+        ),
         (
             "txn/syncfs crashes".into(),
             crashes(&txn_syncfs, 200, Profile::Weak),
         ),
         ("txn/syncfs faults".into(), faults(&txn_syncfs, 2)),
-        ("txn faults".into(), faults(&txn, 8)),
+        ("txn/serial faults".into(), faults(&txn, 8)),
         (
             "txn lying flushes (recovery never installs damaged data)".into(),
             lying(&txn, 12),
         ),
     ];
+    // Every kernel variant (what syncfs reports) on ext4 and on btrfs: the
+    // production protocol's kernel-dependent branches (Flush::Auto, the
+    // btrfs directory flush before Linux 5.17), crashed and faulted.
+    let mut runs = runs;
+    for kernel in Kernel::ALL {
+        for profile in [Profile::Weak, Profile::Btrfs] {
+            let on = format!("{} on Linux {}", profile.name(), kernel.name());
+            runs.push((
+                format!("txn (auto flush) crashes, {on}"),
+                crashes_on(&txn_auto, 100, profile, kernel),
+            ));
+            runs.push((
+                format!("txn (auto flush) faults, {on}"),
+                faults_on(&txn_auto, 1, profile, kernel),
+            ));
+            runs.push((
+                format!("replace/durable faults, {on}"),
+                faults_on(&replace(Level::Durable), 2, profile, kernel),
+            ));
+            runs.push((
+                format!("update/durable faults, {on}"),
+                faults_on(&update(Level::Durable, false), 1, profile, kernel),
+            ));
+        }
+    }
     let mut total = Report::default();
     for (name, r) in runs {
         println!("{name}: {}", r.summary());

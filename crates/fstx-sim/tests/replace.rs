@@ -2,7 +2,7 @@
 
 use fstx::PlantedBugs;
 use fstx_sim::workloads::replace::{Level, Replace};
-use fstx_sim::{campaign, explore, Config, Profile, Report, Workload};
+use fstx_sim::{campaign, explore, Config, Kernel, Profile, Report, Workload};
 
 fn run(w: &dyn Workload, seeds: std::ops::Range<u64>, profile: Profile, faults: bool) -> Report {
     let expect_violations = w.name().contains('+');
@@ -165,5 +165,103 @@ fn durable_replace_identifies_the_filesystem_once() {
             u64::from(profile == Profile::BtrfsDirRace),
             "{profile:?}"
         );
+    }
+}
+
+/// Runs `w` with every fault at every call under `profile` and `kernel`,
+/// the writers told `reported` (a planted bug) or the truth.
+fn faults_on(
+    w: &dyn Workload,
+    seeds: std::ops::Range<u64>,
+    profile: Profile,
+    kernel: Kernel,
+    reported: Option<Kernel>,
+) -> Report {
+    let mut total = Report::default();
+    for seed in seeds {
+        let mut cfg = Config::new(seed);
+        cfg.profile = profile;
+        cfg.kernel = kernel;
+        cfg.reported_kernel = reported;
+        cfg.states_per_crash = 16;
+        cfg.states_per_recovery_crash = 4;
+        total.merge(campaign::with_every_fault(w, &cfg));
+        if reported.is_some() && total.violation_count > 0 {
+            break;
+        }
+    }
+    println!(
+        "{} on {} Linux {} (told {:?}): {}",
+        w.name(),
+        profile.name(),
+        kernel.name(),
+        reported.map(Kernel::name),
+        total.summary()
+    );
+    for v in &total.violations {
+        println!("{v}");
+    }
+    total
+}
+
+/// Before Linux 5.17 a failed btrfs transaction commit makes `syncfs`
+/// return success, so there the directory flush is an `fsync` (whose
+/// error is reported) and then the `syncfs`. Every fault at every call,
+/// on "btrfs" under each kernel: nothing acknowledged is lost.
+#[test]
+fn durable_replace_passes_every_fault_on_btrfs_under_every_kernel() {
+    for kernel in Kernel::ALL {
+        let r = faults_on(&replace(Level::Durable), 0..2, Profile::Btrfs, kernel, None);
+        assert_eq!(r.violation_count, 0, "Linux {}", kernel.name());
+        assert!(r.faults_injected > 30, "Linux {}", kernel.name());
+    }
+}
+
+/// The pre-5.17 btrfs path is what keeps it: a writer told it runs on a
+/// current kernel (so it flushes the directory with `syncfs` alone) loses
+/// an acknowledged replace on Linux 5.10 when that `syncfs`'s commit fails.
+#[test]
+fn planted_btrfs_flush_for_the_wrong_kernel_is_caught() {
+    let r = faults_on(
+        &replace(Level::Durable),
+        0..10,
+        Profile::Btrfs,
+        Kernel::Linux5_10,
+        Some(Kernel::Current),
+    );
+    assert!(r.violation_count > 0);
+    assert!(
+        r.violations
+            .iter()
+            .all(|v| v.message.contains("but only these are allowed")
+                && v.faults
+                    .iter()
+                    .any(|f| f.kind == fstx_sim::CallKind::SyncFs)),
+        "expected lost acknowledged replaces after a failed syncfs"
+    );
+}
+
+/// On each kernel, the directory flush on btrfs is one `syncfs`, preceded
+/// by a directory `fsync` before Linux 5.17.
+#[test]
+fn btrfs_directory_flush_follows_the_kernel() {
+    for (kernel, fsyncs) in [
+        (Kernel::Current, 1),
+        (Kernel::Linux5_10, 2),
+        (Kernel::Linux5_4, 2),
+    ] {
+        let fs = fstx_sim::SimFs::new(1);
+        fs.set_profile(Profile::Btrfs);
+        fs.set_kernel(kernel);
+        fs.mkdir_p("/d").unwrap();
+        fstx::Options::new()
+            .storage(fs.clone())
+            .write("/d/f", b"new")
+            .unwrap();
+        let counts = fs.counts();
+        let get = |k| counts.get(&k).copied().unwrap_or(0);
+        assert_eq!(get(fstx_sim::CallKind::SyncFs), 1, "{kernel:?}");
+        // The temporary file's fsync, and the directory's before 5.17.
+        assert_eq!(get(fstx_sim::CallKind::Sync), fsyncs, "{kernel:?}");
     }
 }

@@ -1,13 +1,13 @@
 //! Replays one case from the environment, as printed with every violation:
 //!
 //! ```text
-//! FSTX_SIM_WORKLOAD='replace/durable' FSTX_SIM_SEED=7 FSTX_SIM_PROFILE=weak \
+//! FSTX_SIM_WORKLOAD='replace/durable' FSTX_SIM_SEED=7 FSTX_SIM_PROFILE=weak FSTX_SIM_KERNEL=current \
 //!     FSTX_SIM_FAULTS='sync#1:eio' cargo test -p fstx-sim --test replay -- --nocapture
 //! ```
 //!
 //! Without `FSTX_SIM_WORKLOAD` it does nothing (so it passes in CI).
 
-use fstx_sim::{explore, workloads, Config, Fault, Profile};
+use fstx_sim::{explore, workloads, Config, Fault, Kernel, Profile};
 
 #[test]
 fn replay() {
@@ -21,7 +21,14 @@ fn replay() {
     let mut cfg = Config::new(seed);
     if let Ok(p) = std::env::var("FSTX_SIM_PROFILE") {
         cfg.profile = Profile::parse(&p)
-            .expect("FSTX_SIM_PROFILE is weak, ordered, prefix or btrfs-dir-race");
+            .expect("FSTX_SIM_PROFILE is weak, ordered, prefix, btrfs or btrfs-dir-race");
+    }
+    if let Ok(k) = std::env::var("FSTX_SIM_KERNEL") {
+        cfg.kernel = Kernel::parse(&k).expect("FSTX_SIM_KERNEL is current, 5.10 or 5.4");
+    }
+    if let Ok(k) = std::env::var("FSTX_SIM_REPORTED_KERNEL") {
+        cfg.reported_kernel =
+            Some(Kernel::parse(&k).expect("FSTX_SIM_REPORTED_KERNEL is current, 5.10 or 5.4"));
     }
     if let Ok(f) = std::env::var("FSTX_SIM_FAULTS") {
         cfg.faults = f

@@ -1,8 +1,9 @@
 //! Crash and fault checks of multi-file transactions.
 
+use fstx::txn::Flush;
 use fstx::TxnBugs;
 use fstx_sim::workloads::txn::Txn;
-use fstx_sim::{campaign, explore, Config, Profile, Report, Workload};
+use fstx_sim::{campaign, explore, Config, Kernel, Profile, Report, Workload};
 
 fn run(w: &dyn Workload, seeds: std::ops::Range<u64>, faults: bool) -> Report {
     run_on(w, seeds, Profile::Weak, faults)
@@ -40,7 +41,7 @@ fn bug(f: impl FnOnce(&mut TxnBugs)) -> Txn {
     f(&mut bugs);
     Txn {
         bugs,
-        syncfs: false,
+        flush: Flush::Serial,
     }
 }
 
@@ -53,7 +54,7 @@ const SYNCFS: Txn = Txn {
         replay_retired: false,
         sweep_staging_first: false,
     },
-    syncfs: true,
+    flush: Flush::SyncFs,
 };
 
 /// The real default on Linux >= 5.8: one syncfs per flush round.
@@ -68,13 +69,13 @@ fn transactions_with_syncfs_pass_every_crash_state_and_fault() {
 
 #[test]
 fn transactions_pass_every_crash_state() {
-    let r = run(&Txn::default(), 0..10, false);
+    let r = run(&bug(|_| {}), 0..10, false);
     assert_eq!(r.violation_count, 0);
 }
 
 #[test]
 fn transactions_pass_every_fault() {
-    let r = run(&Txn::default(), 0..1, true);
+    let r = run(&bug(|_| {}), 0..1, true);
     assert_eq!(r.violation_count, 0);
     assert!(r.faults_injected > 100);
 }
@@ -85,7 +86,7 @@ fn stricter_profile_passes() {
     for seed in 0..6 {
         let mut cfg = Config::new(seed);
         cfg.profile = Profile::Ordered;
-        r.merge(explore(&Txn::default(), &cfg));
+        r.merge(explore(&bug(|_| {}), &cfg));
     }
     assert_eq!(r.violation_count, 0);
 }
@@ -99,7 +100,7 @@ fn planted_commit_before_data_flush_is_caught() {
 fn planted_commit_before_data_write_is_caught() {
     assert!(run(&bug(|b| b.commit_before_data_write = true), 0..20, false).violation_count > 0);
     let mut w = bug(|b| b.commit_before_data_write = true);
-    w.syncfs = true;
+    w.flush = Flush::SyncFs;
     assert!(run(&w, 0..20, false).violation_count > 0);
 }
 
@@ -132,7 +133,7 @@ fn lying(w: &dyn Workload, seeds: std::ops::Range<u64>) -> Report {
 /// data; it redoes, rolls back, or refuses with "does not match the journal".
 #[test]
 fn lying_flushes_never_make_recovery_install_damaged_data() {
-    let r = lying(&Txn::default(), 0..3);
+    let r = lying(&bug(|_| {}), 0..3);
     assert_eq!(r.violation_count, 0);
     assert!(r.faults_injected > 20);
 }
@@ -171,7 +172,7 @@ fn planted_sweep_staging_first_is_caught() {
 /// per-file flushes and with syncfs rounds.
 #[test]
 fn transactions_survive_btrfs_dir_race() {
-    for w in [Txn::default(), SYNCFS] {
+    for w in [bug(|_| {}), SYNCFS, Txn::default()] {
         let r = run_on(&w, 0..8, Profile::BtrfsDirRace, false);
         assert_eq!(r.violation_count, 0);
         assert!(r.distinct.len() > 300);
@@ -180,7 +181,7 @@ fn transactions_survive_btrfs_dir_race() {
 
 #[test]
 fn transactions_pass_every_fault_on_btrfs() {
-    let r = run_on(&Txn::default(), 0..1, Profile::BtrfsDirRace, true);
+    let r = run_on(&bug(|_| {}), 0..1, Profile::BtrfsDirRace, true);
     assert_eq!(r.violation_count, 0);
     assert!(r.faults_injected > 50);
 }
@@ -204,5 +205,105 @@ fn transaction_identifies_the_filesystem_once() {
             Some(&1),
             "{profile:?}"
         );
+    }
+}
+
+/// Runs `w` crashed and with every fault at every call under `profile`
+/// and `kernel`, the writers told `reported` (a planted bug) or the truth.
+fn on_kernel(
+    w: &dyn Workload,
+    seeds: std::ops::Range<u64>,
+    profile: Profile,
+    kernel: Kernel,
+    reported: Option<Kernel>,
+) -> Report {
+    let mut total = Report::default();
+    for seed in seeds {
+        let mut cfg = Config::new(seed);
+        cfg.profile = profile;
+        cfg.kernel = kernel;
+        cfg.reported_kernel = reported;
+        cfg.states_per_crash = 16;
+        cfg.states_per_recovery_crash = 4;
+        total.merge(campaign::with_every_fault(w, &cfg));
+        if reported.is_some() && total.violation_count > 0 {
+            break;
+        }
+    }
+    println!(
+        "{} on {} Linux {} (told {:?}): {}",
+        w.name(),
+        profile.name(),
+        kernel.name(),
+        reported.map(Kernel::name),
+        total.summary()
+    );
+    for v in &total.violations {
+        println!("{v}");
+    }
+    total
+}
+
+/// Production's own flush choice (`Flush::Auto`: one `syncfs` per round
+/// where the kernel reports its errors, per-file flushes before Linux 5.8)
+/// under every simulated kernel, on ext4 and on btrfs: every crash state
+/// and every fault at every call pass.
+#[test]
+fn auto_flush_passes_on_every_kernel() {
+    for kernel in Kernel::ALL {
+        for profile in [Profile::Weak, Profile::Btrfs] {
+            let r = on_kernel(&Txn::default(), 0..1, profile, kernel, None);
+            assert_eq!(r.violation_count, 0, "{profile:?} {kernel:?}");
+            assert!(r.faults_injected > 50, "{profile:?} {kernel:?}");
+        }
+    }
+}
+
+/// `Flush::Auto` decides by the kernel: told it runs on a current kernel,
+/// a transaction on Linux 5.4 flushes its staged files with one `syncfs`,
+/// whose failure that kernel does not report, and commits data it lost.
+#[test]
+fn planted_auto_flush_for_the_wrong_kernel_is_caught() {
+    let r = on_kernel(
+        &Txn::default(),
+        0..10,
+        Profile::Weak,
+        Kernel::Linux5_4,
+        Some(Kernel::Current),
+    );
+    assert!(r.violation_count > 0);
+    assert!(
+        r.violations.iter().all(|v| v
+            .faults
+            .iter()
+            .any(|f| f.kind == fstx_sim::CallKind::SyncFs)),
+        "expected violations after a failed syncfs only"
+    );
+}
+
+/// What `Flush::Auto` issues per kernel: `syncfs` rounds from Linux 5.8,
+/// per-file flushes before.
+#[test]
+fn auto_flush_follows_the_kernel() {
+    for (kernel, syncfs) in [
+        (Kernel::Current, true),
+        (Kernel::Linux5_10, true),
+        (Kernel::Linux5_4, false),
+    ] {
+        let fs = fstx_sim::SimFs::new(1);
+        fs.set_kernel(kernel);
+        fs.mkdir_p("/r").unwrap();
+        let mut opts = fstx::TxnOptions::new();
+        opts.storage(fs.clone());
+        let mut txn = opts.begin("/r").unwrap();
+        for name in ["a", "b", "c"] {
+            txn.write(name, b"new").unwrap();
+        }
+        txn.commit().unwrap();
+        let counts = fs.counts();
+        let get = |k| counts.get(&k).copied().unwrap_or(0);
+        assert_eq!(get(fstx_sim::CallKind::SyncFs) > 0, syncfs, "{kernel:?}");
+        // Per-file rounds flush each of the three staged files.
+        assert_eq!(get(fstx_sim::CallKind::Sync) >= 3, !syncfs, "{kernel:?}");
     }
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fstx::storage::Storage;
+use fstx::txn::Flush;
 use fstx::{Durability, TxnBugs, TxnOptions};
 
 use crate::explore::Workload;
@@ -35,9 +36,20 @@ const POOL: [&str; 7] = ["a", "b", "sub/c", "sub/d", "sub/deep/e", "new/f", "new
 pub struct Txn {
     /// Planted protocol bugs.
     pub bugs: TxnBugs,
-    /// Flush staged files with one `syncfs` per round (the real default on
-    /// Linux ≥ 5.8) instead of one flush per file in order.
-    pub syncfs: bool,
+    /// How the transactions flush: [`Flush::Auto`] (default: what
+    /// production does, decided by the simulated kernel's capabilities),
+    /// or a fixed strategy.
+    pub flush: Flush,
+}
+
+/// The workload-name part for each flush strategy.
+fn flush_name(flush: Flush) -> &'static str {
+    match flush {
+        Flush::Auto => "txn",
+        Flush::Serial => "txn/serial",
+        Flush::SyncFs => "txn/syncfs",
+        Flush::Threads(_) => "txn/threads",
+    }
 }
 
 enum Step {
@@ -68,19 +80,23 @@ fn bug_flag<'a>(bugs: &'a mut TxnBugs, name: &str) -> Option<&'a mut bool> {
 }
 
 /// Parses a workload name made by [`Txn::name`](Workload::name):
-/// `txn[/syncfs][+bug...]`.
+/// `txn[/serial|/syncfs|/threads][+bug...]`.
 pub fn parse(name: &str) -> Option<Txn> {
     let mut parts = name.split('+');
-    let syncfs = match parts.next()? {
-        "txn" => false,
-        "txn/syncfs" => true,
-        _ => return None,
-    };
+    let first = parts.next()?;
+    let flush = [
+        Flush::Auto,
+        Flush::Serial,
+        Flush::SyncFs,
+        Flush::Threads(fstx::txn::DEFAULT_FLUSH_THREADS),
+    ]
+    .into_iter()
+    .find(|f| flush_name(*f) == first)?;
     let mut bugs = TxnBugs::default();
     for bug in parts {
         *bug_flag(&mut bugs, bug)? = true;
     }
-    Some(Txn { bugs, syncfs })
+    Some(Txn { bugs, flush })
 }
 
 fn abs(rel: &str) -> PathBuf {
@@ -147,7 +163,7 @@ fn plan_txn(r: &mut Rng, i: usize, now: &BTreeMap<&'static str, Vec<u8>>) -> Vec
 
 impl Workload for Txn {
     fn name(&self) -> String {
-        let mut name = String::from(if self.syncfs { "txn/syncfs" } else { "txn" });
+        let mut name = String::from(flush_name(self.flush));
         let mut bugs = self.bugs;
         for bug in BUGS {
             if *bug_flag(&mut bugs, bug).expect("known") {
@@ -212,10 +228,8 @@ impl Workload for Txn {
             let mut opts = TxnOptions::new();
             opts.storage(storage.clone())
                 .durability(Durability::Durable)
-                .planted_bugs(self.bugs);
-            if self.syncfs {
-                opts.flush(fstx::txn::Flush::SyncFs);
-            }
+                .planted_bugs(self.bugs)
+                .flush(self.flush);
             let mut seq = None;
             let result: CallResult = (|| {
                 let mut txn = opts.begin(ROOT)?;
