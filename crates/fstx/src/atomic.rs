@@ -22,7 +22,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::{invalid, Error, Result, State};
+use crate::error::{invalid, Error, Result, State, Step};
 use crate::storage::{self, Fd, FileKind, LockMode, OpenHow, Stat, Storage, SyncKind};
 
 /// Prefix of fstx's temporary file names: `.fstx-tmp.<16 hex digits>.<name>`.
@@ -251,7 +251,13 @@ impl Options {
         let mut file = AtomicFile::open_with("write", path, self)?;
         if let Err(e) = file.write_all(contents.as_ref()) {
             let state = file.cleanup();
-            return Err(Error::new("write", path, "write temporary file", state, e));
+            return Err(Error::new(
+                "write",
+                path,
+                Step::WriteTemporaryFile,
+                state,
+                e,
+            ));
         }
         file.commit()
     }
@@ -346,10 +352,10 @@ impl AtomicFile {
                 // Open the old file to read its metadata from the inode itself.
                 match st.open(&dir, &name, OpenHow::READ_NOFOLLOW) {
                     Ok(file) => {
-                        let stat = st.stat(&file).map_err(|e| fail("inspect target", e))?;
+                        let stat = st.stat(&file).map_err(|e| fail(Step::InspectTarget, e))?;
                         if stat.kind != FileKind::Regular {
                             return Err(fail(
-                                "inspect target",
+                                Step::InspectTarget,
                                 invalid(
                                     io::ErrorKind::InvalidInput,
                                     "the target changed into something that is not a regular file",
@@ -366,7 +372,7 @@ impl AtomicFile {
                         Some(Existing { stat, file: None })
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                    Err(e) => return Err(fail("open target", e)),
+                    Err(e) => return Err(fail(Step::OpenTarget, e)),
                 }
             }
             _ => None,
@@ -430,7 +436,7 @@ impl AtomicFile {
             .expect("temporary file is open until commit or discard")
     }
 
-    fn error(&self, step: &'static str, state: State, e: io::Error) -> Error {
+    fn error(&self, step: Step, state: State, e: io::Error) -> Error {
         Error::new(self.op, &self.path, step, state, e)
     }
 
@@ -482,17 +488,17 @@ impl AtomicFile {
         let st = self.opts.storage.clone();
         if let Err(e) = self.carry_metadata() {
             let state = self.cleanup();
-            return Err(self.error("carry metadata to the new file", state, e));
+            return Err(self.error(Step::CarryMetadataToNewFile, state, e));
         }
         if self.opts.durability != Durability::None && !self.bug_no_file_sync() {
             if let Err(e) = self.sync_temp(&*st) {
                 let state = self.cleanup();
-                return Err(self.error("fsync temporary file", state, e));
+                return Err(self.error(Step::FsyncTemporaryFile, state, e));
             }
         }
         if let Err(e) = st.rename_at(&self.dir, &self.temp_name, &self.dir, &self.name, false) {
             let state = self.cleanup();
-            return Err(self.error("rename temporary file over target", state, e));
+            return Err(self.error(Step::RenameTemporaryFileOverTarget, state, e));
         }
         // The temporary name is gone; the new file is the target now.
         let temp = self.temp.take();
@@ -561,7 +567,7 @@ impl AtomicFile {
             let state = State::NotCommittedTempLeft {
                 temp: self.temp_path(),
             };
-            self.error("remove temporary file", state, e)
+            self.error(Step::RemoveTemporaryFile, state, e)
         })
     }
 }
@@ -628,10 +634,10 @@ pub(crate) struct Resolved {
 pub(crate) fn resolve(op: &'static str, path: &Path, opts: &Options) -> Result<Resolved> {
     let st = &*opts.storage;
     let fail = |step, e| Error::new(op, path, step, State::NotCommitted, e);
-    let (mut dir_path, mut name) = split(path).map_err(|e| fail("parse path", e))?;
+    let (mut dir_path, mut name) = split(path).map_err(|e| fail(Step::ParsePath, e))?;
     let mut dir = st
         .open_dir(None, &dir_path, true)
-        .map_err(|e| fail("open parent directory", e))?;
+        .map_err(|e| fail(Step::OpenParentDirectory, e))?;
 
     // Resolve the target by the symlink policy, relative to directory handles.
     let mut hops = 0;
@@ -639,20 +645,20 @@ pub(crate) fn resolve(op: &'static str, path: &Path, opts: &Options) -> Result<R
         let stat = match st.stat_at(&dir, &name, false) {
             Ok(stat) => stat,
             Err(e) if e.kind() == io::ErrorKind::NotFound => break None,
-            Err(e) => return Err(fail("inspect target", e)),
+            Err(e) => return Err(fail(Step::InspectTarget, e)),
         };
         match stat.kind {
             FileKind::Regular => break Some(stat),
             FileKind::Dir => {
                 return Err(fail(
-                    "inspect target",
+                    Step::InspectTarget,
                     invalid(io::ErrorKind::IsADirectory, "the target is a directory"),
                 ))
             }
             FileKind::Symlink => match opts.symlinks {
                 Symlinks::Refuse => {
                     return Err(fail(
-                        "inspect target",
+                        Step::InspectTarget,
                         invalid(
                             io::ErrorKind::InvalidInput,
                             "the target is a symlink and the symlink policy refuses it",
@@ -664,15 +670,15 @@ pub(crate) fn resolve(op: &'static str, path: &Path, opts: &Options) -> Result<R
                     hops += 1;
                     if hops > MAX_SYMLINK_HOPS {
                         return Err(fail(
-                            "resolve symlink",
+                            Step::ResolveSymlink,
                             io::Error::from_raw_os_error(rustix::io::Errno::LOOP.raw_os_error()),
                         ));
                     }
                     let link = st
                         .read_link_at(&dir, &name)
-                        .map_err(|e| fail("read symlink", e))?;
+                        .map_err(|e| fail(Step::ReadSymlink, e))?;
                     let (link_dir, link_name) =
-                        split(&link).map_err(|e| fail("resolve symlink", e))?;
+                        split(&link).map_err(|e| fail(Step::ResolveSymlink, e))?;
                     dir = if link.is_absolute() {
                         dir_path = link_dir;
                         st.open_dir(None, &dir_path, true)
@@ -680,13 +686,13 @@ pub(crate) fn resolve(op: &'static str, path: &Path, opts: &Options) -> Result<R
                         dir_path = dir_path.join(&link_dir);
                         st.open_dir(Some(&dir), &link_dir, true)
                     }
-                    .map_err(|e| fail("open symlink target's directory", e))?;
+                    .map_err(|e| fail(Step::OpenSymlinkTargetDirectory, e))?;
                     name = link_name;
                 }
             },
             _ => {
                 return Err(fail(
-                    "inspect target",
+                    Step::InspectTarget,
                     invalid(
                         io::ErrorKind::InvalidInput,
                         "the target is not a regular file (FIFO, socket or device)",
@@ -699,7 +705,7 @@ pub(crate) fn resolve(op: &'static str, path: &Path, opts: &Options) -> Result<R
     if let Some(stat) = &existing_stat {
         if stat.nlink > 1 && opts.hard_links == HardLinks::Refuse {
             return Err(fail(
-                "inspect target",
+                Step::InspectTarget,
                 invalid(
                     io::ErrorKind::InvalidInput,
                     "the target has several hard links and the hard-link policy refuses to break them",
@@ -889,7 +895,7 @@ pub(crate) fn create_temp(
     dir: &Fd,
     name: &OsStr,
     mode: u32,
-) -> std::result::Result<(OsString, Fd), (&'static str, io::Error)> {
+) -> std::result::Result<(OsString, Fd), (Step, io::Error)> {
     create_prefixed(st, dir, TEMP_PREFIX, name, mode)
 }
 
@@ -899,15 +905,15 @@ pub(crate) fn create_prefixed(
     prefix: &str,
     name: &OsStr,
     mode: u32,
-) -> std::result::Result<(OsString, Fd), (&'static str, io::Error)> {
+) -> std::result::Result<(OsString, Fd), (Step, io::Error)> {
     const ATTEMPTS: usize = 64;
     for _ in 0..ATTEMPTS {
-        let random = st.random().map_err(|e| ("generate temporary name", e))?;
+        let random = st.random().map_err(|e| (Step::GenerateTemporaryName, e))?;
         let temp_name = temp_name(prefix, random, name);
         let file = match st.open(dir, &temp_name, OpenHow::create_new(mode)) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(("create temporary file", e)),
+            Err(e) => return Err((Step::CreateTemporaryFile, e)),
         };
         let locked = st
             .lock(&file, LockMode::Exclusive, true)
@@ -918,12 +924,12 @@ pub(crate) fn create_prefixed(
             Ok(_) => {}
             Err(e) => {
                 let _ = st.unlink_at(dir, &temp_name, false);
-                return Err(("lock temporary file", e));
+                return Err((Step::LockTemporaryFile, e));
             }
         }
     }
     Err((
-        "create temporary file",
+        Step::CreateTemporaryFile,
         invalid(
             io::ErrorKind::AlreadyExists,
             "could not create a temporary file under a fresh name",

@@ -5,6 +5,8 @@
 //! stable storage. The table below classifies filesystems by `statfs`'s
 //! `f_type`; `docs/design.md` repeats it with reasons.
 
+use crate::error::Step;
+
 /// How far a filesystem supports the replace protocol's guarantees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsClass {
@@ -82,13 +84,13 @@ pub(crate) fn refuse_weak(
     st: &dyn crate::storage::Storage,
     dir: &crate::storage::Fd,
     why: &'static str,
-) -> Result<u64, (&'static str, std::io::Error)> {
-    let magic = st.fs_type(dir).map_err(|e| ("identify filesystem", e))?;
+) -> Result<u64, (Step, std::io::Error)> {
+    let magic = st.fs_type(dir).map_err(|e| (Step::IdentifyFilesystem, e))?;
     if FsClass::from_magic(magic).can_promise() {
         Ok(magic)
     } else {
         Err((
-            "identify filesystem",
+            Step::IdentifyFilesystem,
             std::io::Error::new(std::io::ErrorKind::Unsupported, why),
         ))
     }
@@ -97,9 +99,6 @@ pub(crate) fn refuse_weak(
 /// `statfs` magic of btrfs, whose directory `fsync` cannot be trusted alone
 /// (see [`sync_dir`]).
 pub const BTRFS_MAGIC: u64 = 0x9123_683E;
-
-/// The step [`sync_dir`] reports when the directory `fsync` fails.
-pub(crate) const FSYNC_DIRECTORY: &str = "fsync directory";
 
 /// Whether `dir` is on btrfs: `known` is the `statfs` magic if the caller
 /// already read it (see [`refuse_weak`]), else it is read now.
@@ -135,18 +134,16 @@ pub(crate) fn sync_dir(
     dir: &crate::storage::Fd,
     magic: Option<u64>,
     commit_btrfs: bool,
-) -> Result<(), (&'static str, std::io::Error)> {
-    if commit_btrfs && is_btrfs(st, dir, magic).map_err(|e| ("identify filesystem", e))? {
+) -> Result<(), (Step, std::io::Error)> {
+    if commit_btrfs && is_btrfs(st, dir, magic).map_err(|e| (Step::IdentifyFilesystem, e))? {
         if !st.caps().syncfs_reports_fs_errors {
             st.sync(dir, crate::storage::SyncKind::All)
-                .map_err(|e| (FSYNC_DIRECTORY, e))?;
+                .map_err(|e| (Step::FsyncDirectory, e))?;
         }
-        return st
-            .sync_fs(dir)
-            .map_err(|e| ("syncfs (commit the btrfs transaction)", e));
+        return st.sync_fs(dir).map_err(|e| (Step::Syncfs, e));
     }
     st.sync(dir, crate::storage::SyncKind::All)
-        .map_err(|e| (FSYNC_DIRECTORY, e))
+        .map_err(|e| (Step::FsyncDirectory, e))
 }
 
 /// [`sync_dir`] for callers that report an `io::Error` only.

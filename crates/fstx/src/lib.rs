@@ -98,7 +98,7 @@ pub use atomic::PlantedBugs;
 pub use atomic::{
     write, AtomicFile, Durability, HardLinks, Options, Symlinks, MAX_SYMLINK_HOPS, TEMP_PREFIX,
 };
-pub use error::{Error, Result, State};
+pub use error::{Error, Result, State, Step};
 pub use lock::{FileLock, Wait, LOCK_PREFIX};
 pub use names::is_internal_name;
 pub use recover::{recover, RecoverOptions, Recovery};
@@ -109,7 +109,6 @@ pub use txn::{
 };
 pub use update::{
     update, update_stream, BackupKind, BackupMethod, OldFile, UpdateOptions, Updated,
-    UPDATE_FUNCTION_STEP,
 };
 
 /// The README's examples, compiled and run as doctests.

@@ -56,7 +56,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::atomic::{resolve, Options, Resolved};
-use crate::error::{invalid, Error, Result, State};
+use crate::error::{invalid, Error, Result, State, Step};
 use crate::storage::{Create, Fd, LockMode, OpenHow};
 
 /// Prefix of lock file names: `.fstx-lock.<name>`.
@@ -162,10 +162,15 @@ impl FileLock {
 
     /// Releases the lock, reporting errors (dropping releases it silently).
     pub fn unlock(self) -> Result<()> {
-        self.opts
-            .storage
-            .unlock(&self.file)
-            .map_err(|e| Error::new("unlock", &self.lock_path, "unlock", State::NotCommitted, e))
+        self.opts.storage.unlock(&self.file).map_err(|e| {
+            Error::new(
+                "unlock",
+                &self.lock_path,
+                Step::Unlock,
+                State::NotCommitted,
+                e,
+            )
+        })
     }
 }
 
@@ -219,16 +224,16 @@ pub(crate) fn acquire(
         };
         let file = st
             .open(&target.dir, &name, how)
-            .map_err(|e| fail("open lock file", e))?;
+            .map_err(|e| fail(Step::OpenLockFile, e))?;
         let locked = match (wait, deadline) {
             (Wait::Block, _) => st
                 .lock(&file, LockMode::Exclusive, true)
-                .map_err(|e| fail("lock", e))?,
+                .map_err(|e| fail(Step::Lock, e))?,
             (Wait::Try, _) => st
                 .lock(&file, LockMode::Exclusive, false)
-                .map_err(|e| fail("lock", e))?,
+                .map_err(|e| fail(Step::Lock, e))?,
             (Wait::Timeout(_), Some(deadline)) => {
-                poll(opts, &file, deadline).map_err(|e| fail("lock", e))?
+                poll(opts, &file, deadline).map_err(|e| fail(Step::Lock, e))?
             }
             (Wait::Timeout(_), None) => unreachable!("a timeout has a deadline"),
         };
@@ -243,23 +248,23 @@ pub(crate) fn acquire(
                     "timed out waiting for the lock held by another update",
                 ),
             };
-            return Err(fail("lock", e));
+            return Err(fail(Step::Lock, e));
         }
         // The name must still refer to the inode we locked (nobody deleted
         // or replaced the lock file by hand).
-        let held = st.stat(&file).map_err(|e| fail("inspect lock file", e))?;
+        let held = st.stat(&file).map_err(|e| fail(Step::InspectLockFile, e))?;
         match st.stat_at(&target.dir, &name, false) {
             Ok(named) if named.same_inode(&held) => {}
             Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(fail("inspect lock file", e)),
+            Err(e) => return Err(fail(Step::InspectLockFile, e)),
         }
         // The target must still resolve to the same directory and name (a
         // symlink on the way may have changed while we waited).
         let now = resolve(op, path, opts)?;
         let same_dir = match (st.stat(&target.dir), st.stat(&now.dir)) {
             (Ok(a), Ok(b)) => a.same_inode(&b),
-            (Err(e), _) | (_, Err(e)) => return Err(fail("inspect parent directory", e)),
+            (Err(e), _) | (_, Err(e)) => return Err(fail(Step::InspectParentDirectory, e)),
         };
         if !same_dir || now.name != target.name {
             continue;
@@ -272,7 +277,7 @@ pub(crate) fn acquire(
         return Ok((lock, now));
     }
     Err(fail(
-        "lock",
+        Step::Lock,
         invalid(
             io::ErrorKind::Other,
             "the lock file or the target's symlinks kept changing while locking",

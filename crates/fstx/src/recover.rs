@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::atomic::{is_temp_name, TEMP_PREFIX};
-use crate::error::{Error, Result, State};
+use crate::error::{Error, Result, State, Step};
 use crate::lock::is_lock_name;
 use crate::storage::{self, FileKind, LockMode, OpenHow, Storage};
 
@@ -85,9 +85,11 @@ impl RecoverOptions {
         let fail = |step, e| Error::new("recover", path, step, State::NotCommitted, e);
         let dir = st
             .open_dir(None, path, true)
-            .map_err(|e| fail("open directory", e))?;
+            .map_err(|e| fail(Step::OpenDirectory, e))?;
         let mut report = Recovery::default();
-        let entries = st.read_dir(&dir).map_err(|e| fail("list directory", e))?;
+        let entries = st
+            .read_dir(&dir)
+            .map_err(|e| fail(Step::ListDirectory, e))?;
         let mut names: Vec<OsString> = entries
             .into_iter()
             .filter(|e| matches!(e.kind, FileKind::Regular | FileKind::Unknown))
@@ -100,17 +102,17 @@ impl RecoverOptions {
             let file = match st.open(&dir, &name, OpenHow::READ_NOFOLLOW) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(fail("open temporary file", e)),
+                Err(e) => return Err(fail(Step::OpenTemporaryFile, e)),
             };
             let held = st
                 .stat(&file)
-                .map_err(|e| fail("inspect temporary file", e))?;
+                .map_err(|e| fail(Step::InspectTemporaryFile, e))?;
             if held.kind != FileKind::Regular {
                 continue;
             }
             if !st
                 .lock(&file, LockMode::Exclusive, false)
-                .map_err(|e| fail("lock temporary file", e))?
+                .map_err(|e| fail(Step::LockTemporaryFile, e))?
             {
                 report.in_use.push(path.join(&name));
                 continue;
@@ -124,7 +126,7 @@ impl RecoverOptions {
                 match st.unlink_at(&dir, &name, false) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(fail("remove temporary file", e)),
+                    Err(e) => return Err(fail(Step::RemoveTemporaryFile, e)),
                 }
             }
             drop(file);
@@ -136,7 +138,7 @@ impl RecoverOptions {
         // A transaction root: finish or roll back an interrupted transaction.
         let root = st
             .open_dir(Some(&dir), Path::new("."), false)
-            .map_err(|e| fail("open directory", e))?;
+            .map_err(|e| fail(Step::OpenDirectory, e))?;
         match crate::txn::recover_root(&self.storage, Arc::new(root), path, self.dry_run)? {
             crate::txn::RootState::NotARoot | crate::txn::RootState::Done(None) => {}
             crate::txn::RootState::Busy => report.in_use.push(path.join(crate::txn::CONTROL_DIR)),

@@ -24,14 +24,9 @@ use std::time::Duration;
 use crate::atomic::{
     create_temp, temp_name, AtomicFile, Durability, Options, Resolved, TEMP_PREFIX,
 };
-use crate::error::{invalid, Error, Result, State};
+use crate::error::{invalid, Error, Result, State, Step};
 use crate::lock::{acquire, FileLock, Wait};
 use crate::storage::{Fd, FileKind, OpenHow, Stat, Storage, SyncKind};
-
-/// The step named in the [`Error`] returned when the caller's update
-/// function itself fails; [`Error::into_io_error`] gives back the function's
-/// error unchanged.
-pub const UPDATE_FUNCTION_STEP: &str = "update function";
 
 /// How a backup is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -179,13 +174,13 @@ impl UpdateOptions {
             Some(file) => {
                 let mut buf = Vec::with_capacity(usize::try_from(file.len).unwrap_or(0));
                 file.read_to_end(&mut buf)
-                    .map_err(|e| fail(path, "read current content", e))?;
+                    .map_err(|e| fail(path, Step::ReadCurrentContent, e))?;
                 Some(buf)
             }
             None => None,
         };
         let new = f(old_bytes.as_deref()).map_err(|e| {
-            Error::new("update", path, UPDATE_FUNCTION_STEP, State::NotCommitted, e)
+            Error::new("update", path, Step::UpdateFunction, State::NotCommitted, e)
         })?;
         drop(old_bytes);
         let Some(new) = new else {
@@ -197,7 +192,13 @@ impl UpdateOptions {
         let mut file = AtomicFile::open_resolved("update", path, target, &self.opts)?;
         if let Err(e) = file.write_all(&new) {
             let state = file.cleanup();
-            return Err(Error::new("update", path, "write temporary file", state, e));
+            return Err(Error::new(
+                "update",
+                path,
+                Step::WriteTemporaryFile,
+                state,
+                e,
+            ));
         }
         self.finish(path, file, old.as_ref(), lock)
     }
@@ -215,7 +216,7 @@ impl UpdateOptions {
             Ok(commit) => commit,
             Err(e) => {
                 let state = file.cleanup();
-                return Err(Error::new("update", path, UPDATE_FUNCTION_STEP, state, e));
+                return Err(Error::new("update", path, Step::UpdateFunction, state, e));
             }
         };
         if !commit {
@@ -237,15 +238,15 @@ impl UpdateOptions {
         let fd = match st.open(&target.dir, &target.name, OpenHow::READ_NOFOLLOW) {
             Ok(fd) => fd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(fail(path, "open current file", e)),
+            Err(e) => return Err(fail(path, Step::OpenCurrentFile, e)),
         };
         let stat = st
             .stat(&fd)
-            .map_err(|e| fail(path, "inspect current file", e))?;
+            .map_err(|e| fail(path, Step::InspectCurrentFile, e))?;
         if stat.kind != FileKind::Regular {
             return Err(fail(
                 path,
-                "inspect current file",
+                Step::InspectCurrentFile,
                 invalid(
                     io::ErrorKind::InvalidInput,
                     "the target is not a regular file",
@@ -295,13 +296,13 @@ impl UpdateOptions {
         file: &AtomicFile,
         old: &OldFile,
         suffix: &OsStr,
-    ) -> std::result::Result<BackupKind, (&'static str, io::Error)> {
+    ) -> std::result::Result<BackupKind, (Step, io::Error)> {
         let kind = self.place_backup(file, old, suffix)?;
         if self.opts.durability != Durability::None && !self.bug_no_backup_dir_sync() {
             crate::fskind::sync_dir(&*self.opts.storage, file.dir(), file.fs_magic(), true)
                 .map_err(|(step, e)| {
-                    if step == crate::fskind::FSYNC_DIRECTORY {
-                        ("fsync directory after backup", e)
+                    if step == Step::FsyncDirectory {
+                        (Step::FsyncDirectoryAfterBackup, e)
                     } else {
                         (step, e)
                     }
@@ -317,7 +318,7 @@ impl UpdateOptions {
         file: &AtomicFile,
         old: &OldFile,
         suffix: &OsStr,
-    ) -> std::result::Result<BackupKind, (&'static str, io::Error)> {
+    ) -> std::result::Result<BackupKind, (Step, io::Error)> {
         let st = &*self.opts.storage;
         let dir = file.dir();
         let name = file.name();
@@ -332,7 +333,7 @@ impl UpdateOptions {
             Ok(b) if b.same_inode(&old.stat) => return Ok(BackupKind::HardLink),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(("inspect backup", e)),
+            Err(e) => return Err((Step::InspectBackup, e)),
         }
         // Oldest first: NAME~(n-1) -> NAME~n, ..., NAME~ -> NAME~2, each by a
         // hard link under a temporary name renamed over the older name, so
@@ -342,20 +343,20 @@ impl UpdateOptions {
             let src = match st.stat_at(dir, &names[k - 1], false) {
                 Ok(src) => src,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(("inspect backup", e)),
+                Err(e) => return Err((Step::InspectBackup, e)),
             };
             match st.stat_at(dir, &names[k], false) {
                 Ok(dst) if dst.same_inode(&src) => continue,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(("inspect backup", e)),
+                Err(e) => return Err((Step::InspectBackup, e)),
             }
             match link_over(st, dir, &names[k - 1], &src, &names[k]) {
                 Ok(()) => {}
                 Err(e) if link_impossible(&e) => st
                     .rename_at(dir, &names[k - 1], dir, &names[k], false)
-                    .map_err(|e| ("rotate backups", e))?,
-                Err(e) => return Err(("rotate backups", e)),
+                    .map_err(|e| (Step::RotateBackups, e))?,
+                Err(e) => return Err((Step::RotateBackups, e)),
             }
         }
         let kind = match self.method {
@@ -365,7 +366,7 @@ impl UpdateOptions {
                     self.copy_backup(dir, old, &names[0])?;
                     BackupKind::Copy
                 }
-                Err(e) => return Err(("link backup", e)),
+                Err(e) => return Err((Step::LinkBackup, e)),
             },
             BackupMethod::Copy => {
                 self.copy_backup(dir, old, &names[0])?;
@@ -382,7 +383,7 @@ impl UpdateOptions {
         dir: &Fd,
         old: &OldFile,
         backup: &OsStr,
-    ) -> std::result::Result<(), (&'static str, io::Error)> {
+    ) -> std::result::Result<(), (Step, io::Error)> {
         let st = &*self.opts.storage;
         let (temp, fd) = create_temp(st, dir, backup, 0o600)?;
         let result = (|| {
@@ -393,15 +394,15 @@ impl UpdateOptions {
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(("read previous version", e)),
+                    Err(e) => return Err((Step::ReadPreviousVersion, e)),
                 };
                 let mut done = 0;
                 while done < n {
                     let w = st
                         .write_at(&fd, &buf[done..n], offset + done as u64)
-                        .map_err(|e| ("write backup copy", e))?;
+                        .map_err(|e| (Step::WriteBackupCopy, e))?;
                     if w == 0 {
-                        return Err(("write backup copy", io::ErrorKind::WriteZero.into()));
+                        return Err((Step::WriteBackupCopy, io::ErrorKind::WriteZero.into()));
                     }
                     done += w;
                 }
@@ -409,13 +410,13 @@ impl UpdateOptions {
             }
             // The previous version's permission bits, never set-id bits.
             st.chmod(&fd, old.stat.mode & 0o777)
-                .map_err(|e| ("set backup mode", e))?;
+                .map_err(|e| (Step::SetBackupMode, e))?;
             if self.opts.durability != Durability::None && !self.bug_no_backup_copy_sync() {
                 st.sync(&fd, SyncKind::All)
-                    .map_err(|e| ("fsync backup copy", e))?;
+                    .map_err(|e| (Step::FsyncBackupCopy, e))?;
             }
             st.rename_at(dir, &temp, dir, backup, false)
-                .map_err(|e| ("rename backup copy", e))
+                .map_err(|e| (Step::RenameBackupCopy, e))
         })();
         if result.is_err() {
             let _ = st.unlink_at(dir, &temp, false);
@@ -534,7 +535,7 @@ pub(crate) fn backup_name(name: &OsStr, suffix: &OsStr, k: usize) -> OsString {
     out
 }
 
-fn fail(path: &Path, step: &'static str, e: io::Error) -> Error {
+fn fail(path: &Path, step: Step, e: io::Error) -> Error {
     Error::new("update", path, step, State::NotCommitted, e)
 }
 
@@ -615,7 +616,7 @@ impl Seek for OldFile {
 /// # Errors
 ///
 /// If `f` fails, the file is untouched and the error is returned with step
-/// [`UPDATE_FUNCTION_STEP`]; [`Error::into_io_error`] gives back `f`'s error.
+/// [`Step::UpdateFunction`]; [`Error::into_io_error`] gives back `f`'s error.
 /// Other errors are those of [`AtomicFile::commit`], with the same
 /// [`State`]s; failures before the commit leave the target untouched.
 ///

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use fstx::txn::Flush;
-use fstx::{State, Transaction, TxnOptions, TxnOutcome};
+use fstx::{State, Step, Transaction, TxnOptions, TxnOutcome};
 use txnkit::{opts, snapshot, Dir, Probe};
 
 type Tree = BTreeMap<String, Option<Vec<u8>>>;
@@ -923,7 +923,7 @@ fn failed_commit_record_flush_rolls_back() {
     let mut t = opts(&probe).begin(d.path()).unwrap();
     workload(&mut t).unwrap();
     let e = t.commit().unwrap_err();
-    assert_eq!(e.step(), "fsync commit record", "{e}");
+    assert_eq!(e.step(), Step::FsyncCommitRecord, "{e}");
     assert_eq!(*e.state(), State::NotCommitted, "{e}");
     assert_eq!(snapshot(d.path()), old);
     assert!(no_journal(d.path()));

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use fstx::{BackupKind, BackupMethod, FileLock, UpdateOptions, Wait};
+use fstx::{BackupKind, BackupMethod, FileLock, Step, UpdateOptions, Wait};
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct TestDir(PathBuf);
@@ -130,7 +130,7 @@ fn failing_function_leaves_file_untouched_and_returns_its_error() {
     let err = opts
         .update(&p, |_| Err(io::Error::new(ErrorKind::InvalidData, Mine)))
         .unwrap_err();
-    assert_eq!(err.step(), fstx::UPDATE_FUNCTION_STEP);
+    assert_eq!(err.step(), Step::UpdateFunction);
     assert_eq!(err.kind(), ErrorKind::InvalidData);
     assert_eq!(*err.state(), fstx::State::NotCommitted);
     assert!(err.into_io_error().into_inner().unwrap().is::<Mine>());
@@ -141,7 +141,7 @@ fn failing_function_leaves_file_untouched_and_returns_its_error() {
             Err(io::Error::other("gave up"))
         })
         .unwrap_err();
-    assert_eq!(err.step(), fstx::UPDATE_FUNCTION_STEP);
+    assert_eq!(err.step(), Step::UpdateFunction);
     assert_eq!(std::fs::read(&p).unwrap(), b"precious");
     assert_eq!(std::fs::metadata(&p).unwrap().ino(), ino);
     // No backup made, no temporary file left; the lock is free.
@@ -197,7 +197,7 @@ fn try_lock_and_timeout_while_held() {
             .update(&p2, |_| Ok(Some(b"2".to_vec())))
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::TimedOut);
-        assert_eq!(err.step(), "lock");
+        assert_eq!(err.step(), Step::Lock);
         assert!(start.elapsed() >= Duration::from_millis(150));
         assert!(start.elapsed() < Duration::from_secs(5));
         let err = UpdateOptions::new()

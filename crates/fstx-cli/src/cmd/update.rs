@@ -150,7 +150,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
             } else if matches!(
                 e.kind(),
                 io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-            ) && e.step() == "lock"
+            ) && e.step() == fstx::Step::Lock
             {
                 EXIT_LOCK_TIMEOUT
             } else {

@@ -57,7 +57,7 @@ pub(crate) use recovery::{recover_root, RootState};
 pub use recovery::{TxnOutcome, TxnRecovery};
 
 use crate::atomic::{is_temp_name, temp_name, Durability};
-use crate::error::{invalid, Error, Result, State};
+use crate::error::{invalid, Error, Result, State, Step};
 use crate::storage::{self, Create, Fd, FileKind, LockMode, OpenHow, Stat, Storage, SyncKind};
 use flush::Flusher;
 use journal::{Kind, Op, Record};
@@ -271,15 +271,15 @@ impl TxnOptions {
         let fail = |step, e| Error::new("recover", root_path, step, State::NotCommitted, e);
         let root = Arc::new(
             st.open_dir(None, root_path, true)
-                .map_err(|e| fail("open root directory", e))?,
+                .map_err(|e| fail(Step::OpenRootDirectory, e))?,
         );
         let ctl = match open_control(&*st, &root, false) {
             Ok(c) => c,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(fail("open control directory", e)),
+            Err(e) => return Err(fail(Step::OpenControlDirectory, e)),
         };
         st.lock(&ctl.lock, LockMode::Exclusive, true)
-            .map_err(|e| fail("take writer lock", e))?;
+            .map_err(|e| fail(Step::TakeWriterLock, e))?;
         let mut tree = Tree::new(st.clone(), root);
         let r = recovery::recover_locked(&*st, &mut tree, root_path, &ctl, self, false);
         let _ = st.unlock(&ctl.lock);
@@ -566,7 +566,7 @@ impl Transaction {
         let fail = |step, e| Error::new("begin", root_path, step, State::NotCommitted, e);
         let root = Arc::new(
             st.open_dir(None, root_path, true)
-                .map_err(|e| fail("open root directory", e))?,
+                .map_err(|e| fail(Step::OpenRootDirectory, e))?,
         );
         let fs_magic = if opts.durable() && !opts.allow_weak_fs {
             let magic = crate::fskind::refuse_weak(
@@ -580,27 +580,27 @@ impl Transaction {
             None
         };
         let mut ctl =
-            open_control(&*st, &root, true).map_err(|e| fail("open control directory", e))?;
+            open_control(&*st, &root, true).map_err(|e| fail(Step::OpenControlDirectory, e))?;
         ctl.fs_magic = fs_magic;
         match st.lock(&ctl.lock, LockMode::Exclusive, opts.wait) {
             Ok(true) => {}
             Ok(false) => {
                 return Err(fail(
-                    "take writer lock",
+                    Step::TakeWriterLock,
                     invalid(
                         io::ErrorKind::WouldBlock,
                         "another transaction holds the root",
                     ),
                 ))
             }
-            Err(e) => return Err(fail("take writer lock", e)),
+            Err(e) => return Err(fail(Step::TakeWriterLock, e)),
         }
         let mut tree = Tree::new(st.clone(), root.clone());
         let last = recovery::recover_locked(&*st, &mut tree, root_path, &ctl, opts, false)?;
         let seq = last.last_seq + 1;
         let txn_id = st
             .random()
-            .map_err(|e| fail("generate transaction id", e))?;
+            .map_err(|e| fail(Step::GenerateTransactionId, e))?;
         // PLANTED BUG (commit_before_data_flush) needs per-file flushes: a
         // syncfs round would flush the deferred staged data with everything else.
         let flush = match opts.flush {
@@ -641,7 +641,7 @@ impl Transaction {
         &self.root_path
     }
 
-    fn err(&self, op: &'static str, path: &Path, step: &'static str, e: io::Error) -> Error {
+    fn err(&self, op: &'static str, path: &Path, step: Step, e: io::Error) -> Error {
         Error::new(op, &self.root_path.join(path), step, State::NotCommitted, e)
     }
 
@@ -778,7 +778,7 @@ impl Transaction {
         let mut f = self.create(path)?;
         if let Err(e) = f.write_all(contents.as_ref()) {
             drop(f);
-            return Err(self.err("stage", path, "write staged file", e));
+            return Err(self.err("stage", path, Step::WriteStagedFile, e));
         }
         f.finish()
     }
@@ -788,19 +788,20 @@ impl Transaction {
     pub fn create(&mut self, path: impl AsRef<Path>) -> Result<StagedFile<'_>> {
         let path = path.as_ref();
         let fail = |t: &Transaction, step, e| t.err("stage", path, step, e);
-        let rel = rel_path(path).map_err(|e| fail(self, "parse path", e))?;
-        self.claim(&rel).map_err(|e| fail(self, "check path", e))?;
+        let rel = rel_path(path).map_err(|e| fail(self, Step::ParsePath, e))?;
+        self.claim(&rel)
+            .map_err(|e| fail(self, Step::CheckPath, e))?;
         let (parent, name) = split(&rel);
         let name = name.as_os_str();
         let name = name.to_os_string();
         let (stage_dir, exists) = self
             .plan_dir(&parent, true)
-            .map_err(|e| fail(self, "open parent directory", e))?;
+            .map_err(|e| fail(self, Step::OpenParentDirectory, e))?;
         let st = self.st();
         let sdir = self
             .tree
             .dir(&stage_dir)
-            .map_err(|e| fail(self, "open directory", e))?;
+            .map_err(|e| fail(self, Step::OpenDirectory, e))?;
         let mut old: Option<(Stat, Option<Fd>)> = None;
         if exists {
             match st.stat_at(&sdir, &name, false) {
@@ -818,7 +819,7 @@ impl Transaction {
                             {
                                 None
                             }
-                            Err(e) => return Err(fail(self, "open target", e)),
+                            Err(e) => return Err(fail(self, Step::OpenTarget, e)),
                         }
                     } else {
                         None
@@ -835,16 +836,16 @@ impl Transaction {
                     };
                     return Err(fail(
                         self,
-                        "inspect target",
+                        Step::InspectTarget,
                         invalid(io::ErrorKind::InvalidInput, what),
                     ));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(fail(self, "inspect target", e)),
+                Err(e) => return Err(fail(self, Step::InspectTarget, e)),
             }
         }
         self.ensure_intent()
-            .map_err(|e| fail(self, "write journal intent", e))?;
+            .map_err(|e| fail(self, Step::WriteJournalIntent, e))?;
         let create_mode = match &old {
             Some((s, _)) if self.opts.preserve_metadata => s.mode & 0o600,
             _ => 0o666,
@@ -853,7 +854,7 @@ impl Transaction {
         for _ in 0..64 {
             let r = st
                 .random()
-                .map_err(|e| fail(self, "generate staging name", e))?;
+                .map_err(|e| fail(self, Step::GenerateStagingName, e))?;
             let sname = temp_name(STAGE_PREFIX, r, &name);
             match st.open(&sdir, &sname, OpenHow::create_new(create_mode)) {
                 Ok(fd) => {
@@ -861,13 +862,13 @@ impl Transaction {
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(fail(self, "create staged file", e)),
+                Err(e) => return Err(fail(self, Step::CreateStagedFile, e)),
             }
         }
         let Some((stage_name, fd)) = created else {
             return Err(fail(
                 self,
-                "create staged file",
+                Step::CreateStagedFile,
                 invalid(io::ErrorKind::AlreadyExists, "no free staging name"),
             ));
         };
@@ -895,28 +896,28 @@ impl Transaction {
     /// Stages the removal of file (or symlink) `path`, which must exist.
     pub fn remove(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let rel = rel_path(path).map_err(|e| self.err("remove", path, "parse path", e))?;
+        let rel = rel_path(path).map_err(|e| self.err("remove", path, Step::ParsePath, e))?;
         self.claim(&rel)
-            .map_err(|e| self.err("remove", path, "check path", e))?;
+            .map_err(|e| self.err("remove", path, Step::CheckPath, e))?;
         let (parent, name) = split(&rel);
         let name = name.as_os_str();
         let (_, exists) = self
             .plan_dir(&parent, false)
-            .map_err(|e| self.err("remove", path, "open parent directory", e))?;
+            .map_err(|e| self.err("remove", path, Step::OpenParentDirectory, e))?;
         debug_assert!(exists);
         let dir = self
             .tree
             .dir(&parent)
-            .map_err(|e| self.err("remove", path, "open parent directory", e))?;
+            .map_err(|e| self.err("remove", path, Step::OpenParentDirectory, e))?;
         let s = self
             .st()
             .stat_at(&dir, name, false)
-            .map_err(|e| self.err("remove", path, "inspect file", e))?;
+            .map_err(|e| self.err("remove", path, Step::InspectFile, e))?;
         if s.kind == FileKind::Dir {
             return Err(self.err(
                 "remove",
                 path,
-                "inspect file",
+                Step::InspectFile,
                 invalid(
                     io::ErrorKind::IsADirectory,
                     "transactions remove files, not directories",
@@ -935,37 +936,37 @@ impl Transaction {
     /// exists; creating `to`'s missing parent directories).
     pub fn rename(&mut self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Result<()> {
         let (from, to) = (from.as_ref(), to.as_ref());
-        let rf = rel_path(from).map_err(|e| self.err("rename", from, "parse path", e))?;
-        let rt = rel_path(to).map_err(|e| self.err("rename", to, "parse path", e))?;
+        let rf = rel_path(from).map_err(|e| self.err("rename", from, Step::ParsePath, e))?;
+        let rt = rel_path(to).map_err(|e| self.err("rename", to, Step::ParsePath, e))?;
         if rf == rt {
             return Err(self.err(
                 "rename",
                 from,
-                "check path",
+                Step::CheckPath,
                 invalid(io::ErrorKind::InvalidInput, "rename to the same path"),
             ));
         }
         self.claim(&rf)
-            .map_err(|e| self.err("rename", from, "check path", e))?;
+            .map_err(|e| self.err("rename", from, Step::CheckPath, e))?;
         self.claim(&rt)
-            .map_err(|e| self.err("rename", to, "check path", e))?;
+            .map_err(|e| self.err("rename", to, Step::CheckPath, e))?;
         let (fparent, fname) = split(&rf);
         let fname = fname.as_os_str();
         self.plan_dir(&fparent, false)
-            .map_err(|e| self.err("rename", from, "open parent directory", e))?;
+            .map_err(|e| self.err("rename", from, Step::OpenParentDirectory, e))?;
         let dir = self
             .tree
             .dir(&fparent)
-            .map_err(|e| self.err("rename", from, "open parent directory", e))?;
+            .map_err(|e| self.err("rename", from, Step::OpenParentDirectory, e))?;
         let s = self
             .st()
             .stat_at(&dir, fname, false)
-            .map_err(|e| self.err("rename", from, "inspect source", e))?;
+            .map_err(|e| self.err("rename", from, Step::InspectSource, e))?;
         if s.kind == FileKind::Dir {
             return Err(self.err(
                 "rename",
                 from,
-                "inspect source",
+                Step::InspectSource,
                 invalid(
                     io::ErrorKind::IsADirectory,
                     "transactions rename files, not directories",
@@ -976,18 +977,18 @@ impl Transaction {
         let tname = tname.as_os_str();
         let (_, texists) = self
             .plan_dir(&tparent, true)
-            .map_err(|e| self.err("rename", to, "open parent directory", e))?;
+            .map_err(|e| self.err("rename", to, Step::OpenParentDirectory, e))?;
         if texists {
             let tdir = self
                 .tree
                 .dir(&tparent)
-                .map_err(|e| self.err("rename", to, "open parent directory", e))?;
+                .map_err(|e| self.err("rename", to, Step::OpenParentDirectory, e))?;
             match self.st().stat_at(&tdir, tname, false) {
                 Ok(t) if t.kind == FileKind::Dir => {
                     return Err(self.err(
                         "rename",
                         to,
-                        "inspect destination",
+                        Step::InspectDestination,
                         invalid(
                             io::ErrorKind::IsADirectory,
                             "the destination is a directory",
@@ -996,7 +997,7 @@ impl Transaction {
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(self.err("rename", to, "inspect destination", e)),
+                Err(e) => return Err(self.err("rename", to, Step::InspectDestination, e)),
             }
         }
         self.uses.insert(rf.clone(), Use::File);
@@ -1013,12 +1014,12 @@ impl Transaction {
     /// `mkdir -p`: an existing directory is fine).
     pub fn mkdir(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let rel = rel_path(path).map_err(|e| self.err("mkdir", path, "parse path", e))?;
+        let rel = rel_path(path).map_err(|e| self.err("mkdir", path, Step::ParsePath, e))?;
         if self.uses.get(&rel) == Some(&Use::File) {
             return Err(self.err(
                 "mkdir",
                 path,
-                "check path",
+                Step::CheckPath,
                 invalid(
                     io::ErrorKind::InvalidInput,
                     "this path is a file the transaction changes",
@@ -1026,7 +1027,7 @@ impl Transaction {
             ));
         }
         self.plan_dir(&rel, true)
-            .map_err(|e| self.err("mkdir", path, "open directory", e))?;
+            .map_err(|e| self.err("mkdir", path, Step::OpenDirectory, e))?;
         Ok(())
     }
 
@@ -1067,7 +1068,7 @@ impl Transaction {
             );
             let p = p.clone();
             let state = self.discard();
-            return Err(Error::new("commit", &p, "check transaction", state, e));
+            return Err(Error::new("commit", &p, Step::CheckTransaction, state, e));
         }
         let mut ops = std::mem::take(&mut self.ops);
         // Apply order: directories (parents first), renames, writes, removals.
@@ -1091,7 +1092,7 @@ impl Transaction {
                 return Err(Error::new(
                     "commit",
                     &root_path,
-                    "encode journal",
+                    Step::EncodeJournal,
                     state,
                     invalid(io::ErrorKind::InvalidInput, m),
                 ));
@@ -1105,7 +1106,13 @@ impl Transaction {
                 Err(e) => {
                     self.ops = record.ops;
                     let state = self.discard();
-                    return Err(Error::new("commit", &root_path, "create journal", state, e));
+                    return Err(Error::new(
+                        "commit",
+                        &root_path,
+                        Step::CreateJournal,
+                        state,
+                        e,
+                    ));
                 }
             },
         };
@@ -1129,7 +1136,7 @@ impl Transaction {
                             return Err(Error::new(
                                 "commit",
                                 &root_path,
-                                "open staging directory",
+                                Step::OpenStagingDirectory,
                                 state,
                                 e,
                             ));
@@ -1147,7 +1154,7 @@ impl Transaction {
                     return Err(Error::new(
                         "commit",
                         &root_path,
-                        "flush staged files",
+                        Step::FlushStagedFiles,
                         state,
                         e,
                     ));
@@ -1162,7 +1169,7 @@ impl Transaction {
             return Err(Error::new(
                 "commit",
                 &root_path,
-                "take reader lock",
+                Step::TakeReaderLock,
                 state,
                 e,
             ));
@@ -1179,7 +1186,7 @@ impl Transaction {
             // durably by a BEGIN record.
             self.ops = record.ops;
             let state = self.undo_commit_record();
-            return Err(not("write commit record", e).with_state(state));
+            return Err(not(Step::WriteCommitRecord, e).with_state(state));
         }
         if durable {
             self.flusher.calls.fetch_add(1, Ordering::Relaxed);
@@ -1193,7 +1200,7 @@ impl Transaction {
                 return Err(Error::new(
                     "commit",
                     &root_path,
-                    "fsync commit record",
+                    Step::FsyncCommitRecord,
                     state,
                     e,
                 ));
@@ -1223,14 +1230,14 @@ impl Transaction {
             match self.flusher.round(set) {
                 Ok(true) => self.rounds += 1,
                 Ok(false) => {}
-                Err(e) => return Err(pending("flush directories", e)),
+                Err(e) => return Err(pending(Step::FlushDirectories, e)),
             }
         }
         self.opts.phase(Phase::Applied);
         // Retire.
         self.staged.clear();
         recovery::retire(&*st, &self.ctl, durable && !bug!(bugs, replay_retired))
-            .map_err(|e| pending("retire journal", e))?;
+            .map_err(|e| pending(Step::RetireJournal, e))?;
         if durable && !bug!(bugs, replay_retired) {
             self.rounds += 1;
             self.flusher.calls.fetch_add(1, Ordering::Relaxed);
@@ -1265,7 +1272,7 @@ impl Transaction {
             state => Err(Error::new(
                 "abort",
                 &self.root_path,
-                "remove staged files",
+                Step::RemoveStagedFiles,
                 state,
                 io::Error::other("some staged files could not be removed; recovery removes them"),
             )),
@@ -1438,13 +1445,13 @@ impl StagedFile<'_> {
             return Err(self.txn.err(
                 "stage",
                 &self.path,
-                "finish staged file",
+                Step::FinishStagedFile,
                 invalid(io::ErrorKind::Other, "already finished"),
             ));
         };
         if let Err(e) = carry_metadata(&*st, &fd, self.old.as_ref(), &self.txn.opts) {
             self.fd = Some(fd);
-            return Err(self.txn.err("stage", &self.path, "carry metadata", e));
+            return Err(self.txn.err("stage", &self.path, Step::CarryMetadata, e));
         }
         self.done = true;
         if bug!(self.txn.opts.bugs, commit_before_data_write) {
@@ -1581,7 +1588,7 @@ impl Snapshot {
         let fail = |step, e| Error::new("snapshot", root_path, step, State::NotCommitted, e);
         let root = Arc::new(
             st.open_dir(None, root_path, true)
-                .map_err(|e| fail("open root directory", e))?,
+                .map_err(|e| fail(Step::OpenRootDirectory, e))?,
         );
         let ctl = match open_control(&*st, &root, false) {
             Ok(c) => Some(c),
@@ -1593,11 +1600,11 @@ impl Snapshot {
                     Ok(c) => Some(c),
                     Err(_) => match st.stat_at(&root, OsStr::new(CONTROL_DIR), false) {
                         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                        _ => return Err(fail("open control directory", e)),
+                        _ => return Err(fail(Step::OpenControlDirectory, e)),
                     },
                 }
             }
-            Err(e) => return Err(fail("open control directory", e)),
+            Err(e) => return Err(fail(Step::OpenControlDirectory, e)),
         };
         let mut tree = Tree::new(st.clone(), root);
         let view = match ctl {
@@ -1605,16 +1612,16 @@ impl Snapshot {
             Some(ctl) => {
                 loop {
                     st.lock(&ctl.view, LockMode::Shared, true)
-                        .map_err(|e| fail("take reader lock", e))?;
+                        .map_err(|e| fail(Step::TakeReaderLock, e))?;
                     let pending = recovery::pending_commit(&*st, &ctl)
-                        .map_err(|e| fail("read journal", e))?;
+                        .map_err(|e| fail(Step::ReadJournal, e))?;
                     let Some(seq) = pending else { break };
                     // A committed transaction whose writer died: finish it
                     // (under the writer lock), then look again.
                     st.unlock(&ctl.view)
-                        .map_err(|e| fail("release reader lock", e))?;
+                        .map_err(|e| fail(Step::ReleaseReaderLock, e))?;
                     st.lock(&ctl.lock, LockMode::Exclusive, true)
-                        .map_err(|e| fail("take writer lock", e))?;
+                        .map_err(|e| fail(Step::TakeWriterLock, e))?;
                     let r = recovery::recover_locked(&*st, &mut tree, root_path, &ctl, opts, false);
                     let _ = st.unlock(&ctl.lock);
                     if let Err(e) = r {
@@ -1625,7 +1632,7 @@ impl Snapshot {
                             return Err(Error::new(
                                 "snapshot",
                                 root_path,
-                                "recover pending transaction",
+                                Step::RecoverPendingTransaction,
                                 State::CommittedPendingRecovery,
                                 io::Error::new(
                                     io::ErrorKind::ReadOnlyFilesystem,
@@ -1665,7 +1672,7 @@ impl Snapshot {
                 e,
             )
         };
-        let rel = rel_path(path).map_err(|e| fail("parse path", e))?;
+        let rel = rel_path(path).map_err(|e| fail(Step::ParsePath, e))?;
         let (parent, name) = split(&rel);
         let name = name.as_os_str();
         let dir = self
@@ -1673,18 +1680,18 @@ impl Snapshot {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .dir(&parent)
-            .map_err(|e| fail("open directory", e))?;
+            .map_err(|e| fail(Step::OpenDirectory, e))?;
         let f = self
             .st
             .open(&dir, name, OpenHow::READ_NOFOLLOW)
-            .map_err(|e| fail("open file", e))?;
+            .map_err(|e| fail(Step::OpenFile, e))?;
         let mut out = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = self
                 .st
                 .read_at(&f, &mut buf, out.len() as u64)
-                .map_err(|e| fail("read file", e))?;
+                .map_err(|e| fail(Step::ReadFile, e))?;
             if n == 0 {
                 return Ok(out);
             }
@@ -1708,18 +1715,18 @@ impl Snapshot {
         let rel = if path.as_os_str().is_empty() || path == Path::new(".") {
             RelPath::root()
         } else {
-            rel_path(path).map_err(|e| fail("parse path", e))?
+            rel_path(path).map_err(|e| fail(Step::ParsePath, e))?
         };
         let dir = self
             .tree
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .dir(&rel)
-            .map_err(|e| fail("open directory", e))?;
+            .map_err(|e| fail(Step::OpenDirectory, e))?;
         let mut names: Vec<OsString> = self
             .st
             .read_dir(&dir)
-            .map_err(|e| fail("list directory", e))?
+            .map_err(|e| fail(Step::ListDirectory, e))?
             .into_iter()
             .map(|e| e.name)
             .filter(|n| {

@@ -26,7 +26,7 @@ use super::{
     bug, is_stage_name, open_control, read_small, split, Control, Tree, TxnOptions, CONTROL_DIR,
     JOURNAL_FILE, RETIRED_FILE,
 };
-use crate::error::{invalid, Error, Result, State};
+use crate::error::{invalid, Error, Result, State, Step};
 use crate::storage::{Fd, FileKind, LockMode, OpenHow, Storage, SyncKind};
 
 /// Which way an interrupted transaction went.
@@ -134,11 +134,13 @@ pub(crate) fn recover_locked(
 ) -> Result<Last> {
     let fail = |step, state, e| Error::new("recover", root_path, step, state, e);
     let nc = State::NotCommitted;
-    let retired = retired_seq(st, ctl).map_err(|e| fail("read retired journal", nc.clone(), e))?;
+    let retired =
+        retired_seq(st, ctl).map_err(|e| fail(Step::ReadRetiredJournal, nc.clone(), e))?;
     let bugs = opts.bugs;
     if bug!(bugs, sweep_staging_first) && !dry_run {
         // PLANTED BUG: staging treated as garbage before the journal is read.
-        let found = find_staging(st, tree).map_err(|e| fail("find staged files", nc.clone(), e))?;
+        let found =
+            find_staging(st, tree).map_err(|e| fail(Step::FindStagedFiles, nc.clone(), e))?;
         for (dir, name) in found {
             if let Ok(d) = tree.dir(&dir) {
                 let _ = st.unlink_at(&d, &name, false);
@@ -153,7 +155,7 @@ pub(crate) fn recover_locked(
         outcome,
     };
     let Some(bytes) = read_small(st, &ctl.dir, JOURNAL_FILE, journal::MAX_RECORD_LEN as u64)
-        .map_err(|e| fail("read journal", nc.clone(), e))?
+        .map_err(|e| fail(Step::ReadJournal, nc.clone(), e))?
     else {
         // No journal, and no transaction has ever retired here: `.fstx-txn/`
         // may be new because an earlier one was lost (or removed) with a
@@ -162,7 +164,7 @@ pub(crate) fn recover_locked(
         // sweep it. Once a transaction has retired, `retired` stays, and
         // begin no longer walks the tree.
         let mut report_sweep = None;
-        if !retired_exists(st, ctl).map_err(|e| fail("read retired journal", nc.clone(), e))? {
+        if !retired_exists(st, ctl).map_err(|e| fail(Step::ReadRetiredJournal, nc.clone(), e))? {
             let removed = rollback(st, tree, ctl, &mut flusher, durable, dry_run)
                 .map_err(|(step, e)| fail(step, nc.clone(), e))?;
             if !removed.is_empty() {
@@ -190,16 +192,16 @@ pub(crate) fn recover_locked(
             if !dry_run {
                 // Readers are held off while the tree changes.
                 st.lock(&ctl.view, LockMode::Exclusive, true)
-                    .map_err(|e| fail("take reader lock", nc.clone(), e))?;
+                    .map_err(|e| fail(Step::TakeReaderLock, nc.clone(), e))?;
                 let touched = apply(st, tree, &rec.ops, root_path)
                     .map_err(|(s, e)| fail(s, pending.clone(), e))?;
                 if durable {
                     flusher
                         .round(touched.into_iter().map(|d| (d, SyncKind::All)))
-                        .map_err(|e| fail("flush directories", pending.clone(), e))?;
+                        .map_err(|e| fail(Step::FlushDirectories, pending.clone(), e))?;
                 }
                 retire(st, ctl, durable && !bug!(bugs, replay_retired))
-                    .map_err(|e| fail("retire journal", pending.clone(), e))?;
+                    .map_err(|e| fail(Step::RetireJournal, pending.clone(), e))?;
                 let _ = st.unlock(&ctl.view);
             }
             Ok(Last {
@@ -215,7 +217,7 @@ pub(crate) fn recover_locked(
         Ok(rec) if rec.kind == Kind::Commit => {
             if !dry_run {
                 remove_journal(st, ctl, durable)
-                    .map_err(|e| fail("remove stale journal", nc.clone(), e))?;
+                    .map_err(|e| fail(Step::RemoveStaleJournal, nc.clone(), e))?;
             }
             Ok(Last {
                 last_seq: retired,
@@ -223,7 +225,7 @@ pub(crate) fn recover_locked(
             })
         }
         Err(DecodeError::UnsupportedVersion(v)) => Err(fail(
-            "read journal",
+            Step::ReadJournal,
             State::CommittedPendingRecovery,
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -287,8 +289,8 @@ fn rollback(
     flusher: &mut Flusher,
     durable: bool,
     dry_run: bool,
-) -> std::result::Result<Vec<PathBuf>, (&'static str, io::Error)> {
-    let found = find_staging(st, tree).map_err(|e| ("find staged files", e))?;
+) -> std::result::Result<Vec<PathBuf>, (Step, io::Error)> {
+    let found = find_staging(st, tree).map_err(|e| (Step::FindStagedFiles, e))?;
     let paths: Vec<PathBuf> = found
         .iter()
         .map(|(d, n)| PathBuf::from(d.to_string()).join(n))
@@ -298,20 +300,20 @@ fn rollback(
     }
     let mut dirs = BTreeMap::new();
     for (dir, name) in &found {
-        let d = tree.dir(dir).map_err(|e| ("open directory", e))?;
+        let d = tree.dir(dir).map_err(|e| (Step::OpenDirectory, e))?;
         match st.unlink_at(&d, name, false) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(("remove staged file", e)),
+            Err(e) => return Err((Step::RemoveStagedFile, e)),
         }
         dirs.insert(dir.clone(), d);
     }
     if durable {
         flusher
             .round(dirs.into_values().map(|d| (d, SyncKind::All)))
-            .map_err(|e| ("flush directories", e))?;
+            .map_err(|e| (Step::FlushDirectories, e))?;
     }
-    remove_journal(st, ctl, durable).map_err(|e| ("remove journal", e))?;
+    remove_journal(st, ctl, durable).map_err(|e| (Step::RemoveJournal, e))?;
     Ok(paths)
 }
 
@@ -394,7 +396,7 @@ fn verify(
     st: &dyn Storage,
     tree: &mut Tree,
     ops: &[Op],
-) -> std::result::Result<(), (&'static str, io::Error)> {
+) -> std::result::Result<(), (Step, io::Error)> {
     for op in ops {
         let Op::Put {
             path,
@@ -410,28 +412,28 @@ fn verify(
             Ok(d) => match st.open(&d, stage_name, OpenHow::READ_NOFOLLOW) {
                 Ok(f) => Some(f),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                Err(e) => return Err(("open staged file", e)),
+                Err(e) => return Err((Step::OpenStagedFile, e)),
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(("open staging directory", e)),
+            Err(e) => return Err((Step::OpenStagingDirectory, e)),
         };
         let ok = if let Some(f) = staged {
-            crc_of(st, &f, *len).map_err(|e| ("read staged file", e))? == Some(*crc)
+            crc_of(st, &f, *len).map_err(|e| (Step::ReadStagedFile, e))? == Some(*crc)
         } else {
             let (parent, name) = split(path);
             match tree.dir(&parent) {
                 Ok(d) => match st.open(&d, &name, OpenHow::READ_NOFOLLOW) {
-                    Ok(f) => crc_of(st, &f, *len).map_err(|e| ("read target", e))? == Some(*crc),
+                    Ok(f) => crc_of(st, &f, *len).map_err(|e| (Step::ReadTarget, e))? == Some(*crc),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-                    Err(e) => return Err(("open target", e)),
+                    Err(e) => return Err((Step::OpenTarget, e)),
                 },
                 Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-                Err(e) => return Err(("open target directory", e)),
+                Err(e) => return Err((Step::OpenTargetDirectory, e)),
             }
         };
         if !ok {
             return Err((
-                "verify staged file",
+                Step::VerifyStagedFile,
                 io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
@@ -453,7 +455,7 @@ pub(crate) fn apply(
     tree: &mut Tree,
     ops: &[Op],
     _root: &Path,
-) -> std::result::Result<Vec<Arc<Fd>>, (&'static str, io::Error)> {
+) -> std::result::Result<Vec<Arc<Fd>>, (Step, io::Error)> {
     let mut touched: BTreeMap<RelPath, Arc<Fd>> = BTreeMap::new();
     let not_found = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
     for op in ops {
@@ -463,13 +465,13 @@ pub(crate) fn apply(
                 let name = name.as_os_str();
                 let pd = tree
                     .dir(&parent)
-                    .map_err(|e| ("open parent directory", e))?;
+                    .map_err(|e| (Step::OpenParentDirectory, e))?;
                 match st.mkdir_at(&pd, name, *mode) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(("create directory", e)),
+                    Err(e) => return Err((Step::CreateDirectory, e)),
                 }
-                let d = tree.dir(path).map_err(|e| ("open new directory", e))?;
+                let d = tree.dir(path).map_err(|e| (Step::OpenNewDirectory, e))?;
                 touched.insert(parent, pd);
                 touched.insert(path.clone(), d);
             }
@@ -481,27 +483,27 @@ pub(crate) fn apply(
                 let fd = match tree.dir(&fparent) {
                     Ok(d) => d,
                     Err(e) if not_found(&e) => continue,
-                    Err(e) => return Err(("open source directory", e)),
+                    Err(e) => return Err((Step::OpenSourceDirectory, e)),
                 };
                 touched.insert(fparent.clone(), fd.clone());
                 let td = tree
                     .dir(&tparent)
-                    .map_err(|e| ("open destination directory", e))?;
+                    .map_err(|e| (Step::OpenDestinationDirectory, e))?;
                 touched.insert(tparent.clone(), td.clone());
                 let s = match st.stat_at(&fd, fname, false) {
                     Ok(s) if s.ino == *ino && s.kind != FileKind::Dir => s,
                     Ok(_) => continue,
                     Err(e) if not_found(&e) => continue,
-                    Err(e) => return Err(("inspect source", e)),
+                    Err(e) => return Err((Step::InspectSource, e)),
                 };
                 match st.stat_at(&td, tname, false) {
                     // Two names of one inode: rename(2) would do nothing.
                     Ok(t) if t.same_inode(&s) => st
                         .unlink_at(&fd, fname, false)
-                        .map_err(|e| ("remove hard-linked source", e))?,
+                        .map_err(|e| (Step::RemoveHardLinkedSource, e))?,
                     _ => st
                         .rename_at(&fd, fname, &td, tname, false)
-                        .map_err(|e| ("rename", e))?,
+                        .map_err(|e| (Step::Rename, e))?,
                 }
             }
             Op::Put {
@@ -514,30 +516,30 @@ pub(crate) fn apply(
                 let name = name.as_os_str();
                 let sd = tree
                     .dir(stage_dir)
-                    .map_err(|e| ("open staging directory", e))?;
+                    .map_err(|e| (Step::OpenStagingDirectory, e))?;
                 let td = tree
                     .dir(&parent)
-                    .map_err(|e| ("open target directory", e))?;
+                    .map_err(|e| (Step::OpenTargetDirectory, e))?;
                 touched.insert(stage_dir.clone(), sd.clone());
                 touched.insert(parent.clone(), td.clone());
                 let s = match st.stat_at(&sd, stage_name, false) {
                     Ok(s) => s,
                     Err(e) if not_found(&e) => continue,
-                    Err(e) => return Err(("inspect staged file", e)),
+                    Err(e) => return Err((Step::InspectStagedFile, e)),
                 };
                 match st.stat_at(&td, name, false) {
                     Ok(t) if t.same_inode(&s) => st
                         .unlink_at(&sd, stage_name, false)
-                        .map_err(|e| ("remove hard-linked staged file", e))?,
+                        .map_err(|e| (Step::RemoveHardLinkedStagedFile, e))?,
                     Ok(t) if t.kind == FileKind::Dir => {
                         return Err((
-                            "rename staged file over target",
+                            Step::RenameStagedFileOverTarget,
                             invalid(io::ErrorKind::IsADirectory, "the target became a directory"),
                         ))
                     }
                     _ => st
                         .rename_at(&sd, stage_name, &td, name, false)
-                        .map_err(|e| ("rename staged file over target", e))?,
+                        .map_err(|e| (Step::RenameStagedFileOverTarget, e))?,
                 }
             }
             Op::Remove { path, ino } => {
@@ -546,7 +548,7 @@ pub(crate) fn apply(
                 let pd = match tree.dir(&parent) {
                     Ok(d) => d,
                     Err(e) if not_found(&e) => continue,
-                    Err(e) => return Err(("open directory", e)),
+                    Err(e) => return Err((Step::OpenDirectory, e)),
                 };
                 touched.insert(parent.clone(), pd.clone());
                 match st.stat_at(&pd, name, false) {
@@ -554,12 +556,12 @@ pub(crate) fn apply(
                         match st.unlink_at(&pd, name, false) {
                             Ok(()) => {}
                             Err(e) if not_found(&e) => {}
-                            Err(e) => return Err(("remove file", e)),
+                            Err(e) => return Err((Step::RemoveFile, e)),
                         }
                     }
                     Ok(_) => {}
                     Err(e) if not_found(&e) => {}
-                    Err(e) => return Err(("inspect file", e)),
+                    Err(e) => return Err((Step::InspectFile, e)),
                 }
             }
         }
@@ -590,16 +592,16 @@ pub(crate) fn recover_root(
         Ok(s) if s.kind == FileKind::Dir => {}
         Ok(_) => return Ok(RootState::NotARoot),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(RootState::NotARoot),
-        Err(e) => return Err(fail("inspect control directory", e)),
+        Err(e) => return Err(fail(Step::InspectControlDirectory, e)),
     }
     let ctl = match open_control(&**st, &root, !dry_run) {
         Ok(c) => c,
         Err(e) if dry_run && e.kind() == io::ErrorKind::NotFound => return Ok(RootState::NotARoot),
-        Err(e) => return Err(fail("open control directory", e)),
+        Err(e) => return Err(fail(Step::OpenControlDirectory, e)),
     };
     if !st
         .lock(&ctl.lock, LockMode::Exclusive, false)
-        .map_err(|e| fail("take writer lock", e))?
+        .map_err(|e| fail(Step::TakeWriterLock, e))?
     {
         return Ok(RootState::Busy);
     }
