@@ -5,7 +5,8 @@
 //! 1. open the target's parent directory once; every later path operation is
 //!    relative to that directory handle (`openat`, `renameat`, `unlinkat`);
 //! 2. resolve the target according to the [`Symlinks`] policy (at most
-//!    [`MAX_SYMLINK_HOPS`] links), refuse directories, FIFOs and devices;
+//!    [`MAX_SYMLINK_HOPS`](crate::MAX_SYMLINK_HOPS) links), refuse
+//!    directories, FIFOs and devices;
 //! 3. create a temporary file beside the target, exclusively
 //!    (`O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`), under an unpredictable name
 //!    starting with [`TEMP_PREFIX`], with a mode no wider than the final one;
@@ -18,21 +19,17 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Seek, SeekFrom, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{invalid, Error, Result, State, Step};
-use crate::storage::{self, Fd, FileKind, LockMode, OpenHow, Stat, Storage, SyncKind};
+use crate::paths::{resolve, Resolved};
+use crate::storage::{self, Fd, FileKind, OpenHow, Stat, Storage, SyncKind};
+use crate::temp::create_temp;
 
-/// Prefix of fstx's temporary file names: `.fstx-tmp.<16 hex digits>.<name>`.
-pub const TEMP_PREFIX: &str = ".fstx-tmp.";
-
-/// At most this many symlinks are followed when resolving a target.
-pub const MAX_SYMLINK_HOPS: usize = 40;
-
-/// The longest file name Linux filesystems accept.
-const NAME_MAX: usize = 255;
+// Re-exported at their old paths for `txn/`, which still names them there.
+pub(crate) use crate::metadata::{carry_metadata, Carry};
+pub(crate) use crate::names::TEMP_PREFIX;
 
 /// How durable a committed replace is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,8 +52,8 @@ pub enum Durability {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Symlinks {
     /// Replace the file the link resolves to (following at most
-    /// [`MAX_SYMLINK_HOPS`] links); the link stays a link. A dangling link
-    /// creates its target.
+    /// [`MAX_SYMLINK_HOPS`](crate::MAX_SYMLINK_HOPS) links); the link stays
+    /// a link. A dangling link creates its target.
     #[default]
     Follow,
     /// Replace the link itself with a regular file. The new file gets the
@@ -127,12 +124,12 @@ pub struct PlantedBugs {
 pub struct Options {
     pub(crate) durability: Durability,
     mode: Option<u32>,
-    symlinks: Symlinks,
-    hard_links: HardLinks,
+    pub(crate) symlinks: Symlinks,
+    pub(crate) hard_links: HardLinks,
     preserve_metadata: bool,
     preserve_xattrs: bool,
     keep_privileges: bool,
-    allow_weak_fs: bool,
+    pub(crate) allow_weak_fs: bool,
     pub(crate) storage: Arc<dyn Storage>,
     #[cfg(feature = "planted-bugs")]
     pub(crate) bugs: PlantedBugs,
@@ -503,9 +500,12 @@ impl AtomicFile {
         // The temporary name is gone; the new file is the target now.
         let temp = self.temp.take();
         if self.opts.durability == Durability::Durable && !self.bug_no_dir_sync() {
-            if let Err((step, e)) =
-                crate::fskind::sync_dir(&*st, &self.dir, self.fs_magic, !self.bug_no_btrfs_commit())
-            {
+            if let Err((step, e)) = crate::durability::sync_dir(
+                &*st,
+                &self.dir,
+                self.fs_magic,
+                !self.bug_no_btrfs_commit(),
+            ) {
                 return Err(self.error(step, State::CommittedNotDurable, e));
             }
         }
@@ -611,367 +611,5 @@ impl Seek for AtomicFile {
         })?;
         self.pos = new;
         Ok(new)
-    }
-}
-
-/// Where a replace of `path` happens, after resolving symlinks by the policy.
-#[derive(Debug)]
-pub(crate) struct Resolved {
-    /// The directory, as a path (for messages).
-    pub(crate) dir_path: PathBuf,
-    /// The directory handle every later operation is relative to.
-    pub(crate) dir: Fd,
-    /// The final name in `dir`.
-    pub(crate) name: OsString,
-    /// The regular file found there, if any.
-    pub(crate) existing: Option<Stat>,
-    /// The filesystem's `statfs` magic, if the weak-filesystem check read it.
-    pub(crate) fs_magic: Option<u64>,
-}
-
-/// Resolves `path` by the options' symlink policy and checks that it may be
-/// replaced (a regular file or nothing; hard-link policy; filesystem class).
-pub(crate) fn resolve(op: &'static str, path: &Path, opts: &Options) -> Result<Resolved> {
-    let st = &*opts.storage;
-    let fail = |step, e| Error::new(op, path, step, State::NotCommitted, e);
-    let (mut dir_path, mut name) = split(path).map_err(|e| fail(Step::ParsePath, e))?;
-    let mut dir = st
-        .open_dir(None, &dir_path, true)
-        .map_err(|e| fail(Step::OpenParentDirectory, e))?;
-
-    // Resolve the target by the symlink policy, relative to directory handles.
-    let mut hops = 0;
-    let existing_stat = loop {
-        let stat = match st.stat_at(&dir, &name, false) {
-            Ok(stat) => stat,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => break None,
-            Err(e) => return Err(fail(Step::InspectTarget, e)),
-        };
-        match stat.kind {
-            FileKind::Regular => break Some(stat),
-            FileKind::Dir => {
-                return Err(fail(
-                    Step::InspectTarget,
-                    invalid(io::ErrorKind::IsADirectory, "the target is a directory"),
-                ))
-            }
-            FileKind::Symlink => match opts.symlinks {
-                Symlinks::Refuse => {
-                    return Err(fail(
-                        Step::InspectTarget,
-                        invalid(
-                            io::ErrorKind::InvalidInput,
-                            "the target is a symlink and the symlink policy refuses it",
-                        ),
-                    ))
-                }
-                Symlinks::ReplaceLink => break None,
-                Symlinks::Follow => {
-                    hops += 1;
-                    if hops > MAX_SYMLINK_HOPS {
-                        return Err(fail(
-                            Step::ResolveSymlink,
-                            io::Error::from_raw_os_error(rustix::io::Errno::LOOP.raw_os_error()),
-                        ));
-                    }
-                    let link = st
-                        .read_link_at(&dir, &name)
-                        .map_err(|e| fail(Step::ReadSymlink, e))?;
-                    let (link_dir, link_name) =
-                        split(&link).map_err(|e| fail(Step::ResolveSymlink, e))?;
-                    dir = if link.is_absolute() {
-                        dir_path = link_dir;
-                        st.open_dir(None, &dir_path, true)
-                    } else {
-                        dir_path = dir_path.join(&link_dir);
-                        st.open_dir(Some(&dir), &link_dir, true)
-                    }
-                    .map_err(|e| fail(Step::OpenSymlinkTargetDirectory, e))?;
-                    name = link_name;
-                }
-            },
-            _ => {
-                return Err(fail(
-                    Step::InspectTarget,
-                    invalid(
-                        io::ErrorKind::InvalidInput,
-                        "the target is not a regular file (FIFO, socket or device)",
-                    ),
-                ))
-            }
-        }
-    };
-
-    if let Some(stat) = &existing_stat {
-        if stat.nlink > 1 && opts.hard_links == HardLinks::Refuse {
-            return Err(fail(
-                Step::InspectTarget,
-                invalid(
-                    io::ErrorKind::InvalidInput,
-                    "the target has several hard links and the hard-link policy refuses to break them",
-                ),
-            ));
-        }
-    }
-
-    let fs_magic = if opts.durability != Durability::None && !opts.allow_weak_fs {
-        let magic = crate::fskind::refuse_weak(
-            st,
-            &dir,
-            "this filesystem cannot make a replace crash-atomic (vfat/exfat/ntfs or network); \
-             allow weak filesystems explicitly to accept weaker semantics",
-        )
-        .map_err(|(step, e)| fail(step, e))?;
-        Some(magic)
-    } else {
-        None
-    };
-    Ok(Resolved {
-        dir_path,
-        dir,
-        name,
-        existing: existing_stat,
-        fs_magic,
-    })
-}
-
-/// What [`carry_metadata`] carries over.
-pub(crate) struct Carry {
-    /// An explicit mode instead of the old file's.
-    pub(crate) mode: Option<u32>,
-    /// Keep set-id bits and `security.capability`.
-    pub(crate) keep_privileges: bool,
-    /// Copy extended attributes.
-    pub(crate) xattrs: bool,
-}
-
-/// Gives `new` the old file's owner, group, mode and extended attributes,
-/// in that order (chown clears set-id bits; setting an ACL sets the group
-/// permission bits). `old` is the old file's stat and, when the process
-/// could open it, its handle (for the xattrs). Without an old file, only an
-/// explicit mode is applied. Shared by the single-file replace and
-/// transactions.
-pub(crate) fn carry_metadata(
-    st: &dyn Storage,
-    new: &Fd,
-    old: Option<(&Stat, Option<&Fd>)>,
-    carry: &Carry,
-) -> io::Result<()> {
-    let privileged_bits = if carry.keep_privileges {
-        0o7777
-    } else {
-        0o1777
-    };
-    let Some((old, old_file)) = old else {
-        if let Some(mode) = carry.mode {
-            st.chmod(new, mode & privileged_bits)?;
-        }
-        return Ok(());
-    };
-    let now = st.stat(new)?;
-    if (now.uid, now.gid) != (old.uid, old.gid) {
-        match st.chown(new, Some(old.uid), Some(old.gid)) {
-            Ok(()) => {}
-            // Not allowed to give the file away: keep at least the group
-            // if we belong to it; otherwise the file stays ours.
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                match st.chown(new, None, Some(old.gid)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    let xattrs = match (old_file, carry.xattrs) {
-        (Some(file), true) => match st.list_xattr(file) {
-            Ok(names) => names,
-            Err(e) if unsupported(&e) => Vec::new(),
-            Err(e) => return Err(e),
-        },
-        _ => Vec::new(),
-    };
-    let has_acl = xattrs.iter().any(|n| n == "system.posix_acl_access");
-    let mode = carry.mode.unwrap_or(old.mode) & privileged_bits;
-    // With an access ACL, the group bits are the ACL mask: keep them off
-    // until the ACL itself is in place, so no instant is wider than the old file.
-    st.chmod(new, if has_acl { mode & !0o070 } else { mode })?;
-    let mut acl_set = false;
-    if let Some(file) = old_file {
-        for name in &xattrs {
-            if !carry.keep_privileges && name == "security.capability" {
-                continue;
-            }
-            let value = match st.get_xattr(file, name) {
-                Ok(v) => v,
-                Err(e) if unsupported(&e) || e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            match st.set_xattr(new, name, &value) {
-                Ok(()) => acl_set |= name == "system.posix_acl_access",
-                Err(e) if unsupported(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    if has_acl && !acl_set {
-        st.chmod(new, mode)?;
-    }
-    Ok(())
-}
-
-/// Whether an xattr error means "not here / not allowed", which is skipped.
-fn unsupported(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::Unsupported
-        || e.kind() == io::ErrorKind::PermissionDenied
-        || e.raw_os_error() == Some(rustix::io::Errno::NOTSUP.raw_os_error())
-        || e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error())
-}
-
-/// Splits a path into (directory, final name). The directory of a bare name
-/// is `.`.
-pub(crate) fn split(path: &Path) -> io::Result<(PathBuf, OsString)> {
-    let bytes = path.as_os_str().as_bytes();
-    if bytes.ends_with(b"/") {
-        return Err(invalid(
-            io::ErrorKind::InvalidInput,
-            "the path ends with '/', so it names a directory, not a file",
-        ));
-    }
-    let name = match path.file_name() {
-        Some(name)
-            if path
-                .components()
-                .next_back()
-                .is_some_and(|c| c.as_os_str() == name) =>
-        {
-            name
-        }
-        _ => {
-            return Err(invalid(
-                io::ErrorKind::InvalidInput,
-                "the path does not end in a file name",
-            ))
-        }
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    Ok((dir, name.to_os_string()))
-}
-
-/// The temporary name for `name`: `.fstx-tmp.<16 hex>.<name, shortened to fit>`.
-pub(crate) fn temp_name(prefix: &str, random: u64, name: &OsStr) -> OsString {
-    let mut out = format!("{prefix}{random:016x}.").into_bytes();
-    let room = NAME_MAX - out.len();
-    let name = name.as_bytes();
-    out.extend_from_slice(&name[..name.len().min(room)]);
-    OsString::from_vec(out)
-}
-
-/// Whether `name` is one of fstx's temporary names with `prefix`.
-pub(crate) fn is_temp_name(prefix: &str, name: &OsStr) -> bool {
-    let b = name.as_bytes();
-    b.len() > prefix.len() + 17
-        && b.starts_with(prefix.as_bytes())
-        && b[prefix.len()..prefix.len() + 16]
-            .iter()
-            .all(u8::is_ascii_hexdigit)
-        && b[prefix.len() + 16] == b'.'
-}
-
-/// Creates and locks a fresh temporary file beside `name`.
-///
-/// The create-then-lock window: `recover` could lock and remove the new file
-/// before its writer locks it. So after locking, the writer checks that the
-/// name still refers to the inode it holds; if not, it starts again with a
-/// new name. `recover` removes a name only while holding that inode's lock
-/// and after the same check, so once the writer's check passes, nobody can
-/// remove its file.
-pub(crate) fn create_temp(
-    st: &dyn Storage,
-    dir: &Fd,
-    name: &OsStr,
-    mode: u32,
-) -> std::result::Result<(OsString, Fd), (Step, io::Error)> {
-    create_prefixed(st, dir, TEMP_PREFIX, name, mode)
-}
-
-pub(crate) fn create_prefixed(
-    st: &dyn Storage,
-    dir: &Fd,
-    prefix: &str,
-    name: &OsStr,
-    mode: u32,
-) -> std::result::Result<(OsString, Fd), (Step, io::Error)> {
-    const ATTEMPTS: usize = 64;
-    for _ in 0..ATTEMPTS {
-        let random = st.random().map_err(|e| (Step::GenerateTemporaryName, e))?;
-        let temp_name = temp_name(prefix, random, name);
-        let file = match st.open(dir, &temp_name, OpenHow::create_new(mode)) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err((Step::CreateTemporaryFile, e)),
-        };
-        let locked = st
-            .lock(&file, LockMode::Exclusive, true)
-            .and_then(|_| Ok((st.stat(&file)?, st.stat_at(dir, &temp_name, false))));
-        match locked {
-            Ok((held, Ok(named))) if held.same_inode(&named) => return Ok((temp_name, file)),
-            // Removed (or replaced) by a recovery between create and lock: try again.
-            Ok(_) => {}
-            Err(e) => {
-                let _ = st.unlink_at(dir, &temp_name, false);
-                return Err((Step::LockTemporaryFile, e));
-            }
-        }
-    }
-    Err((
-        Step::CreateTemporaryFile,
-        invalid(
-            io::ErrorKind::AlreadyExists,
-            "could not create a temporary file under a fresh name",
-        ),
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn split_paths() {
-        assert_eq!(
-            split(Path::new("a")).unwrap(),
-            (PathBuf::from("."), "a".into())
-        );
-        assert_eq!(
-            split(Path::new("/x/y/z")).unwrap(),
-            (PathBuf::from("/x/y"), "z".into())
-        );
-        assert!(split(Path::new("/")).is_err());
-        assert!(split(Path::new("a/..")).is_err());
-        assert!(split(Path::new("a/")).is_err());
-        assert!(split(Path::new("")).is_err());
-    }
-
-    #[test]
-    fn temp_names_fit_and_are_recognised() {
-        let long = OsString::from("x".repeat(255));
-        let t = temp_name(TEMP_PREFIX, 0xabc, &long);
-        assert_eq!(t.len(), NAME_MAX);
-        assert!(is_temp_name(TEMP_PREFIX, &t));
-        assert!(is_temp_name(
-            TEMP_PREFIX,
-            &temp_name(TEMP_PREFIX, 1, OsStr::new("a"))
-        ));
-        assert!(!is_temp_name(TEMP_PREFIX, OsStr::new(".fstx-tmp.zz")));
-        assert!(!is_temp_name(TEMP_PREFIX, OsStr::new("config.json")));
-        assert!(!is_temp_name(
-            TEMP_PREFIX,
-            OsStr::new(".fstx-tmp.000000000000000g.a")
-        ));
     }
 }

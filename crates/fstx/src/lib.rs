@@ -83,33 +83,37 @@
 #![forbid(unsafe_code)]
 
 mod atomic;
+mod backup;
+mod durability;
 mod error;
 pub mod fskind;
+mod io;
 pub mod lock;
+mod metadata;
 mod names;
+mod paths;
 mod recover;
 pub mod storage;
 mod sys;
+mod temp;
 pub mod txn;
 mod update;
 
 #[cfg(feature = "planted-bugs")]
 pub use atomic::PlantedBugs;
-pub use atomic::{
-    write, AtomicFile, Durability, HardLinks, Options, Symlinks, MAX_SYMLINK_HOPS, TEMP_PREFIX,
-};
+pub use atomic::{write, AtomicFile, Durability, HardLinks, Options, Symlinks};
+pub use backup::{BackupKind, BackupMethod};
 pub use error::{Error, Result, State, Step};
-pub use lock::{FileLock, Wait, LOCK_PREFIX};
-pub use names::is_internal_name;
+pub use lock::{FileLock, Wait};
+pub use names::{is_internal_name, LOCK_PREFIX, TEMP_PREFIX};
+pub use paths::MAX_SYMLINK_HOPS;
 pub use recover::{recover, RecoverOptions, Recovery};
 #[cfg(feature = "planted-bugs")]
 pub use txn::TxnBugs;
 pub use txn::{
     Committed, Phase, Snapshot, StagedFile, Transaction, TxnOptions, TxnOutcome, TxnRecovery,
 };
-pub use update::{
-    update, update_stream, BackupKind, BackupMethod, OldFile, UpdateOptions, Updated,
-};
+pub use update::{update, update_stream, OldFile, UpdateOptions, Updated};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

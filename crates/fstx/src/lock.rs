@@ -49,21 +49,18 @@
 //! emulated with byte-range locks and a client that loses its lease loses
 //! the lock.
 
-use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::atomic::{resolve, Options, Resolved};
+use crate::atomic::Options;
 use crate::error::{invalid, Error, Result, State, Step};
+use crate::names::lock_name;
+use crate::paths::{resolve, Resolved};
 use crate::storage::{Create, Fd, LockMode, OpenHow};
 
-/// Prefix of lock file names: `.fstx-lock.<name>`.
-pub const LOCK_PREFIX: &str = ".fstx-lock.";
-
-/// The longest file name Linux filesystems accept.
-const NAME_MAX: usize = 255;
+// Public here too (`fstx::lock::LOCK_PREFIX`), as it always was.
+pub use crate::names::LOCK_PREFIX;
 
 /// How long to wait for a lock held by someone else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -174,25 +171,6 @@ impl FileLock {
     }
 }
 
-/// The lock file name for target `name`.
-pub(crate) fn lock_name(name: &OsStr) -> OsString {
-    let mut out = LOCK_PREFIX.as_bytes().to_vec();
-    let name = name.as_bytes();
-    if out.len() + name.len() <= NAME_MAX {
-        out.extend_from_slice(name);
-    } else {
-        let room = NAME_MAX - out.len() - 9;
-        out.extend_from_slice(&name[..room]);
-        out.extend_from_slice(format!(".{:08x}", crc32c::crc32c(name)).as_bytes());
-    }
-    OsString::from_vec(out)
-}
-
-/// Whether `name` is a lock file name.
-pub(crate) fn is_lock_name(name: &OsStr) -> bool {
-    name.as_bytes().starts_with(LOCK_PREFIX.as_bytes())
-}
-
 /// Locks the target of `path` and resolves it again under the lock.
 ///
 /// Returns the lock and the target as it is while the lock is held.
@@ -298,22 +276,5 @@ fn poll(opts: &Options, file: &Fd, deadline: Instant) -> io::Result<bool> {
         }
         std::thread::sleep(pause.min(deadline - now));
         pause = (pause * 2).min(Duration::from_millis(25));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lock_names_fit() {
-        assert_eq!(lock_name(OsStr::new("a.json")), ".fstx-lock.a.json");
-        let long = OsString::from("x".repeat(255));
-        let n = lock_name(&long);
-        assert_eq!(n.len(), NAME_MAX);
-        assert!(is_lock_name(&n));
-        let other = OsString::from(format!("{}y", "x".repeat(254)));
-        assert_ne!(lock_name(&other), n);
-        assert!(!crate::atomic::is_temp_name(crate::TEMP_PREFIX, &n));
     }
 }

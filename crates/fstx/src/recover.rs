@@ -5,7 +5,8 @@
 //! writer lives; the kernel drops the lock when the writer dies. Recovery
 //! removes a temporary file only while holding its lock, after checking that
 //! the name still refers to the locked inode, so a live writer's file is
-//! never removed (see [`create_temp`](crate::atomic) for the writer's side).
+//! never removed (see [`create_temp`](crate::temp::create_temp) for the
+//! writer's side).
 //!
 //! A temporary name may also be a second hard link to a live file: an
 //! update making a backup links the target to a temporary name, then renames
@@ -18,9 +19,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::atomic::{is_temp_name, TEMP_PREFIX};
 use crate::error::{Error, Result, State, Step};
-use crate::lock::is_lock_name;
+use crate::names::{is_lock_name, is_temp_name, TEMP_PREFIX};
 use crate::storage::{self, FileKind, LockMode, OpenHow, Storage};
 
 /// What [`recover`] did.
@@ -133,7 +133,7 @@ impl RecoverOptions {
             report.removed.push(path.join(&name));
         }
         if !self.dry_run && !report.removed.is_empty() {
-            crate::fskind::sync_dir(st, &dir, None, true).map_err(|(step, e)| fail(step, e))?;
+            crate::durability::sync_dir(st, &dir, None, true).map_err(|(step, e)| fail(step, e))?;
         }
         // A transaction root: finish or roll back an interrupted transaction.
         let root = st

@@ -22,7 +22,7 @@ use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::fskind::is_btrfs;
+use crate::durability::is_btrfs;
 use crate::storage::{Fd, Storage, SyncKind};
 
 /// How a transaction flushes many files at once.

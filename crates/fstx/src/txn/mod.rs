@@ -56,8 +56,9 @@ pub use journal::RelPath;
 pub(crate) use recovery::{recover_root, RootState};
 pub use recovery::{TxnOutcome, TxnRecovery};
 
-use crate::atomic::{is_temp_name, temp_name, Durability};
+use crate::atomic::Durability;
 use crate::error::{invalid, Error, Result, State, Step};
+use crate::names::{is_temp_name, temp_name};
 use crate::storage::{self, Create, Fd, FileKind, LockMode, OpenHow, Stat, Storage, SyncKind};
 use flush::Flusher;
 use journal::{Kind, Op, Record};
