@@ -8,8 +8,7 @@ use std::sync::Arc;
 use super::journal::RelPath;
 use super::options::TxnOptions;
 use super::recovery::{pending_commit, recover_locked};
-use super::root::{is_stage_name, open_control, rel_path, split, Tree, CONTROL_DIR};
-use crate::atomic::is_temp_name;
+use super::root::{open_control, rel_path, split, Tree, CONTROL_DIR};
 use crate::error::{Error, Result, State, Step};
 use crate::storage::{Fd, LockMode, OpenHow, Storage};
 
@@ -157,8 +156,9 @@ impl Snapshot {
         }
     }
 
-    /// Lists directory `path` (`""` or `"."` for the root), without fstx's
-    /// own control, staging and temporary names, sorted.
+    /// Lists directory `path` (`""` or `"."` for the root), sorted, without
+    /// fstx's own names ([`is_internal_name`](crate::is_internal_name): control,
+    /// staging, temporary and lock files).
     pub fn list(&self, path: impl AsRef<Path>) -> Result<Vec<OsString>> {
         let path = path.as_ref();
         let fail = |step, e| {
@@ -187,11 +187,7 @@ impl Snapshot {
             .map_err(|e| fail(Step::ListDirectory, e))?
             .into_iter()
             .map(|e| e.name)
-            .filter(|n| {
-                !(is_stage_name(n)
-                    || is_temp_name(crate::atomic::TEMP_PREFIX, n)
-                    || (rel.is_root() && n == CONTROL_DIR))
-            })
+            .filter(|n| !crate::names::is_internal_name(n))
             .collect();
         names.sort();
         Ok(names)
