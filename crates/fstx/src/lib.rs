@@ -87,6 +87,8 @@ mod error;
 pub mod fskind;
 pub mod lock;
 mod names;
+#[cfg(feature = "planted-bugs")]
+mod planted;
 mod recover;
 pub mod storage;
 mod sys;

@@ -102,7 +102,7 @@ pub(crate) struct TxnBugs;
 macro_rules! bug {
     ($bugs:expr, $name:ident) => {{
         #[cfg(feature = "planted-bugs")]
-        let on = $bugs.$name;
+        let on = crate::planted::on($bugs.$name);
         #[cfg(not(feature = "planted-bugs"))]
         let on = {
             let _ = &$bugs;
