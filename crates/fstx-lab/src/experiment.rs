@@ -546,23 +546,27 @@ fn find_garbage(root: &Path, dir: &Path, out: &mut Vec<String>) {
         let rel = e.path();
         let rel = rel.strip_prefix(root).unwrap_or(&rel).display().to_string();
         let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-        if s == ".powercut-noise" || s == "lost+found" || s.starts_with(fstx::LOCK_PREFIX) {
+        if s == ".powercut-noise" || s == "lost+found" {
             continue;
         }
-        if s == fstx::txn::CONTROL_DIR {
-            for f in ["journal"] {
-                if e.path().join(f).exists() {
+        if fstx::is_internal_name(&name) {
+            // fstx's own files: lock files and a transaction root's control
+            // directory may stay (without a pending journal); temporary and
+            // staged files may not.
+            if s.starts_with(fstx::LOCK_PREFIX) {
+                continue;
+            }
+            if s == fstx::txn::CONTROL_DIR {
+                if e.path().join("journal").exists() {
                     out.push(format!(
-                        "{rel}/{f}: a transaction journal is still pending after recovery"
+                        "{rel}/journal: a transaction journal is still pending after recovery"
                     ));
                 }
+                continue;
             }
-            continue;
-        }
-        if s.starts_with(fstx::TEMP_PREFIX)
-            || fstx::txn::is_stage_name(&name)
-            || s.ends_with(".tmp")
-        {
+            out.push(format!("{rel}: a temporary file survived recovery"));
+        } else if s.ends_with(".tmp") {
+            // The unsafe contenders' temporary files.
             out.push(format!("{rel}: a temporary file survived recovery"));
         }
         if is_dir {
