@@ -3,13 +3,16 @@
 # syscalls traced, then analyze.py over every acknowledged replace.
 #
 # usage: run.sh MODE OUTDIR [SECONDS] [WORKERS]     (as root; see README.md)
-# env:   POWERCUT=path/to/powercut (default: target/debug/powercut)
+# env:   POWERCUT=path/to/powercut (default: built with cargo, found wherever
+#        cargo puts it)
 #
 # The trace buffer is global: never run two of these at once.
 set -euo pipefail
 mode=$1 out=$2 secs=${3:-3} workers=${4:-10}
 here=$(cd "$(dirname "$0")" && pwd)
-powercut=${POWERCUT:-$here/../../target/debug/powercut}
+# The harness, built if needed and found wherever cargo puts it
+# (CARGO_TARGET_DIR and the like), unless POWERCUT names one.
+powercut=${POWERCUT:-$(cd "$here/../.." && scripts/cargo-exe powercut --quiet -p powercut)}
 T=/sys/kernel/tracing
 [ -e $T/trace ] || mount -t tracefs nodev $T
 rm -rf "$out"; mkdir -p "$out"

@@ -1,18 +1,15 @@
 //! `fstx`: crash-safe file writes, updates and transactions for shell scripts.
 //!
-//! A thin shell over the `fstx` library: each subcommand parses its
-//! arguments, calls the library, and prints what happened. `main` prints one
-//! clean error line and exits non-zero on failure.
+//! The device tool: `write`, `update`, `commit`, `recover`, nothing else (the
+//! test harnesses live in `fstx-lab`). A thin shell over the `fstx` library:
+//! each subcommand parses its arguments, calls the library, and prints what
+//! happened. `main` prints one clean error line and exits non-zero on
+//! failure.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-mod cmd;
-#[cfg(feature = "powercut")]
-mod experiment;
-#[cfg(feature = "powercut")]
-mod simrun;
+use fstx_cli::{cmd, Failure};
 
 /// Crash-safe file operations: every update leaves either the complete old
 /// or the complete new data, whenever the power is cut.
@@ -29,37 +26,6 @@ enum Command {
     Recover(cmd::recover::Args),
     Commit(cmd::commit::Args),
     Update(cmd::update::Args),
-    Torture(cmd::torture::Args),
-    #[command(hide = true)]
-    TortureWorker(cmd::torture::WorkerArgs),
-    #[cfg(feature = "powercut")]
-    Powercut(cmd::powercut::Args),
-    #[cfg(feature = "powercut")]
-    #[command(name = "__powercut", hide = true)]
-    PowercutInner(cmd::powercut::InnerArgs),
-}
-
-/// A CLI failure: an error message, and the exit code to leave with.
-#[derive(Debug)]
-pub struct Failure {
-    message: String,
-    code: u8,
-}
-
-impl Failure {
-    /// A failure with exit code 1.
-    pub fn new(message: impl std::fmt::Display) -> Failure {
-        Failure {
-            message: message.to_string(),
-            code: 1,
-        }
-    }
-}
-
-impl<E: std::error::Error> From<E> for Failure {
-    fn from(e: E) -> Failure {
-        Failure::new(e)
-    }
 }
 
 fn try_main() -> Result<ExitCode, Failure> {
@@ -69,12 +35,6 @@ fn try_main() -> Result<ExitCode, Failure> {
         Command::Recover(args) => cmd::recover::run(&args),
         Command::Commit(args) => cmd::commit::run(&args),
         Command::Update(args) => cmd::update::run(&args),
-        Command::Torture(args) => cmd::torture::run(&args),
-        Command::TortureWorker(args) => cmd::torture::worker(&args),
-        #[cfg(feature = "powercut")]
-        Command::Powercut(args) => cmd::powercut::run(&args),
-        #[cfg(feature = "powercut")]
-        Command::PowercutInner(args) => cmd::powercut::inner(&args),
     }
 }
 
@@ -82,8 +42,16 @@ fn main() -> ExitCode {
     match try_main() {
         Ok(code) => code,
         Err(failure) => {
-            eprintln!("fstx: {}", failure.message);
-            ExitCode::from(failure.code)
+            eprintln!("fstx: {}", failure.message());
+            ExitCode::from(failure.code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

@@ -1,7 +1,6 @@
 //! On real btrfs, a durable replace ends with a btrfs transaction commit
 //! (`syncfs`), not with a directory fsync alone: btrfs can let a directory
 //! fsync return before the rename is on disk (docs/design.md §6).
-#![cfg(feature = "powercut")]
 
 use powercut::log::Record;
 use powercut::{Config, FsConfig};

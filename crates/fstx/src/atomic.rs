@@ -9,7 +9,8 @@
 //!    directories, FIFOs and devices;
 //! 3. create a temporary file beside the target, exclusively
 //!    (`O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`), under an unpredictable name
-//!    starting with [`TEMP_PREFIX`], with a mode no wider than the final one;
+//!    starting with [`TEMP_PREFIX`](crate::TEMP_PREFIX), with a mode no
+//!    wider than the final one;
 //! 4. take an exclusive `flock` on it and check that the name still refers
 //!    to the locked inode (closes the race with [`recover`](crate::recover()));
 //! 5. the caller writes the new content;
@@ -29,7 +30,6 @@ use crate::temp::create_temp;
 
 // Re-exported at their old paths for `txn/`, which still names them there.
 pub(crate) use crate::metadata::{carry_metadata, Carry};
-pub(crate) use crate::names::TEMP_PREFIX;
 
 /// How durable a committed replace is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -92,6 +92,8 @@ pub mod lock;
 mod metadata;
 mod names;
 mod paths;
+#[cfg(feature = "planted-bugs")]
+mod planted;
 mod recover;
 pub mod storage;
 mod sys;

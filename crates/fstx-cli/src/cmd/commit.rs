@@ -86,7 +86,8 @@ fn copy_in(src: &mut dyn Read, dst: &mut dyn Write) -> io::Result<()> {
 }
 
 /// Regular files under `dir`, relative, sorted; symlinks and special files
-/// are refused (a config set is plain files).
+/// are refused (a config set is plain files). fstx's own files (temporary,
+/// staged and lock files, `.fstx-txn`) are not part of the set: never copied.
 fn files_under(base: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<(), Failure> {
     let dir = base.join(rel);
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
@@ -95,6 +96,9 @@ fn files_under(base: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<(), Fa
         .map_err(|e| Failure::new(format!("{}: {e}", dir.display())))?;
     entries.sort_by_key(std::fs::DirEntry::file_name);
     for e in entries {
+        if fstx::is_internal_name(&e.file_name()) {
+            continue;
+        }
         let ft = e
             .file_type()
             .map_err(|err| Failure::new(format!("{}: {err}", e.path().display())))?;
@@ -113,37 +117,17 @@ fn files_under(base: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<(), Fa
     Ok(())
 }
 
-/// Test hook: `FSTX_TXN_PHASE_PAUSE=PHASE:MS` (PHASE one of `staged`,
-/// `committed`, `applied`) makes `fstx commit` sleep MS milliseconds when
-/// the commit reaches that phase, so the SIGKILL test can kill it there.
-/// For tests only; it changes nothing else.
-fn phase_pause() -> Result<Option<impl Fn(fstx::Phase) + Send + Sync + 'static>, Failure> {
-    let Ok(v) = std::env::var("FSTX_TXN_PHASE_PAUSE") else {
-        return Ok(None);
-    };
-    let bad = || {
-        Failure::new(format!(
-            "FSTX_TXN_PHASE_PAUSE: expected PHASE:MS, got '{v}'"
-        ))
-    };
-    let (p, ms) = v.split_once(':').ok_or_else(bad)?;
-    let phase = match p {
-        "staged" => fstx::Phase::Staged,
-        "committed" => fstx::Phase::Committed,
-        "applied" => fstx::Phase::Applied,
-        _ => return Err(bad()),
-    };
-    let ms: u64 = ms.parse().map_err(|_| bad())?;
-    Ok(Some(move |at: fstx::Phase| {
-        if at == phase {
-            std::thread::sleep(std::time::Duration::from_millis(ms));
-        }
-    }))
-}
-
 /// Runs `fstx commit`.
 pub fn run(args: &Args) -> Result<ExitCode, Failure> {
-    let mut opts = fstx::TxnOptions::new();
+    run_with(args, fstx::TxnOptions::new())
+}
+
+/// Runs `fstx commit` with `opts` as the starting point: the flags set
+/// durability, waiting, weak filesystems and flushing on top of it; anything
+/// else in `opts` (such as an [`on_phase`](fstx::TxnOptions::on_phase) hook,
+/// which `fstx-lab` uses to pause a commit for the kill test) is kept. The
+/// `fstx` binary passes fresh options.
+pub fn run_with(args: &Args, mut opts: fstx::TxnOptions) -> Result<ExitCode, Failure> {
     opts.durability(args.durability.into())
         .wait(!args.no_wait)
         .allow_weak_filesystems(args.allow_weak_fs)
@@ -155,9 +139,6 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
         });
     if args.put.iter().filter(|p| p.ends_with("=-")).count() > 1 {
         return Err(Failure::new("only one --put may read standard input (-)"));
-    }
-    if let Some(hook) = phase_pause()? {
-        opts.on_phase(hook);
     }
     let mut txn = opts.begin(&args.root)?;
     for p in &args.put {
@@ -232,7 +213,8 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
 
 /// A plain directory walk of ROOT for --delete-missing (the writer lock is
 /// held, so no transaction changes the tree meanwhile). Symlinks are not
-/// followed and are not regular files: they are left alone.
+/// followed and are not regular files: they are left alone, and so are
+/// fstx's own files ([`fstx::is_internal_name`]).
 struct ReadDir<'a> {
     root: &'a Path,
 }
@@ -249,11 +231,9 @@ impl<'a> ReadDir<'a> {
         {
             let e = e.map_err(|e| Failure::new(format!("{}: {e}", dir.display())))?;
             let name = e.file_name();
-            let s = name.to_string_lossy();
-            if (rel.as_os_str().is_empty() && s == fstx::txn::CONTROL_DIR)
-                || fstx::txn::is_stage_name(&name)
-                || s.starts_with(fstx::TEMP_PREFIX)
-            {
+            // fstx's own files (temporary, staged and lock files,
+            // `.fstx-txn`) are never removed as "missing".
+            if fstx::is_internal_name(&name) {
                 continue;
             }
             let ft = e.file_type().map_err(|e| Failure::new(e.to_string()))?;

@@ -1,10 +1,7 @@
 //! One module per subcommand; each has `Args` and `run`.
 
 pub mod commit;
-#[cfg(feature = "powercut")]
-pub mod powercut;
 pub mod recover;
-pub mod torture;
 pub mod update;
 pub mod write;
 

@@ -75,6 +75,10 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 }
 
 /// Runs `fstx update`.
+///
+/// # Panics
+///
+/// Never: CMD's standard output is always piped.
 pub fn run(args: &Args) -> Result<ExitCode, Failure> {
     let mut replace = fstx::Options::new();
     replace

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fstx::storage::Storage;
-use fstx::{Durability, Options, PlantedBugs, State};
+#[cfg(feature = "planted-bugs")]
+use fstx::PlantedBugs;
+use fstx::{Durability, Options, State};
 
 use crate::explore::Workload;
 use crate::fs::SimFs;
@@ -39,7 +41,8 @@ pub enum Level {
 pub struct Replace {
     /// Durability levels used.
     pub level: Level,
-    /// Planted protocol bugs.
+    /// Planted protocol bugs (only with the `planted-bugs` feature).
+    #[cfg(feature = "planted-bugs")]
     pub bugs: PlantedBugs,
 }
 
@@ -162,7 +165,14 @@ pub fn parse(name: &str) -> Option<Replace> {
         "mixed" => Level::Mixed,
         _ => return None,
     };
+    // A planted bug is a workload only where the bugs are built in.
+    #[cfg(not(feature = "planted-bugs"))]
+    if parts.next().is_some() {
+        return None;
+    }
+    #[cfg(feature = "planted-bugs")]
     let mut bugs = PlantedBugs::default();
+    #[cfg(feature = "planted-bugs")]
     for bug in parts {
         match bug {
             "no_file_sync" => bugs.no_file_sync = true,
@@ -172,12 +182,18 @@ pub fn parse(name: &str) -> Option<Replace> {
             _ => return None,
         }
     }
-    Some(Replace { level, bugs })
+    Some(Replace {
+        level,
+        #[cfg(feature = "planted-bugs")]
+        bugs,
+    })
 }
 
 impl Workload for Replace {
     fn name(&self) -> String {
+        #[allow(unused_mut)] // no bugs to name without `planted-bugs`
         let mut name = format!("replace/{}", level_name(self.level));
+        #[cfg(feature = "planted-bugs")]
         for (on, bug) in [
             (self.bugs.no_file_sync, "no_file_sync"),
             (self.bugs.no_dir_sync, "no_dir_sync"),
@@ -234,9 +250,9 @@ impl Workload for Replace {
                 fs.calls(),
             );
             let mut opts = Options::new();
-            opts.storage(storage.clone())
-                .durability(step.durability)
-                .planted_bugs(self.bugs);
+            opts.storage(storage.clone()).durability(step.durability);
+            #[cfg(feature = "planted-bugs")]
+            opts.planted_bugs(self.bugs);
             let result: CallResult = if step.chunks.len() == 1 {
                 opts.write(&step.path, &step.content)
                     .map_err(|e| (e.state().clone(), e.into_io_error()))

@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use fstx::storage::Storage;
 use fstx::txn::Flush;
-use fstx::{Durability, TxnBugs, TxnOptions};
+#[cfg(feature = "planted-bugs")]
+use fstx::TxnBugs;
+use fstx::{Durability, TxnOptions};
 
 use crate::explore::Workload;
 use crate::fs::SimFs;
@@ -34,7 +36,8 @@ const POOL: [&str; 7] = ["a", "b", "sub/c", "sub/d", "sub/deep/e", "new/f", "new
 /// The transaction workload. See the [module docs](self).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Txn {
-    /// Planted protocol bugs.
+    /// Planted protocol bugs (only with the `planted-bugs` feature).
+    #[cfg(feature = "planted-bugs")]
     pub bugs: TxnBugs,
     /// How the transactions flush: [`Flush::Auto`] (default: what
     /// production does, decided by the simulated kernel's capabilities),
@@ -58,6 +61,7 @@ enum Step {
     Rename(&'static str, &'static str),
 }
 
+#[cfg(feature = "planted-bugs")]
 const BUGS: [&str; 6] = [
     "commit_before_data_flush",
     "commit_before_data_write",
@@ -67,6 +71,7 @@ const BUGS: [&str; 6] = [
     "sweep_staging_first",
 ];
 
+#[cfg(feature = "planted-bugs")]
 fn bug_flag<'a>(bugs: &'a mut TxnBugs, name: &str) -> Option<&'a mut bool> {
     Some(match name {
         "commit_before_data_flush" => &mut bugs.commit_before_data_flush,
@@ -92,11 +97,22 @@ pub fn parse(name: &str) -> Option<Txn> {
     ]
     .into_iter()
     .find(|f| flush_name(*f) == first)?;
+    // A planted bug is a workload only where the bugs are built in.
+    #[cfg(not(feature = "planted-bugs"))]
+    if parts.next().is_some() {
+        return None;
+    }
+    #[cfg(feature = "planted-bugs")]
     let mut bugs = TxnBugs::default();
+    #[cfg(feature = "planted-bugs")]
     for bug in parts {
         *bug_flag(&mut bugs, bug)? = true;
     }
-    Some(Txn { bugs, flush })
+    Some(Txn {
+        #[cfg(feature = "planted-bugs")]
+        bugs,
+        flush,
+    })
 }
 
 fn abs(rel: &str) -> PathBuf {
@@ -163,12 +179,16 @@ fn plan_txn(r: &mut Rng, i: usize, now: &BTreeMap<&'static str, Vec<u8>>) -> Vec
 
 impl Workload for Txn {
     fn name(&self) -> String {
+        #[allow(unused_mut)] // no bugs to name without `planted-bugs`
         let mut name = String::from(flush_name(self.flush));
-        let mut bugs = self.bugs;
-        for bug in BUGS {
-            if *bug_flag(&mut bugs, bug).expect("known") {
-                name.push('+');
-                name.push_str(bug);
+        #[cfg(feature = "planted-bugs")]
+        {
+            let mut bugs = self.bugs;
+            for bug in BUGS {
+                if *bug_flag(&mut bugs, bug).expect("known") {
+                    name.push('+');
+                    name.push_str(bug);
+                }
             }
         }
         name
@@ -228,8 +248,9 @@ impl Workload for Txn {
             let mut opts = TxnOptions::new();
             opts.storage(storage.clone())
                 .durability(Durability::Durable)
-                .planted_bugs(self.bugs)
                 .flush(self.flush);
+            #[cfg(feature = "planted-bugs")]
+            opts.planted_bugs(self.bugs);
             let mut seq = None;
             let result: CallResult = (|| {
                 let mut txn = opts.begin(ROOT)?;
@@ -294,7 +315,9 @@ impl Workload for Txn {
         // in `TxnOptions`), then the general sweep `fstx recover` runs.
         let storage: Arc<dyn Storage> = fs.clone();
         let mut opts = TxnOptions::new();
-        opts.storage(storage.clone()).planted_bugs(self.bugs);
+        opts.storage(storage.clone());
+        #[cfg(feature = "planted-bugs")]
+        opts.planted_bugs(self.bugs);
         let report = opts.recover(ROOT).map_err(|e| e.to_string())?;
         if let Some(fstx::TxnRecovery {
             seq: Some(seq),

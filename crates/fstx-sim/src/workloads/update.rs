@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fstx::storage::Storage;
-use fstx::{BackupMethod, Durability, Options, PlantedBugs, UpdateOptions};
+#[cfg(feature = "planted-bugs")]
+use fstx::PlantedBugs;
+use fstx::{BackupMethod, Durability, Options, UpdateOptions};
 
 use crate::explore::Workload;
 use crate::fs::SimFs;
@@ -33,7 +35,8 @@ pub struct Update {
     pub level: Level,
     /// Always make backups by copying (otherwise: by hard link, or copy at random).
     pub copy: bool,
-    /// Planted protocol bugs.
+    /// Planted protocol bugs (only with the `planted-bugs` feature).
+    #[cfg(feature = "planted-bugs")]
     pub bugs: PlantedBugs,
 }
 
@@ -115,6 +118,7 @@ fn backup_path(target: &Path, k: usize) -> PathBuf {
     PathBuf::from(name)
 }
 
+#[cfg(feature = "planted-bugs")]
 const BUGS: [&str; 6] = [
     "no_file_sync",
     "no_dir_sync",
@@ -124,6 +128,7 @@ const BUGS: [&str; 6] = [
     "no_btrfs_commit",
 ];
 
+#[cfg(feature = "planted-bugs")]
 fn bug_flag<'a>(bugs: &'a mut PlantedBugs, name: &str) -> Option<&'a mut bool> {
     Some(match name {
         "no_file_sync" => &mut bugs.no_file_sync,
@@ -153,11 +158,23 @@ pub fn parse(name: &str) -> Option<Update> {
         "mixed" => Level::Mixed,
         _ => return None,
     };
+    // A planted bug is a workload only where the bugs are built in.
+    #[cfg(not(feature = "planted-bugs"))]
+    if parts.next().is_some() {
+        return None;
+    }
+    #[cfg(feature = "planted-bugs")]
     let mut bugs = PlantedBugs::default();
+    #[cfg(feature = "planted-bugs")]
     for bug in parts {
         *bug_flag(&mut bugs, bug)? = true;
     }
-    Some(Update { level, copy, bugs })
+    Some(Update {
+        level,
+        copy,
+        #[cfg(feature = "planted-bugs")]
+        bugs,
+    })
 }
 
 impl Workload for Update {
@@ -168,12 +185,16 @@ impl Workload for Update {
             Level::None => "none",
             Level::Mixed => "mixed",
         };
+        #[allow(unused_mut)] // no bugs to name without `planted-bugs`
         let mut name = format!("update/{level}{}", if self.copy { "/copy" } else { "" });
-        let mut bugs = self.bugs;
-        for bug in BUGS {
-            if *bug_flag(&mut bugs, bug).expect("known") {
-                name.push('+');
-                name.push_str(bug);
+        #[cfg(feature = "planted-bugs")]
+        {
+            let mut bugs = self.bugs;
+            for bug in BUGS {
+                if *bug_flag(&mut bugs, bug).expect("known") {
+                    name.push('+');
+                    name.push_str(bug);
+                }
             }
         }
         name
@@ -225,9 +246,9 @@ impl Workload for Update {
                 )];
             }
             let mut opts = Options::new();
-            opts.storage(storage.clone())
-                .durability(step.durability)
-                .planted_bugs(self.bugs);
+            opts.storage(storage.clone()).durability(step.durability);
+            #[cfg(feature = "planted-bugs")]
+            opts.planted_bugs(self.bugs);
             let mut uopts = UpdateOptions::new();
             uopts
                 .options(opts)

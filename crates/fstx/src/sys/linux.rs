@@ -58,7 +58,9 @@ fn stat(st: &rfs::Stat) -> Stat {
         mode: st.st_mode & 0o7777,
         uid: st.st_uid,
         gid: st.st_gid,
-        nlink: st.st_nlink,
+        // `u32` on aarch64, `u64` on x86_64.
+        #[allow(clippy::useless_conversion)]
+        nlink: u64::from(st.st_nlink),
         size: u64::try_from(st.st_size).unwrap_or(0),
         dev: st.st_dev,
         ino: st.st_ino,

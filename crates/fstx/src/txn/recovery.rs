@@ -20,13 +20,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::apply::{apply, remove_journal, retire};
+use super::bug;
 use super::flush::Flusher;
 use super::journal::{self, DecodeError, Kind, Op, Record, RelPath};
-use super::{
-    bug, is_stage_name, open_control, read_small, split, Control, Tree, TxnOptions, CONTROL_DIR,
-    JOURNAL_FILE, RETIRED_FILE,
+use super::options::TxnOptions;
+use super::root::{
+    is_stage_name, open_control, read_small, split, Control, Tree, CONTROL_DIR, JOURNAL_FILE,
+    RETIRED_FILE,
 };
-use crate::error::{invalid, Error, Result, State, Step};
+use crate::error::{Error, Result, State, Step};
 use crate::storage::{Fd, FileKind, LockMode, OpenHow, Storage, SyncKind};
 
 /// Which way an interrupted transaction went.
@@ -86,7 +89,7 @@ impl fmt::Display for TxnRecovery {
     }
 }
 
-pub(crate) struct Last {
+pub(super) struct Last {
     /// The highest sequence number known to be applied.
     pub(crate) last_seq: u64,
     pub(crate) report: Option<TxnRecovery>,
@@ -250,33 +253,6 @@ pub(crate) fn recover_locked(
             })
         }
     }
-}
-
-fn remove_journal(st: &dyn Storage, ctl: &Control, durable: bool) -> io::Result<()> {
-    match st.unlink_at(&ctl.dir, OsStr::new(JOURNAL_FILE), false) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    }
-    if durable {
-        crate::fskind::sync_dir_io(st, &ctl.dir, ctl.fs_magic)?;
-    }
-    Ok(())
-}
-
-/// Retires the journal: renames it to `retired` and (if `flush`) flushes
-/// the control directory, so it can never be replayed.
-pub(crate) fn retire(st: &dyn Storage, ctl: &Control, flush: bool) -> io::Result<()> {
-    let j = OsStr::new(JOURNAL_FILE);
-    match st.rename_at(&ctl.dir, j, &ctl.dir, OsStr::new(RETIRED_FILE), false) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    if flush {
-        crate::fskind::sync_dir_io(st, &ctl.dir, ctl.fs_magic)?;
-    }
-    Ok(())
 }
 
 /// Removes every staged file under the root, flushes the directories they
@@ -446,127 +422,6 @@ fn verify(
         }
     }
     Ok(())
-}
-
-/// Applies `ops` idempotently (each step checks whether it is already
-/// done) and returns the directories to flush, each once.
-pub(crate) fn apply(
-    st: &dyn Storage,
-    tree: &mut Tree,
-    ops: &[Op],
-    _root: &Path,
-) -> std::result::Result<Vec<Arc<Fd>>, (Step, io::Error)> {
-    let mut touched: BTreeMap<RelPath, Arc<Fd>> = BTreeMap::new();
-    let not_found = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
-    for op in ops {
-        match op {
-            Op::Mkdir { path, mode } => {
-                let (parent, name) = split(path);
-                let name = name.as_os_str();
-                let pd = tree
-                    .dir(&parent)
-                    .map_err(|e| (Step::OpenParentDirectory, e))?;
-                match st.mkdir_at(&pd, name, *mode) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err((Step::CreateDirectory, e)),
-                }
-                let d = tree.dir(path).map_err(|e| (Step::OpenNewDirectory, e))?;
-                touched.insert(parent, pd);
-                touched.insert(path.clone(), d);
-            }
-            Op::Rename { from, to, ino } => {
-                let (fparent, fname) = split(from);
-                let fname = fname.as_os_str();
-                let (tparent, tname) = split(to);
-                let tname = tname.as_os_str();
-                let fd = match tree.dir(&fparent) {
-                    Ok(d) => d,
-                    Err(e) if not_found(&e) => continue,
-                    Err(e) => return Err((Step::OpenSourceDirectory, e)),
-                };
-                touched.insert(fparent.clone(), fd.clone());
-                let td = tree
-                    .dir(&tparent)
-                    .map_err(|e| (Step::OpenDestinationDirectory, e))?;
-                touched.insert(tparent.clone(), td.clone());
-                let s = match st.stat_at(&fd, fname, false) {
-                    Ok(s) if s.ino == *ino && s.kind != FileKind::Dir => s,
-                    Ok(_) => continue,
-                    Err(e) if not_found(&e) => continue,
-                    Err(e) => return Err((Step::InspectSource, e)),
-                };
-                match st.stat_at(&td, tname, false) {
-                    // Two names of one inode: rename(2) would do nothing.
-                    Ok(t) if t.same_inode(&s) => st
-                        .unlink_at(&fd, fname, false)
-                        .map_err(|e| (Step::RemoveHardLinkedSource, e))?,
-                    _ => st
-                        .rename_at(&fd, fname, &td, tname, false)
-                        .map_err(|e| (Step::Rename, e))?,
-                }
-            }
-            Op::Put {
-                path,
-                stage_dir,
-                stage_name,
-                ..
-            } => {
-                let (parent, name) = split(path);
-                let name = name.as_os_str();
-                let sd = tree
-                    .dir(stage_dir)
-                    .map_err(|e| (Step::OpenStagingDirectory, e))?;
-                let td = tree
-                    .dir(&parent)
-                    .map_err(|e| (Step::OpenTargetDirectory, e))?;
-                touched.insert(stage_dir.clone(), sd.clone());
-                touched.insert(parent.clone(), td.clone());
-                let s = match st.stat_at(&sd, stage_name, false) {
-                    Ok(s) => s,
-                    Err(e) if not_found(&e) => continue,
-                    Err(e) => return Err((Step::InspectStagedFile, e)),
-                };
-                match st.stat_at(&td, name, false) {
-                    Ok(t) if t.same_inode(&s) => st
-                        .unlink_at(&sd, stage_name, false)
-                        .map_err(|e| (Step::RemoveHardLinkedStagedFile, e))?,
-                    Ok(t) if t.kind == FileKind::Dir => {
-                        return Err((
-                            Step::RenameStagedFileOverTarget,
-                            invalid(io::ErrorKind::IsADirectory, "the target became a directory"),
-                        ))
-                    }
-                    _ => st
-                        .rename_at(&sd, stage_name, &td, name, false)
-                        .map_err(|e| (Step::RenameStagedFileOverTarget, e))?,
-                }
-            }
-            Op::Remove { path, ino } => {
-                let (parent, name) = split(path);
-                let name = name.as_os_str();
-                let pd = match tree.dir(&parent) {
-                    Ok(d) => d,
-                    Err(e) if not_found(&e) => continue,
-                    Err(e) => return Err((Step::OpenDirectory, e)),
-                };
-                touched.insert(parent.clone(), pd.clone());
-                match st.stat_at(&pd, name, false) {
-                    Ok(s) if s.ino == *ino && s.kind != FileKind::Dir => {
-                        match st.unlink_at(&pd, name, false) {
-                            Ok(()) => {}
-                            Err(e) if not_found(&e) => {}
-                            Err(e) => return Err((Step::RemoveFile, e)),
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) if not_found(&e) => {}
-                    Err(e) => return Err((Step::InspectFile, e)),
-                }
-            }
-        }
-    }
-    Ok(touched.into_values().collect())
 }
 
 /// What recovering one directory as a transaction root found.

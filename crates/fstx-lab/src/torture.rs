@@ -1,4 +1,4 @@
-//! `fstx torture`: the kill test. Worker processes update files in a loop,
+//! `fstx-lab torture`: the kill test. Worker processes update files in a loop,
 //! the parent kills them with `SIGKILL` at random moments and restarts them,
 //! and checks the files while they run and afterwards.
 
@@ -12,8 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use super::DurabilityArg;
-use crate::Failure;
+use fstx_cli::cmd::DurabilityArg;
+use fstx_cli::Failure;
 
 /// The shared counter file every worker increments.
 const SHARED: &str = "shared";
@@ -87,7 +87,7 @@ pub struct Args {
     durability: DurabilityArg,
 }
 
-/// Arguments of a worker process (`fstx torture-worker`, hidden).
+/// Arguments of a worker process (`fstx-lab torture-worker`, hidden).
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
     #[arg(long)]
@@ -476,7 +476,7 @@ impl Workers<'_> {
     }
 }
 
-/// Runs `fstx torture`.
+/// Runs `fstx-lab torture`.
 pub fn run(args: &Args) -> Result<ExitCode, Failure> {
     let seed = args.seed.unwrap_or_else(clock_seed);
     let (root, temporary) = match &args.dir {
@@ -547,20 +547,19 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
         return Err(Failure::new(format!("torture: {e}")));
     }
 
-    // After the run: recover, then nothing but targets, backups and lock
+    // After the run (every worker killed and reaped): recover, as `fstx
+    // recover` does at boot, then nothing but targets, backups and lock
     // files may remain.
-    let recovered = Command::new(&workers.exe)
-        .arg("recover")
-        .arg(&data)
-        .stdout(Stdio::null())
-        .status()?;
-    if !recovered.success() {
-        checker.violation(format!("fstx recover failed: {recovered}"));
+    if let Err(e) = fstx::recover(&data) {
+        checker.violation(format!("fstx recover failed: {e}"));
     }
     for entry in fs::read_dir(&data)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if name.starts_with(fstx::TEMP_PREFIX) {
-            checker.violation(format!("{name}: temporary file left after recover"));
+        let name = entry?.file_name();
+        if fstx::is_internal_name(&name) && !name.to_string_lossy().starts_with(fstx::LOCK_PREFIX) {
+            checker.violation(format!(
+                "{}: temporary file left after recover",
+                name.to_string_lossy()
+            ));
         }
     }
     let acked = checker.check(true, kills)?;

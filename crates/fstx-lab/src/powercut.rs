@@ -1,4 +1,4 @@
-//! `fstx powercut`: the seed experiment, for real. Ten processes loop fstx
+//! `fstx-lab powercut`: the seed experiment, for real. Ten processes loop fstx
 //! operations (and, side by side, the unsafe ways people replace files) on a
 //! real filesystem whose every block write and cache flush is recorded; every
 //! crash state a power cut could leave is then mounted, recovered and checked.
@@ -10,8 +10,9 @@ use std::process::ExitCode;
 use powercut::FsConfig;
 use serde::Serialize;
 
+use fstx_cli::Failure;
+
 use crate::experiment::{self, Contender};
-use crate::Failure;
 
 /// Run the power-cut experiment: 10 processes looping transactions, power
 /// cut at every point, every crash state checked (fstx side by side with
@@ -150,7 +151,7 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Runs `fstx powercut`.
+/// Runs `fstx-lab powercut`.
 pub fn run(args: &Args) -> Result<ExitCode, Failure> {
     let configs = parse_fs(&args.fs)?;
     if args.workers == 0 || args.seconds <= 0.0 {
@@ -161,15 +162,21 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
     }
     if let Err(e) = powercut::stack::preflight(&configs) {
         eprintln!(
-            "fstx powercut: the kernel stack cannot run here ({e}); running the same experiment on the in-process simulator instead"
+            "fstx-lab powercut: the kernel stack cannot run here ({e}); running the same experiment on the in-process simulator instead"
         );
         return crate::simrun::run(args.workers, args.seconds, &args.contenders, args.seed);
     }
     let exe = std::env::current_exe()?;
     let exe = quote(&exe.to_string_lossy());
     let mut reports = Vec::new();
+    let mut absent = Vec::new();
     let started = std::time::Instant::now();
     for &contender in &args.contenders {
+        if let Some(why) = contender.not_built_in() {
+            eprintln!("== {}: {why}", contender.name());
+            absent.push((contender, why));
+            continue;
+        }
         let common = format!(
             "--contender {} --workers {} --seconds {}",
             contender.name(),
@@ -196,7 +203,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
             report,
         });
     }
-    print!("{}", human_report(&configs, &reports));
+    print!("{}", human_report(&configs, &reports, &absent));
     println!("time: {:.0} s", started.elapsed().as_secs_f64());
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&reports)
@@ -229,7 +236,11 @@ fn first_problem(v: &powercut::Violation) -> String {
     }
 }
 
-fn human_report(configs: &[FsConfig], reports: &[ContenderReport]) -> String {
+fn human_report(
+    configs: &[FsConfig],
+    reports: &[ContenderReport],
+    absent: &[(Contender, &str)],
+) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -306,6 +317,9 @@ fn human_report(configs: &[FsConfig], reports: &[ContenderReport]) -> String {
                 }
             }
         }
+    }
+    for (c, why) in absent {
+        let _ = writeln!(s, "- {} ({}): {why}.", c.name(), c.describe());
     }
     s
 }

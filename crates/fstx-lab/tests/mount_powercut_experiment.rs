@@ -1,7 +1,6 @@
-//! The seed experiment on the real kernel: `fstx powercut` on all five
+//! The seed experiment on the real kernel: `fstx-lab powercut` on all five
 //! filesystem configurations. fstx must pass every crash state; each unsafe
 //! writer must be caught (violations found) on every configuration.
-#![cfg(feature = "powercut")]
 
 use std::process::Command;
 
@@ -11,7 +10,7 @@ fn mount_powercut_experiment_catches_unsafe_writers_on_every_configuration() {
     // Base images and logs of configurations with violations stay here, so a
     // failure can be replayed (the report prints the command).
     let artifacts = std::env::temp_dir().join(format!("fstx-powercut-{}", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_fstx"))
+    let out = Command::new(env!("CARGO_BIN_EXE_fstx-lab"))
         .args([
             "powercut",
             "--fs",
@@ -31,7 +30,7 @@ fn mount_powercut_experiment_catches_unsafe_writers_on_every_configuration() {
     eprintln!("{stdout}");
     assert!(
         out.status.success(),
-        "fstx powercut failed: {stdout}{}",
+        "fstx-lab powercut failed: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value =

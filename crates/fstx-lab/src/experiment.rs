@@ -1,6 +1,6 @@
 //! The seed experiment: ten processes looping file operations, checked after
 //! a power cut. This module holds the parts that run *inside* the recorded
-//! filesystem (setup, workers, recovery, checker); `cmd::powercut` drives
+//! filesystem (setup, workers, recovery, checker); `crate::powercut` drives
 //! them through the `powercut` harness.
 //!
 //! Every version written is self-verifying: a header line
@@ -35,8 +35,28 @@ pub enum Contender {
     /// output as it goes).
     InPlace,
     /// fstx transactions with the commit record written and flushed before
-    /// the staged data is written (a planted bug).
+    /// the staged data is written (a planted bug; built only with the
+    /// `planted-bugs` feature).
     CommitBeforeData,
+}
+
+/// The transaction options of the `commit-before-data` contender: fstx's
+/// transactions with the commit record written before the staged data.
+/// `None` where this build has no planted bugs (the `planted-bugs` feature
+/// is off): the contender is then not built in.
+#[cfg_attr(feature = "planted-bugs", allow(clippy::unnecessary_wraps))]
+pub fn commit_before_data_options() -> Option<fstx::TxnOptions> {
+    #[cfg(feature = "planted-bugs")]
+    {
+        let mut opts = fstx::TxnOptions::new();
+        opts.planted_bugs(fstx::TxnBugs {
+            commit_before_data_write: true,
+            ..fstx::TxnBugs::default()
+        });
+        Some(opts)
+    }
+    #[cfg(not(feature = "planted-bugs"))]
+    None
 }
 
 impl Contender {
@@ -63,6 +83,16 @@ impl Contender {
             Contender::CommitBeforeData => {
                 "transactions whose commit record is flushed before the staged data is written"
             }
+        }
+    }
+
+    /// Why this contender cannot run in this build (`None`: it can).
+    pub fn not_built_in(self) -> Option<&'static str> {
+        match self {
+            Contender::CommitBeforeData if commit_before_data_options().is_none() => {
+                Some("not built in: this fstx-lab was built without the `planted-bugs` feature")
+            }
+            _ => None,
         }
     }
 
@@ -255,13 +285,13 @@ pub fn worker(root: &Path, contender: Contender, w: usize, seconds: f64) -> io::
             Op::Txn => {
                 txn_n += 1;
                 let troot = root.join(txn_root(w));
-                let mut opts = fstx::TxnOptions::new();
-                if contender == Contender::CommitBeforeData {
-                    opts.planted_bugs(fstx::TxnBugs {
-                        commit_before_data_write: true,
-                        ..fstx::TxnBugs::default()
-                    });
-                }
+                let opts = if contender == Contender::CommitBeforeData {
+                    commit_before_data_options().ok_or_else(|| {
+                        io::Error::other(contender.not_built_in().unwrap_or("not built in"))
+                    })?
+                } else {
+                    fstx::TxnOptions::new()
+                };
                 let mut txn = opts.begin(&troot)?;
                 for f in TXN_FILES {
                     txn.write(f, encode(&format!("{}/{f}", txn_root(w)), txn_n))?;
@@ -312,16 +342,44 @@ fn write_file(contender: Contender, path: &Path, content: &[u8]) -> io::Result<(
 /// The recovery run in every crash image before the checker: what a device
 /// would run at boot.
 pub fn recover(root: &Path, contender: Contender, workers: usize) -> io::Result<()> {
-    fstx::recover(root)?;
+    boot_recover(root)?;
     if contender.ops().contains(&Op::Txn) {
         for w in 0..workers {
             let troot = root.join(txn_root(w));
             if troot.exists() {
-                fstx::recover(&troot)?;
+                boot_recover(&troot)?;
             }
         }
     }
     Ok(())
+}
+
+/// `fstx::recover(dir)`, with an error that names the state the caller is
+/// really in.
+fn boot_recover(dir: &Path) -> io::Result<()> {
+    let Err(e) = fstx::recover(dir) else {
+        return Ok(());
+    };
+    Err(match e.state() {
+        // The error's own state reads "committed; recovery will finish
+        // applying it" -- but this *is* recovery, and it just refused.
+        fstx::State::CommittedPendingRecovery => {
+            io::Error::new(e.kind(), refused_redo_message(dir, e.step(), e.io_error()))
+        }
+        _ => e.into(),
+    })
+}
+
+/// The sentence for a redo recovery refused: the transaction is committed
+/// but not applied, and the root stays blocked.
+fn refused_redo_message(dir: &Path, step: fstx::Step, why: &io::Error) -> String {
+    format!(
+        "recover {}: {step}: {why} (recovery refused to apply the committed transaction: \
+         it is committed but NOT applied, and {} stays blocked -- every transaction \
+         there fails the same way -- until the transaction is resolved)",
+        dir.display(),
+        dir.display()
+    )
 }
 
 /// What the marks say was acknowledged.
@@ -488,23 +546,27 @@ fn find_garbage(root: &Path, dir: &Path, out: &mut Vec<String>) {
         let rel = e.path();
         let rel = rel.strip_prefix(root).unwrap_or(&rel).display().to_string();
         let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-        if s == ".powercut-noise" || s == "lost+found" || s.starts_with(fstx::LOCK_PREFIX) {
+        if s == ".powercut-noise" || s == "lost+found" {
             continue;
         }
-        if s == fstx::txn::CONTROL_DIR {
-            for f in ["journal"] {
-                if e.path().join(f).exists() {
+        if fstx::is_internal_name(&name) {
+            // fstx's own files: lock files and a transaction root's control
+            // directory may stay (without a pending journal); temporary and
+            // staged files may not.
+            if s.starts_with(fstx::LOCK_PREFIX) {
+                continue;
+            }
+            if s == fstx::txn::CONTROL_DIR {
+                if e.path().join("journal").exists() {
                     out.push(format!(
-                        "{rel}/{f}: a transaction journal is still pending after recovery"
+                        "{rel}/journal: a transaction journal is still pending after recovery"
                     ));
                 }
+                continue;
             }
-            continue;
-        }
-        if s.starts_with(fstx::TEMP_PREFIX)
-            || fstx::txn::is_stage_name(&name)
-            || s.ends_with(".tmp")
-        {
+            out.push(format!("{rel}: a temporary file survived recovery"));
+        } else if s.ends_with(".tmp") {
+            // The unsafe contenders' temporary files.
             out.push(format!("{rel}: a temporary file survived recovery"));
         }
         if is_dir {
@@ -547,6 +609,29 @@ mod tests {
             decode("w2.dat", &v).is_err(),
             "another file's content is not accepted"
         );
+    }
+
+    #[test]
+    fn the_commit_before_data_contender_is_built_only_with_planted_bugs() {
+        let absent = Contender::CommitBeforeData.not_built_in();
+        assert_eq!(
+            absent.is_none(),
+            cfg!(feature = "planted-bugs"),
+            "{absent:?}"
+        );
+        assert_eq!(Contender::Fstx.not_built_in(), None);
+    }
+
+    #[test]
+    fn a_refused_redo_names_the_real_state() {
+        let m = refused_redo_message(
+            Path::new("/r"),
+            fstx::Step::VerifyStagedFile,
+            &io::Error::other("checksum mismatch"),
+        );
+        assert!(m.contains("committed but NOT applied"), "{m}");
+        assert!(m.contains("/r stays blocked"), "{m}");
+        assert!(!m.contains("will finish applying"), "{m}");
     }
 
     #[test]

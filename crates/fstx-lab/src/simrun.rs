@@ -1,11 +1,12 @@
-//! `fstx powercut` without the kernel stack: the same contenders run on the
+//! `fstx-lab powercut` without the kernel stack: the same contenders run on the
 //! in-process simulator (`fstx-sim`), whose persistence model is weaker than
 //! any real filesystem's, crashed after every storage call.
 
 use std::process::ExitCode;
 
+use fstx_cli::Failure;
+
 use crate::experiment::Contender;
-use crate::Failure;
 
 /// The simulator workloads that stand for a contender (`None`: the
 /// contender's writer does not go through fstx's storage seam, so the
@@ -42,6 +43,16 @@ pub fn run(
     let mut fstx_failed = false;
     let mut examples = Vec::new();
     for &contender in contenders {
+        if let Some(why) = contender.not_built_in() {
+            println!(
+                "{:<19} {:>9} {:>9} {:>8}  {why}",
+                contender.name(),
+                "-",
+                "-",
+                "-"
+            );
+            continue;
+        }
         let Some(names) = workloads(contender) else {
             println!(
                 "{:<19} {:>9} {:>9} {:>8}  not modelled: it bypasses fstx's storage seam",
@@ -52,10 +63,24 @@ pub fn run(
             );
             continue;
         };
+        // The simulator models the unsafe recipes with fstx's planted bugs
+        // (`+no_file_sync`...), which only a `planted-bugs` build has.
+        let built: Option<Vec<_>> = names
+            .iter()
+            .map(|name| fstx_sim::workloads::by_name(name))
+            .collect();
+        let Some(built) = built else {
+            println!(
+                "{:<19} {:>9} {:>9} {:>8}  not built in: the simulator models it with a planted bug (the `planted-bugs` feature is off)",
+                contender.name(),
+                "-",
+                "-",
+                "-"
+            );
+            continue;
+        };
         let mut total = fstx_sim::Report::default();
-        for name in names {
-            let workload = fstx_sim::workloads::by_name(name)
-                .ok_or_else(|| Failure::new(format!("unknown simulator workload {name}")))?;
+        for workload in &built {
             for s in 0..seeds {
                 let cfg = fstx_sim::Config::new(seed.wrapping_mul(1_000_003).wrapping_add(s));
                 total.merge(fstx_sim::explore(workload.as_ref(), &cfg));

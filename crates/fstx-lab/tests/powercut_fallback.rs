@@ -1,6 +1,5 @@
-//! Without the kernel stack (here: not root), `fstx powercut` says so in one
+//! Without the kernel stack (here: not root), `fstx-lab powercut` says so in one
 //! line and runs the same experiment on the in-process simulator.
-#![cfg(feature = "powercut")]
 
 use std::process::Command;
 
@@ -8,7 +7,7 @@ use std::process::Command;
 fn without_root_the_experiment_runs_on_the_simulator() {
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_fstx"))
+        .arg(env!("CARGO_BIN_EXE_fstx-lab"))
         .args(["powercut", "--workers", "3", "--seconds", "1"])
         .current_dir(std::env::temp_dir())
         .output()

@@ -1,0 +1,86 @@
+//! When boot-time recovery refuses to redo a committed transaction (here:
+//! its staged data was damaged after the commit point), the experiment's
+//! recovery step says the state the caller is really in: committed but NOT
+//! applied, the root blocked until it is resolved -- not "recovery will
+//! finish applying it", which is what the library's error state says.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn lab() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fstx-lab"))
+}
+
+#[test]
+fn a_refused_redo_is_reported_as_committed_not_applied_and_blocking() {
+    let d = std::env::temp_dir().join(format!("fstx-lab-refused-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let troot = d.join("t0");
+    std::fs::create_dir_all(&troot).unwrap();
+    std::fs::write(troot.join("a"), "old").unwrap();
+    let src = d.join("src");
+    std::fs::write(&src, "new content").unwrap();
+    // A commit stopped at its commit point: journal durable, nothing applied.
+    let mut child = lab()
+        .arg("__commit")
+        .args(["--pause", "committed:20000"])
+        .arg(&troot)
+        .args(["--put", &format!("a={}", src.display()), "--quiet"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let journal = troot.join(".fstx-txn/journal");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::metadata(&journal).is_ok_and(|m| m.len() > 44) {
+        assert!(
+            Instant::now() < deadline,
+            "the commit never reached its commit point"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the commit ended early"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Damage the staged data: recovery must refuse to install it.
+    let staged: Vec<_> = std::fs::read_dir(&troot)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".fstx-stage.")
+        })
+        .collect();
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    std::fs::write(&staged[0], "damaged!!!!").unwrap();
+
+    let out = lab()
+        .args([
+            "__powercut",
+            "recover",
+            "--contender",
+            "fstx",
+            "--workers",
+            "1",
+        ])
+        .current_dir(&d)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "recovery accepted damaged data: {stderr}"
+    );
+    assert!(stderr.contains("recovery refused"), "{stderr}");
+    assert!(stderr.contains("committed but NOT applied"), "{stderr}");
+    assert!(stderr.contains("stays blocked"), "{stderr}");
+    assert!(!stderr.contains("will finish applying"), "{stderr}");
+    // And it is so: the old content is still there, the journal pending.
+    assert_eq!(std::fs::read_to_string(troot.join("a")).unwrap(), "old");
+    assert!(journal.exists());
+    let _ = std::fs::remove_dir_all(&d);
+}
