@@ -24,12 +24,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{invalid, Error, Result, State, Step};
+use crate::metadata::{carry_metadata, Carry};
 use crate::paths::{resolve, Resolved};
 use crate::storage::{self, Fd, FileKind, OpenHow, Stat, Storage, SyncKind};
 use crate::temp::create_temp;
 
 // Re-exported at their old paths for `txn/`, which still names them there.
-pub(crate) use crate::metadata::{carry_metadata, Carry};
 
 /// How durable a committed replace is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

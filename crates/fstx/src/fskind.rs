@@ -11,7 +11,6 @@ use crate::error::Step;
 // public here, where it always was.
 pub use crate::durability::BTRFS_MAGIC;
 // Re-exported at its old path for `txn/`, which still names it there.
-pub(crate) use crate::durability::sync_dir_io;
 
 /// How far a filesystem supports the replace protocol's guarantees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

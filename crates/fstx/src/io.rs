@@ -61,8 +61,6 @@ pub(crate) fn read_to_end(st: &dyn Storage, f: &Fd, size_hint: u64) -> io::Resul
 /// exist; `Ok(Some(empty))` if it is longer than `limit` bytes (not read);
 /// else its content (up to the size `stat` reported, shorter if a read
 /// comes back empty first).
-// Not used outside `txn/` yet, which still has its own copy.
-#[allow(dead_code)]
 pub(crate) fn read_small(
     st: &dyn Storage,
     dir: &Fd,

@@ -20,7 +20,7 @@ pub(super) fn remove_journal(st: &dyn Storage, ctl: &Control, durable: bool) -> 
         Err(e) => return Err(e),
     }
     if durable {
-        crate::fskind::sync_dir_io(st, &ctl.dir, ctl.fs_magic)?;
+        crate::durability::sync_dir_io(st, &ctl.dir, ctl.fs_magic)?;
     }
     Ok(())
 }
@@ -35,7 +35,7 @@ pub(crate) fn retire(st: &dyn Storage, ctl: &Control, flush: bool) -> io::Result
         Err(e) => return Err(e),
     }
     if flush {
-        crate::fskind::sync_dir_io(st, &ctl.dir, ctl.fs_magic)?;
+        crate::durability::sync_dir_io(st, &ctl.dir, ctl.fs_magic)?;
     }
     Ok(())
 }

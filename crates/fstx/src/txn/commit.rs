@@ -9,9 +9,10 @@ use super::apply::{apply, retire};
 use super::bug;
 use super::journal::{Kind, Op, Record, RelPath};
 use super::options::{Committed, Phase};
-use super::root::{write_all_at, JOURNAL_FILE};
+use super::root::JOURNAL_FILE;
 use super::transaction::Transaction;
 use crate::error::{invalid, Error, Result, State, Step};
+use crate::io::write_all_at;
 use crate::storage::{LockMode, OpenHow, SyncKind};
 
 impl Transaction {
@@ -259,7 +260,7 @@ impl Transaction {
                 OsStr::new(JOURNAL_FILE),
                 false,
             )?;
-            crate::fskind::sync_dir_io(&*st, &self.ctl.dir, self.ctl.fs_magic)
+            crate::durability::sync_dir_io(&*st, &self.ctl.dir, self.ctl.fs_magic)
         })();
         self.journal = None;
         if r.is_ok() {
@@ -310,7 +311,7 @@ impl Transaction {
                 .is_ok()
                 && self.opts.durable()
             {
-                let _ = crate::fskind::sync_dir_io(&*st, &self.ctl.dir, self.ctl.fs_magic);
+                let _ = crate::durability::sync_dir_io(&*st, &self.ctl.dir, self.ctl.fs_magic);
             }
         }
         let _ = st.unlock(&self.ctl.view);

@@ -70,7 +70,7 @@ pub(crate) struct Flusher {
     pending: bool,
     /// btrfs: a round of per-file flushes ends with a `syncfs` too, because
     /// a directory `fsync` there can return before its log is on disk
-    /// (see [`crate::fskind::sync_dir`]).
+    /// (see [`crate::durability::sync_dir`]).
     commit_btrfs: bool,
 }
 

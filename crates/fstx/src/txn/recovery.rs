@@ -26,10 +26,10 @@ use super::flush::Flusher;
 use super::journal::{self, DecodeError, Kind, Op, Record, RelPath};
 use super::options::TxnOptions;
 use super::root::{
-    is_stage_name, open_control, read_small, split, Control, Tree, CONTROL_DIR, JOURNAL_FILE,
-    RETIRED_FILE,
+    is_stage_name, open_control, split, Control, Tree, CONTROL_DIR, JOURNAL_FILE, RETIRED_FILE,
 };
 use crate::error::{Error, Result, State, Step};
+use crate::io::read_small;
 use crate::storage::{Fd, FileKind, LockMode, OpenHow, Storage, SyncKind};
 
 /// Which way an interrupted transaction went.
@@ -97,7 +97,12 @@ pub(super) struct Last {
 
 fn retired_seq(st: &dyn Storage, ctl: &Control) -> io::Result<u64> {
     Ok(
-        match read_small(st, &ctl.dir, RETIRED_FILE, journal::MAX_RECORD_LEN as u64)? {
+        match read_small(
+            st,
+            &ctl.dir,
+            OsStr::new(RETIRED_FILE),
+            journal::MAX_RECORD_LEN as u64,
+        )? {
             Some(b) => Record::decode(&b).map_or(0, |r| r.seq),
             None => 0,
         },
@@ -115,7 +120,13 @@ fn retired_exists(st: &dyn Storage, ctl: &Control) -> io::Result<bool> {
 /// The sequence number of a committed, unretired journal, if there is one
 /// (a reader must not read the tree then).
 pub(crate) fn pending_commit(st: &dyn Storage, ctl: &Control) -> io::Result<Option<u64>> {
-    let Some(b) = read_small(st, &ctl.dir, JOURNAL_FILE, journal::MAX_RECORD_LEN as u64)? else {
+    let Some(b) = read_small(
+        st,
+        &ctl.dir,
+        OsStr::new(JOURNAL_FILE),
+        journal::MAX_RECORD_LEN as u64,
+    )?
+    else {
         return Ok(None);
     };
     match Record::decode(&b) {
@@ -157,8 +168,13 @@ pub(crate) fn recover_locked(
         seq,
         outcome,
     };
-    let Some(bytes) = read_small(st, &ctl.dir, JOURNAL_FILE, journal::MAX_RECORD_LEN as u64)
-        .map_err(|e| fail(Step::ReadJournal, nc.clone(), e))?
+    let Some(bytes) = read_small(
+        st,
+        &ctl.dir,
+        OsStr::new(JOURNAL_FILE),
+        journal::MAX_RECORD_LEN as u64,
+    )
+    .map_err(|e| fail(Step::ReadJournal, nc.clone(), e))?
     else {
         // No journal, and no transaction has ever retired here: `.fstx-txn/`
         // may be new because an earlier one was lost (or removed) with a

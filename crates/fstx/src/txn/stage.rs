@@ -9,9 +9,10 @@ use std::sync::Arc;
 use super::bug;
 use super::journal::{Kind, Op, Record, RelPath};
 use super::options::TxnOptions;
-use super::root::{rel_path, split, write_all_at, STAGE_PREFIX};
+use super::root::{rel_path, split, STAGE_PREFIX};
 use super::transaction::{Staged, Transaction, Use};
 use crate::error::{invalid, Result, Step};
+use crate::io::write_all_at;
 use crate::names::temp_name;
 use crate::storage::{Fd, FileKind, OpenHow, Stat, Storage, SyncKind};
 
@@ -517,11 +518,11 @@ pub(super) fn carry_metadata(
     if !opts.preserve_metadata {
         return Ok(());
     }
-    crate::atomic::carry_metadata(
+    crate::metadata::carry_metadata(
         st,
         f,
         old.map(|(stat, fd)| (stat, fd.as_ref())),
-        &crate::atomic::Carry {
+        &crate::metadata::Carry {
             mode: None,
             keep_privileges: false,
             xattrs: opts.preserve_xattrs,
