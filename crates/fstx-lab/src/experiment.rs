@@ -35,28 +35,20 @@ pub enum Contender {
     /// output as it goes).
     InPlace,
     /// fstx transactions with the commit record written and flushed before
-    /// the staged data is written (a planted bug; built only with the
-    /// `planted-bugs` feature).
+    /// the staged data is written (a planted flush bug, see
+    /// [`commit_before_data_options`]).
     CommitBeforeData,
 }
 
 /// The transaction options of the `commit-before-data` contender: fstx's
-/// transactions with the commit record written before the staged data.
-/// `None` where this build has no planted bugs (the `planted-bugs` feature
-/// is off): the contender is then not built in.
-#[cfg_attr(feature = "planted-bugs", allow(clippy::unnecessary_wraps))]
-pub fn commit_before_data_options() -> Option<fstx::TxnOptions> {
-    #[cfg(feature = "planted-bugs")]
-    {
-        let mut opts = fstx::TxnOptions::new();
-        opts.planted_bugs(fstx::TxnBugs {
-            commit_before_data_write: true,
-            ..fstx::TxnBugs::default()
-        });
-        Some(opts)
-    }
-    #[cfg(not(feature = "planted-bugs"))]
-    None
+/// transactions through a storage that holds each staged file's data back
+/// until the commit record is flushed (`fstx_sim::bugs`, a planted flush
+/// bug; the library itself has no branch for it).
+pub fn commit_before_data_options() -> fstx::TxnOptions {
+    use fstx_sim::bugs::{FlushBug, FlushBugs};
+    let mut opts = fstx::TxnOptions::new();
+    opts.storage(FlushBugs::one(FlushBug::CommitBeforeDataWrite).wrap(fstx::storage::os()));
+    opts
 }
 
 impl Contender {
@@ -83,16 +75,6 @@ impl Contender {
             Contender::CommitBeforeData => {
                 "transactions whose commit record is flushed before the staged data is written"
             }
-        }
-    }
-
-    /// Why this contender cannot run in this build (`None`: it can).
-    pub fn not_built_in(self) -> Option<&'static str> {
-        match self {
-            Contender::CommitBeforeData if commit_before_data_options().is_none() => {
-                Some("not built in: this fstx-lab was built without the `planted-bugs` feature")
-            }
-            _ => None,
         }
     }
 
@@ -286,9 +268,7 @@ pub fn worker(root: &Path, contender: Contender, w: usize, seconds: f64) -> io::
                 txn_n += 1;
                 let troot = root.join(txn_root(w));
                 let opts = if contender == Contender::CommitBeforeData {
-                    commit_before_data_options().ok_or_else(|| {
-                        io::Error::other(contender.not_built_in().unwrap_or("not built in"))
-                    })?
+                    commit_before_data_options()
                 } else {
                     fstx::TxnOptions::new()
                 };
@@ -609,17 +589,6 @@ mod tests {
             decode("w2.dat", &v).is_err(),
             "another file's content is not accepted"
         );
-    }
-
-    #[test]
-    fn the_commit_before_data_contender_is_built_only_with_planted_bugs() {
-        let absent = Contender::CommitBeforeData.not_built_in();
-        assert_eq!(
-            absent.is_none(),
-            cfg!(feature = "planted-bugs"),
-            "{absent:?}"
-        );
-        assert_eq!(Contender::Fstx.not_built_in(), None);
     }
 
     #[test]

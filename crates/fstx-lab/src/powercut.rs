@@ -169,14 +169,8 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
     let exe = std::env::current_exe()?;
     let exe = quote(&exe.to_string_lossy());
     let mut reports = Vec::new();
-    let mut absent = Vec::new();
     let started = std::time::Instant::now();
     for &contender in &args.contenders {
-        if let Some(why) = contender.not_built_in() {
-            eprintln!("== {}: {why}", contender.name());
-            absent.push((contender, why));
-            continue;
-        }
         let common = format!(
             "--contender {} --workers {} --seconds {}",
             contender.name(),
@@ -203,7 +197,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
             report,
         });
     }
-    print!("{}", human_report(&configs, &reports, &absent));
+    print!("{}", human_report(&configs, &reports));
     println!("time: {:.0} s", started.elapsed().as_secs_f64());
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&reports)
@@ -236,11 +230,7 @@ fn first_problem(v: &powercut::Violation) -> String {
     }
 }
 
-fn human_report(
-    configs: &[FsConfig],
-    reports: &[ContenderReport],
-    absent: &[(Contender, &str)],
-) -> String {
+fn human_report(configs: &[FsConfig], reports: &[ContenderReport]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -317,9 +307,6 @@ fn human_report(
                 }
             }
         }
-    }
-    for (c, why) in absent {
-        let _ = writeln!(s, "- {} ({}): {why}.", c.name(), c.describe());
     }
     s
 }

@@ -43,16 +43,6 @@ pub fn run(
     let mut fstx_failed = false;
     let mut examples = Vec::new();
     for &contender in contenders {
-        if let Some(why) = contender.not_built_in() {
-            println!(
-                "{:<19} {:>9} {:>9} {:>8}  {why}",
-                contender.name(),
-                "-",
-                "-",
-                "-"
-            );
-            continue;
-        }
         let Some(names) = workloads(contender) else {
             println!(
                 "{:<19} {:>9} {:>9} {:>8}  not modelled: it bypasses fstx's storage seam",
@@ -63,22 +53,12 @@ pub fn run(
             );
             continue;
         };
-        // The simulator models the unsafe recipes with fstx's planted bugs
-        // (`+no_file_sync`...), which only a `planted-bugs` build has.
-        let built: Option<Vec<_>> = names
+        // The simulator models the unsafe recipes with planted flush bugs
+        // (`+no_file_sync`...), a storage wrapper of the simulator crate.
+        let built: Vec<_> = names
             .iter()
-            .map(|name| fstx_sim::workloads::by_name(name))
+            .map(|name| fstx_sim::workloads::by_name(name).expect("a known workload"))
             .collect();
-        let Some(built) = built else {
-            println!(
-                "{:<19} {:>9} {:>9} {:>8}  not built in: the simulator models it with a planted bug (the `planted-bugs` feature is off)",
-                contender.name(),
-                "-",
-                "-",
-                "-"
-            );
-            continue;
-        };
         let mut total = fstx_sim::Report::default();
         for workload in &built {
             for s in 0..seeds {

@@ -9,7 +9,7 @@ fn main() {
     let seed: u64 = std::env::args().nth(1).map_or(1, |s| s.parse().unwrap());
     let w = Replace {
         level: Level::Durable,
-        bugs: fstx::PlantedBugs::default(),
+        bugs: fstx_sim::bugs::FlushBugs::NONE,
     };
     let fs = SimFs::new(seed);
     let mut h = History::default();

@@ -15,6 +15,7 @@
 //! call trace, the crash state and a command that replays it.
 #![forbid(unsafe_code)]
 
+pub mod bugs;
 pub mod campaign;
 pub mod explore;
 pub mod fault;

@@ -8,7 +8,7 @@
 //! `FSTX_SIM_SCALE` (default 1.0) scales the number of seeds.
 
 use fstx::txn::Flush;
-use fstx::{PlantedBugs, TxnBugs};
+use fstx_sim::bugs::FlushBugs;
 use fstx_sim::campaign::{lying_flushes, parallel, with_every_fault};
 use fstx_sim::workloads::replace::{Level, Replace};
 use fstx_sim::workloads::txn::Txn;
@@ -61,7 +61,7 @@ fn lying(w: &dyn Workload, seeds: u64) -> Report {
 #[test]
 #[ignore = "the big run: minutes; CI calls it explicitly"]
 fn big_run() {
-    let none = PlantedBugs::default();
+    let none = FlushBugs::NONE;
     let replace = |level| Replace { level, bugs: none };
     let update = |level, copy| Update {
         level,
@@ -69,8 +69,8 @@ fn big_run() {
         bugs: none,
     };
     let txn = Txn {
-        bugs: TxnBugs::default(),
         flush: Flush::Serial,
+        ..Txn::default()
     };
     let txn_syncfs = Txn {
         flush: Flush::SyncFs,

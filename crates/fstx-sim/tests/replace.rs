@@ -1,6 +1,6 @@
 //! Crash and fault checks of the single-file replace protocol.
 
-use fstx::PlantedBugs;
+use fstx_sim::bugs::{FlushBug, FlushBugs};
 use fstx_sim::workloads::replace::{Level, Replace};
 use fstx_sim::{campaign, explore, Config, Kernel, Profile, Report, Workload};
 
@@ -34,16 +34,14 @@ fn run(w: &dyn Workload, seeds: std::ops::Range<u64>, profile: Profile, faults: 
 fn replace(level: Level) -> Replace {
     Replace {
         level,
-        bugs: PlantedBugs::default(),
+        bugs: FlushBugs::NONE,
     }
 }
 
-fn bug(f: impl FnOnce(&mut PlantedBugs)) -> Replace {
-    let mut bugs = PlantedBugs::default();
-    f(&mut bugs);
+fn bug(bug: FlushBug) -> Replace {
     Replace {
         level: Level::Durable,
-        bugs,
+        bugs: FlushBugs::one(bug),
     }
 }
 
@@ -79,7 +77,7 @@ fn every_fault_at_every_call_passes() {
 
 #[test]
 fn planted_no_file_sync_is_caught() {
-    let r = run(&bug(|b| b.no_file_sync = true), 0..10, Profile::Weak, false);
+    let r = run(&bug(FlushBug::NoFileSync), 0..10, Profile::Weak, false);
     assert!(r.violation_count > 0);
 }
 
@@ -87,24 +85,19 @@ fn planted_no_file_sync_is_caught() {
 fn planted_no_file_sync_is_not_caught_by_ordered_profile() {
     // ext4 data=ordered writes data before the metadata that names it: the
     // bug is invisible there, which is why the weak model is the default.
-    let r = run(
-        &bug(|b| b.no_file_sync = true),
-        0..10,
-        Profile::Ordered,
-        false,
-    );
+    let r = run(&bug(FlushBug::NoFileSync), 0..10, Profile::Ordered, false);
     assert_eq!(r.violation_count, 0);
 }
 
 #[test]
 fn planted_no_dir_sync_is_caught() {
-    let r = run(&bug(|b| b.no_dir_sync = true), 0..10, Profile::Weak, false);
+    let r = run(&bug(FlushBug::NoDirSync), 0..10, Profile::Weak, false);
     assert!(r.violation_count > 0);
 }
 
 #[test]
 fn planted_retry_fsync_is_caught() {
-    let r = run(&bug(|b| b.retry_fsync = true), 0..2, Profile::Weak, true);
+    let r = run(&bug(FlushBug::RetryFsync), 0..2, Profile::Weak, true);
     assert!(r.violation_count > 0);
 }
 
@@ -121,7 +114,7 @@ fn durable_replace_survives_btrfs_dir_race() {
 #[test]
 fn planted_no_btrfs_commit_is_caught() {
     let r = run(
-        &bug(|b| b.no_btrfs_commit = true),
+        &bug(FlushBug::NoBtrfsCommit),
         0..10,
         Profile::BtrfsDirRace,
         false,

@@ -1,7 +1,7 @@
 //! Crash and fault checks of multi-file transactions.
 
 use fstx::txn::Flush;
-use fstx::TxnBugs;
+use fstx_sim::bugs::{FlushBug, FlushBugs};
 use fstx_sim::workloads::txn::Txn;
 use fstx_sim::{campaign, explore, Config, Kernel, Profile, Report, Workload};
 
@@ -36,24 +36,30 @@ fn run_on(w: &dyn Workload, seeds: std::ops::Range<u64>, profile: Profile, fault
     total
 }
 
-fn bug(f: impl FnOnce(&mut TxnBugs)) -> Txn {
-    let mut bugs = TxnBugs::default();
-    f(&mut bugs);
+/// Transactions with per-file flushes in order (the strategy the planted
+/// flush bugs need; `Flush::Auto` is tested on its own below).
+fn serial() -> Txn {
     Txn {
-        bugs,
         flush: Flush::Serial,
+        ..Txn::default()
+    }
+}
+
+fn bug(bug: FlushBug) -> Txn {
+    Txn {
+        flush_bugs: FlushBugs::one(bug),
+        ..serial()
     }
 }
 
 const SYNCFS: Txn = Txn {
-    bugs: TxnBugs {
-        commit_before_data_flush: false,
-        commit_before_data_write: false,
-        no_stage_dir_flush: false,
+    #[cfg(feature = "planted-bugs")]
+    bugs: fstx::TxnBugs {
         trust_staged: false,
         replay_retired: false,
         sweep_staging_first: false,
     },
+    flush_bugs: FlushBugs::NONE,
     flush: Flush::SyncFs,
 };
 
@@ -69,13 +75,13 @@ fn transactions_with_syncfs_pass_every_crash_state_and_fault() {
 
 #[test]
 fn transactions_pass_every_crash_state() {
-    let r = run(&bug(|_| {}), 0..10, false);
+    let r = run(&serial(), 0..10, false);
     assert_eq!(r.violation_count, 0);
 }
 
 #[test]
 fn transactions_pass_every_fault() {
-    let r = run(&bug(|_| {}), 0..1, true);
+    let r = run(&serial(), 0..1, true);
     assert_eq!(r.violation_count, 0);
     assert!(r.faults_injected > 100);
 }
@@ -86,27 +92,27 @@ fn stricter_profile_passes() {
     for seed in 0..6 {
         let mut cfg = Config::new(seed);
         cfg.profile = Profile::Ordered;
-        r.merge(explore(&bug(|_| {}), &cfg));
+        r.merge(explore(&serial(), &cfg));
     }
     assert_eq!(r.violation_count, 0);
 }
 
 #[test]
 fn planted_commit_before_data_flush_is_caught() {
-    assert!(run(&bug(|b| b.commit_before_data_flush = true), 0..20, false).violation_count > 0);
+    assert!(run(&bug(FlushBug::CommitBeforeDataFlush), 0..20, false).violation_count > 0);
 }
 
 #[test]
 fn planted_commit_before_data_write_is_caught() {
-    assert!(run(&bug(|b| b.commit_before_data_write = true), 0..20, false).violation_count > 0);
-    let mut w = bug(|b| b.commit_before_data_write = true);
+    assert!(run(&bug(FlushBug::CommitBeforeDataWrite), 0..20, false).violation_count > 0);
+    let mut w = bug(FlushBug::CommitBeforeDataWrite);
     w.flush = Flush::SyncFs;
     assert!(run(&w, 0..20, false).violation_count > 0);
 }
 
 #[test]
 fn planted_no_stage_dir_flush_is_caught() {
-    assert!(run(&bug(|b| b.no_stage_dir_flush = true), 0..20, false).violation_count > 0);
+    assert!(run(&bug(FlushBug::NoStageDirFlush), 0..20, false).violation_count > 0);
 }
 
 fn lying(w: &dyn Workload, seeds: std::ops::Range<u64>) -> Report {
@@ -133,16 +139,25 @@ fn lying(w: &dyn Workload, seeds: std::ops::Range<u64>) -> Report {
 /// data; it redoes, rolls back, or refuses with "does not match the journal".
 #[test]
 fn lying_flushes_never_make_recovery_install_damaged_data() {
-    let r = lying(&bug(|_| {}), 0..3);
+    let r = lying(&serial(), 0..3);
     assert_eq!(r.violation_count, 0);
     assert!(r.faults_injected > 20);
 }
 
 /// Caught only with a lying flush: inside the model every staged file is
 /// durable before the commit record, so redo never meets a damaged one.
+/// Transactions whose recovery has one of the library's planted bugs.
+#[cfg(feature = "planted-bugs")]
+fn recovery_bug(f: impl FnOnce(&mut fstx::TxnBugs)) -> Txn {
+    let mut bugs = fstx::TxnBugs::default();
+    f(&mut bugs);
+    Txn { bugs, ..serial() }
+}
+
+#[cfg(feature = "planted-bugs")]
 #[test]
 fn planted_trust_staged_is_caught() {
-    let r = lying(&bug(|b| b.trust_staged = true), 0..4);
+    let r = lying(&recovery_bug(|b| b.trust_staged = true), 0..4);
     assert!(r.violation_count > 0);
     assert!(r
         .violations
@@ -153,9 +168,10 @@ fn planted_trust_staged_is_caught() {
 /// The planted variant: retirement not flushed, later transactions do not
 /// flush `.fstx-txn/` either (so nothing else makes the retirement
 /// durable), and recovery ignores sequence numbers.
+#[cfg(feature = "planted-bugs")]
 #[test]
 fn planted_replay_retired_is_caught() {
-    let r = run(&bug(|b| b.replay_retired = true), 0..20, false);
+    let r = run(&recovery_bug(|b| b.replay_retired = true), 0..20, false);
     assert!(r.violation_count > 0);
     assert!(r
         .violations
@@ -163,16 +179,25 @@ fn planted_replay_retired_is_caught() {
         .any(|v| v.message.contains("replayed the journal")));
 }
 
+#[cfg(feature = "planted-bugs")]
 #[test]
 fn planted_sweep_staging_first_is_caught() {
-    assert!(run(&bug(|b| b.sweep_staging_first = true), 0..20, false).violation_count > 0);
+    assert!(
+        run(
+            &recovery_bug(|b| b.sweep_staging_first = true),
+            0..20,
+            false
+        )
+        .violation_count
+            > 0
+    );
 }
 
 /// btrfs's directory-flush race (see `Profile::BtrfsDirRace`), with
 /// per-file flushes and with syncfs rounds.
 #[test]
 fn transactions_survive_btrfs_dir_race() {
-    for w in [bug(|_| {}), SYNCFS, Txn::default()] {
+    for w in [serial(), SYNCFS, Txn::default()] {
         let r = run_on(&w, 0..8, Profile::BtrfsDirRace, false);
         assert_eq!(r.violation_count, 0);
         assert!(r.distinct.len() > 300);
@@ -181,7 +206,7 @@ fn transactions_survive_btrfs_dir_race() {
 
 #[test]
 fn transactions_pass_every_fault_on_btrfs() {
-    let r = run_on(&bug(|_| {}), 0..1, Profile::BtrfsDirRace, true);
+    let r = run_on(&serial(), 0..1, Profile::BtrfsDirRace, true);
     assert_eq!(r.violation_count, 0);
     assert!(r.faults_injected > 50);
 }

@@ -1,6 +1,6 @@
 //! Crash and fault checks of locked read-modify-write with backups.
 
-use fstx::PlantedBugs;
+use fstx_sim::bugs::{FlushBug, FlushBugs};
 use fstx_sim::workloads::replace::Level;
 use fstx_sim::workloads::update::Update;
 use fstx_sim::{campaign, explore, Config, Profile, Report, Workload};
@@ -40,7 +40,7 @@ fn update(level: Level, copy: bool) -> Update {
     Update {
         level,
         copy,
-        bugs: PlantedBugs::default(),
+        bugs: FlushBugs::NONE,
     }
 }
 
@@ -84,37 +84,35 @@ fn stricter_profile_passes() {
     assert_eq!(r.violation_count, 0);
 }
 
-fn bug(copy: bool, f: impl FnOnce(&mut PlantedBugs)) -> Update {
-    let mut bugs = PlantedBugs::default();
-    f(&mut bugs);
+fn bug(copy: bool, bug: FlushBug) -> Update {
     Update {
         level: Level::Durable,
         copy,
-        bugs,
+        bugs: FlushBugs::one(bug),
     }
 }
 
 #[test]
 fn planted_backup_no_dir_sync_is_caught() {
-    let r = run(&bug(false, |b| b.backup_no_dir_sync = true), 0..20, false);
+    let r = run(&bug(false, FlushBug::BackupNoDirSync), 0..20, false);
     assert!(r.violation_count > 0);
 }
 
 #[test]
 fn planted_backup_copy_no_sync_is_caught() {
-    let r = run(&bug(true, |b| b.backup_copy_no_sync = true), 0..20, false);
+    let r = run(&bug(true, FlushBug::BackupCopyNoSync), 0..20, false);
     assert!(r.violation_count > 0);
 }
 
 #[test]
 fn planted_replace_bugs_are_caught_through_update() {
     for w in [
-        bug(false, |b| b.no_file_sync = true),
-        bug(false, |b| b.no_dir_sync = true),
+        bug(false, FlushBug::NoFileSync),
+        bug(false, FlushBug::NoDirSync),
     ] {
         assert!(run(&w, 0..10, false).violation_count > 0);
     }
-    assert!(run(&bug(false, |b| b.retry_fsync = true), 0..1, true).violation_count > 0);
+    assert!(run(&bug(false, FlushBug::RetryFsync), 0..1, true).violation_count > 0);
 }
 
 /// btrfs's directory-flush race (see `Profile::BtrfsDirRace`).

@@ -77,30 +77,6 @@ pub enum HardLinks {
     Refuse,
 }
 
-/// Deliberate protocol bugs, compiled in only with the `planted-bugs`
-/// feature, so that tests can show their checks fail.
-#[cfg(feature = "planted-bugs")]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PlantedBugs {
-    /// Skip the flush of the temporary file before the rename.
-    pub no_file_sync: bool,
-    /// Skip the flush of the directory after the rename.
-    pub no_dir_sync: bool,
-    /// Retry a failed file flush and carry on if the retry succeeds.
-    pub retry_fsync: bool,
-    /// `update` with backups: skip the directory flush between making the
-    /// backup and replacing the target, so a power cut can keep the replace
-    /// and lose the backup (the previous version is then gone).
-    pub backup_no_dir_sync: bool,
-    /// `update` with copied backups: skip the flush of the copy before it is
-    /// renamed to the backup name (a power cut can leave a torn backup).
-    pub backup_copy_no_sync: bool,
-    /// On btrfs, make the rename durable with `fsync` of the directory, as on
-    /// other filesystems, instead of the `syncfs` that commits the btrfs
-    /// transaction (see `docs/design.md` §6).
-    pub no_btrfs_commit: bool,
-}
-
 /// Options for an atomic replace, in the style of [`std::fs::OpenOptions`].
 ///
 /// # Examples
@@ -131,8 +107,6 @@ pub struct Options {
     keep_privileges: bool,
     pub(crate) allow_weak_fs: bool,
     pub(crate) storage: Arc<dyn Storage>,
-    #[cfg(feature = "planted-bugs")]
-    pub(crate) bugs: PlantedBugs,
 }
 
 impl Default for Options {
@@ -156,8 +130,6 @@ impl Options {
             keep_privileges: false,
             allow_weak_fs: false,
             storage: storage::os(),
-            #[cfg(feature = "planted-bugs")]
-            bugs: PlantedBugs::default(),
         }
     }
 
@@ -226,13 +198,6 @@ impl Options {
     /// injector). Default: the real filesystem.
     pub fn storage(&mut self, storage: Arc<dyn Storage>) -> &mut Options {
         self.storage = storage;
-        self
-    }
-
-    /// Plants deliberate protocol bugs (tests only).
-    #[cfg(feature = "planted-bugs")]
-    pub fn planted_bugs(&mut self, bugs: PlantedBugs) -> &mut Options {
-        self.bugs = bugs;
         self
     }
 
@@ -487,8 +452,8 @@ impl AtomicFile {
             let state = self.cleanup();
             return Err(self.error(Step::CarryMetadataToNewFile, state, e));
         }
-        if self.opts.durability != Durability::None && !self.bug_no_file_sync() {
-            if let Err(e) = self.sync_temp(&*st) {
+        if self.opts.durability != Durability::None {
+            if let Err(e) = st.sync(self.temp(), SyncKind::All) {
                 let state = self.cleanup();
                 return Err(self.error(Step::FsyncTemporaryFile, state, e));
             }
@@ -499,57 +464,13 @@ impl AtomicFile {
         }
         // The temporary name is gone; the new file is the target now.
         let temp = self.temp.take();
-        if self.opts.durability == Durability::Durable && !self.bug_no_dir_sync() {
-            if let Err((step, e)) = crate::durability::sync_dir(
-                &*st,
-                &self.dir,
-                self.fs_magic,
-                !self.bug_no_btrfs_commit(),
-            ) {
+        if self.opts.durability == Durability::Durable {
+            if let Err((step, e)) = crate::durability::sync_dir(&*st, &self.dir, self.fs_magic) {
                 return Err(self.error(step, State::CommittedNotDurable, e));
             }
         }
         drop(temp);
         Ok(())
-    }
-
-    fn sync_temp(&self, st: &dyn Storage) -> io::Result<()> {
-        let result = st.sync(self.temp(), SyncKind::All);
-        #[cfg(feature = "planted-bugs")]
-        if result.is_err() && self.opts.bugs.retry_fsync {
-            // PLANTED BUG: the retry "succeeds" on Linux after the pages were
-            // marked clean, with the data lost.
-            return st.sync(self.temp(), SyncKind::All);
-        }
-        result
-    }
-
-    #[cfg(feature = "planted-bugs")]
-    fn bug_no_file_sync(&self) -> bool {
-        self.opts.bugs.no_file_sync
-    }
-    #[cfg(not(feature = "planted-bugs"))]
-    #[allow(clippy::unused_self)]
-    fn bug_no_file_sync(&self) -> bool {
-        false
-    }
-    #[cfg(feature = "planted-bugs")]
-    fn bug_no_btrfs_commit(&self) -> bool {
-        self.opts.bugs.no_btrfs_commit
-    }
-    #[cfg(not(feature = "planted-bugs"))]
-    #[allow(clippy::unused_self)]
-    fn bug_no_btrfs_commit(&self) -> bool {
-        false
-    }
-    #[cfg(feature = "planted-bugs")]
-    fn bug_no_dir_sync(&self) -> bool {
-        self.opts.bugs.no_dir_sync
-    }
-    #[cfg(not(feature = "planted-bugs"))]
-    #[allow(clippy::unused_self)]
-    fn bug_no_dir_sync(&self) -> bool {
-        false
     }
 
     /// Discards the new content, leaving the target untouched, and reports

@@ -46,15 +46,16 @@ impl UpdateOptions {
         suffix: &OsStr,
     ) -> std::result::Result<BackupKind, (Step, io::Error)> {
         let kind = self.place_backup(file, old, suffix)?;
-        if self.opts.durability != Durability::None && !self.bug_no_backup_dir_sync() {
-            crate::durability::sync_dir(&*self.opts.storage, file.dir(), file.fs_magic(), true)
-                .map_err(|(step, e)| {
+        if self.opts.durability != Durability::None {
+            crate::durability::sync_dir(&*self.opts.storage, file.dir(), file.fs_magic()).map_err(
+                |(step, e)| {
                     if step == Step::FsyncDirectory {
                         (Step::FsyncDirectoryAfterBackup, e)
                     } else {
                         (step, e)
                     }
-                })?;
+                },
+            )?;
         }
         Ok(kind)
     }
@@ -142,7 +143,7 @@ impl UpdateOptions {
             // The previous version's permission bits, never set-id bits.
             st.chmod(&fd, old.stat.mode & 0o777)
                 .map_err(|e| (Step::SetBackupMode, e))?;
-            if self.opts.durability != Durability::None && !self.bug_no_backup_copy_sync() {
+            if self.opts.durability != Durability::None {
                 st.sync(&fd, SyncKind::All)
                     .map_err(|e| (Step::FsyncBackupCopy, e))?;
             }
@@ -154,25 +155,6 @@ impl UpdateOptions {
         }
         drop(fd);
         result
-    }
-
-    #[cfg(feature = "planted-bugs")]
-    fn bug_no_backup_dir_sync(&self) -> bool {
-        self.opts.bugs.backup_no_dir_sync
-    }
-    #[cfg(not(feature = "planted-bugs"))]
-    #[allow(clippy::unused_self)]
-    fn bug_no_backup_dir_sync(&self) -> bool {
-        false
-    }
-    #[cfg(feature = "planted-bugs")]
-    fn bug_no_backup_copy_sync(&self) -> bool {
-        self.opts.bugs.backup_copy_no_sync
-    }
-    #[cfg(not(feature = "planted-bugs"))]
-    #[allow(clippy::unused_self)]
-    fn bug_no_backup_copy_sync(&self) -> bool {
-        false
     }
 }
 

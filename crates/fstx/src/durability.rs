@@ -24,7 +24,7 @@ pub(crate) fn is_btrfs(
 /// `magic`: the filesystem's `statfs` magic if already known (no `fstatfs`
 /// then).
 ///
-/// `fsync` of the directory; on btrfs (when `commit_btrfs`) `syncfs`
+/// `fsync` of the directory; on btrfs `syncfs`
 /// instead. Recorded on btrfs under Linux 6.18: `fsync` of a directory can
 /// return at once, with the log that holds our rename not yet on disk, when
 /// another process logged the same directory in the first log transaction
@@ -42,9 +42,8 @@ pub(crate) fn sync_dir(
     st: &dyn crate::storage::Storage,
     dir: &crate::storage::Fd,
     magic: Option<u64>,
-    commit_btrfs: bool,
 ) -> Result<(), (Step, std::io::Error)> {
-    if commit_btrfs && is_btrfs(st, dir, magic).map_err(|e| (Step::IdentifyFilesystem, e))? {
+    if is_btrfs(st, dir, magic).map_err(|e| (Step::IdentifyFilesystem, e))? {
         if !st.caps().syncfs_reports_fs_errors {
             st.sync(dir, crate::storage::SyncKind::All)
                 .map_err(|e| (Step::FsyncDirectory, e))?;
@@ -61,5 +60,5 @@ pub(crate) fn sync_dir_io(
     dir: &crate::storage::Fd,
     magic: Option<u64>,
 ) -> std::io::Result<()> {
-    sync_dir(st, dir, magic, true).map_err(|(_, e)| e)
+    sync_dir(st, dir, magic).map_err(|(_, e)| e)
 }

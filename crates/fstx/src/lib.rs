@@ -92,7 +92,6 @@ pub mod lock;
 mod metadata;
 mod names;
 mod paths;
-#[cfg(feature = "planted-bugs")]
 mod planted;
 mod recover;
 pub mod storage;
@@ -101,13 +100,13 @@ mod temp;
 pub mod txn;
 mod update;
 
-#[cfg(feature = "planted-bugs")]
-pub use atomic::PlantedBugs;
 pub use atomic::{write, AtomicFile, Durability, HardLinks, Options, Symlinks};
 pub use backup::{BackupKind, BackupMethod};
 pub use error::{Error, Result, State, Step};
 pub use lock::{FileLock, Wait};
-pub use names::{is_internal_name, LOCK_PREFIX, TEMP_PREFIX};
+pub use names::{
+    internal_name, internal_target, is_internal_name, InternalName, LOCK_PREFIX, TEMP_PREFIX,
+};
 pub use paths::MAX_SYMLINK_HOPS;
 pub use recover::{recover, RecoverOptions, Recovery};
 #[cfg(feature = "planted-bugs")]

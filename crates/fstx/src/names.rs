@@ -33,10 +33,62 @@ pub(crate) const NAME_MAX: usize = 255;
 /// assert!(!fstx::is_internal_name(OsStr::new("config.json~")));
 /// ```
 pub fn is_internal_name(name: &OsStr) -> bool {
-    name == crate::txn::CONTROL_DIR
-        || is_temp_name(TEMP_PREFIX, name)
-        || crate::txn::is_stage_name(name)
-        || is_lock_name(name)
+    internal_name(name).is_some()
+}
+
+/// Which of fstx's own names `name` is (see [`is_internal_name`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InternalName {
+    /// A replace's temporary file, `.fstx-tmp.<16 hex>.NAME` (also the copy
+    /// of a backup being made).
+    Temp,
+    /// A transaction's staged file, `.fstx-stage.<16 hex>.NAME`.
+    Staged,
+    /// A lock file, `.fstx-lock.NAME`: never removed.
+    Lock,
+    /// A transaction root's control directory, `.fstx-txn`.
+    Control,
+}
+
+/// Which of fstx's own names `name` (one path component) is, if any.
+///
+/// # Examples
+///
+/// ```
+/// use std::ffi::OsStr;
+/// use fstx::{internal_name, InternalName};
+/// assert_eq!(internal_name(OsStr::new(".fstx-txn")), Some(InternalName::Control));
+/// assert_eq!(
+///     internal_name(OsStr::new(".fstx-stage.00000000000000ab.a")),
+///     Some(InternalName::Staged)
+/// );
+/// assert_eq!(internal_name(OsStr::new("a")), None);
+/// ```
+pub fn internal_name(name: &OsStr) -> Option<InternalName> {
+    if name == crate::txn::CONTROL_DIR {
+        Some(InternalName::Control)
+    } else if is_temp_name(TEMP_PREFIX, name) {
+        Some(InternalName::Temp)
+    } else if crate::txn::is_stage_name(name) {
+        Some(InternalName::Staged)
+    } else if is_lock_name(name) {
+        Some(InternalName::Lock)
+    } else {
+        None
+    }
+}
+
+/// The name a temporary or staged name was made for (`NAME` in
+/// `.fstx-tmp.<16 hex>.NAME`, shortened if the name was long), or `None`
+/// for any other name.
+pub fn internal_target(name: &OsStr) -> Option<&OsStr> {
+    let prefix = match internal_name(name)? {
+        InternalName::Temp => TEMP_PREFIX,
+        InternalName::Staged => crate::txn::STAGE_PREFIX,
+        InternalName::Lock | InternalName::Control => return None,
+    };
+    Some(OsStr::from_bytes(&name.as_bytes()[prefix.len() + 17..]))
 }
 
 /// The temporary name for `name`: `.fstx-tmp.<16 hex>.<name, shortened to fit>`.

@@ -1,15 +1,62 @@
 //! Planted bugs: deliberate protocol errors, compiled in only with the
-//! `planted-bugs` feature (tests and the power-cut experiment use them to
-//! show that their checks fail). Every planted-bug branch asks [`on`],
-//! which carries the marker string [`MARKER`]: `scripts/check-device-binary`
-//! looks for it to prove that a release `fstx` binary holds no planted bug.
+//! `planted-bugs` feature, so that tests show their checks fail. Only the
+//! bugs that change the protocol's order or its decisions live here, all of
+//! them in recovery; the bugs that leave out, delay or retry a flush are a
+//! storage wrapper in the simulator crate (`fstx_sim::bugs`) and need no
+//! branch in the library.
+//!
+//! Every planted-bug branch asks [`on`] (through [`bug!`]), which carries the
+//! marker string [`MARKER`]: `scripts/check-device-binary` looks for it to
+//! prove that a release `fstx` binary holds no planted bug.
+
+/// Deliberate protocol bugs of transactions. See the [module docs](self).
+#[cfg(feature = "planted-bugs")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TxnBugs {
+    /// Redo renames staged files into place without checking their length
+    /// and checksum against the record.
+    pub trust_staged: bool,
+    /// Retire without flushing `.fstx-txn/`; after the first transaction,
+    /// assume `.fstx-txn/` durable and skip its flush in R0/R1 (otherwise
+    /// that flush makes the previous retirement durable and nothing can be
+    /// replayed over a later transaction); let recovery ignore sequence
+    /// numbers. A retired journal can then shadow a later transaction's and
+    /// be replayed over it.
+    pub replay_retired: bool,
+    /// Recovery sweeps every staged file before looking at the journal, so
+    /// a committed transaction's staging is removed before it is retired.
+    pub sweep_staging_first: bool,
+}
+
+/// Without the feature: no bug can be set.
+#[cfg(not(feature = "planted-bugs"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct TxnBugs;
 
 /// The string every build with planted bugs contains.
+#[cfg(feature = "planted-bugs")]
 pub(crate) const MARKER: &str = "fstx-planted-bug";
 
 /// Whether planted bug `flag` is on; keeps [`MARKER`] in the binary.
+#[cfg(feature = "planted-bugs")]
 #[inline(never)]
 pub(crate) fn on(flag: bool) -> bool {
     std::hint::black_box(MARKER);
     flag
 }
+
+/// `bug!(bugs, name)`: whether planted bug `name` of `bugs` is on (always
+/// `false` without the `planted-bugs` feature).
+macro_rules! bug {
+    ($bugs:expr, $name:ident) => {{
+        #[cfg(feature = "planted-bugs")]
+        let on = crate::planted::on($bugs.$name);
+        #[cfg(not(feature = "planted-bugs"))]
+        let on = {
+            let _ = &$bugs;
+            false
+        };
+        on
+    }};
+}
+pub(crate) use bug;

@@ -133,7 +133,7 @@ impl RecoverOptions {
             report.removed.push(path.join(&name));
         }
         if !self.dry_run && !report.removed.is_empty() {
-            crate::durability::sync_dir(st, &dir, None, true).map_err(|(step, e)| fail(step, e))?;
+            crate::durability::sync_dir(st, &dir, None).map_err(|(step, e)| fail(step, e))?;
         }
         // A transaction root: finish or roll back an interrupted transaction.
         let root = st

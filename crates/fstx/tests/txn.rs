@@ -756,7 +756,45 @@ fn writers_are_serialized() {
     let _ = Arc::new(());
 }
 
-/// Each planted protocol bug is caught by the check above that targets it.
+/// Each planted flush bug (a storage wrapper of the simulator crate, over
+/// the real filesystem here) is caught by the order check above.
+mod planted_flush {
+    use super::*;
+    use fstx_sim::bugs::{FlushBug, FlushBugs};
+
+    fn order_with(bug: FlushBug) -> Vec<String> {
+        let d = Dir::new("porder");
+        setup_old(d.path());
+        let probe = Probe::new();
+        probe.with(|s| s.record = true);
+        let mut o = opts(&probe);
+        o.storage(FlushBugs::one(bug).wrap(probe.clone()));
+        let mut t = o.begin(d.path()).unwrap();
+        workload(&mut t).unwrap();
+        t.commit().unwrap();
+        order_violations(&probe.events())
+    }
+
+    #[test]
+    fn commit_record_before_data_flush_is_caught() {
+        let v = order_with(FlushBug::CommitBeforeDataFlush);
+        println!("{v:#?}");
+        assert!(v.iter().any(|m| m.starts_with("staged file")), "{v:?}");
+    }
+
+    #[test]
+    fn staging_dirs_not_flushed_is_caught() {
+        let v = order_with(FlushBug::NoStageDirFlush);
+        println!("{v:#?}");
+        assert!(
+            v.iter().any(|m| m.starts_with("staging directory")),
+            "{v:?}"
+        );
+    }
+}
+
+/// Each planted recovery bug of the library is caught by the check above
+/// that targets it.
 #[cfg(feature = "planted-bugs")]
 mod planted {
     use super::*;
@@ -766,40 +804,6 @@ mod planted {
         let mut o = opts(probe);
         o.planted_bugs(bugs);
         o
-    }
-
-    fn order_with(bugs: TxnBugs) -> Vec<String> {
-        let d = Dir::new("porder");
-        setup_old(d.path());
-        let probe = Probe::new();
-        probe.with(|s| s.record = true);
-        let mut t = with_bugs(&probe, bugs).begin(d.path()).unwrap();
-        workload(&mut t).unwrap();
-        t.commit().unwrap();
-        order_violations(&probe.events())
-    }
-
-    #[test]
-    fn commit_record_before_data_flush_is_caught() {
-        let v = order_with(TxnBugs {
-            commit_before_data_flush: true,
-            ..TxnBugs::default()
-        });
-        println!("{v:#?}");
-        assert!(v.iter().any(|m| m.starts_with("staged file")), "{v:?}");
-    }
-
-    #[test]
-    fn staging_dirs_not_flushed_is_caught() {
-        let v = order_with(TxnBugs {
-            no_stage_dir_flush: true,
-            ..TxnBugs::default()
-        });
-        println!("{v:#?}");
-        assert!(
-            v.iter().any(|m| m.starts_with("staging directory")),
-            "{v:?}"
-        );
     }
 
     /// Leaves a committed transaction whose first apply rename failed.

@@ -13,10 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fstx::storage::Storage;
-#[cfg(feature = "planted-bugs")]
-use fstx::PlantedBugs;
 use fstx::{Durability, Options, State};
 
+use crate::bugs::{FlushBug, FlushBugs};
 use crate::explore::Workload;
 use crate::fs::SimFs;
 use crate::history::History;
@@ -41,9 +40,8 @@ pub enum Level {
 pub struct Replace {
     /// Durability levels used.
     pub level: Level,
-    /// Planted protocol bugs (only with the `planted-bugs` feature).
-    #[cfg(feature = "planted-bugs")]
-    pub bugs: PlantedBugs,
+    /// Planted flush bugs (a storage wrapper; none by default).
+    pub bugs: FlushBugs,
 }
 
 struct Step {
@@ -145,7 +143,31 @@ impl Replace {
     }
 }
 
-fn level_name(level: Level) -> &'static str {
+/// Parses [`level_name`].
+pub(crate) fn parse_level(s: &str) -> Option<Level> {
+    [Level::Durable, Level::Consistent, Level::None, Level::Mixed]
+        .into_iter()
+        .find(|l| level_name(*l) == s)
+}
+
+/// Parses `+bug+bug...` parts of a workload name into flush bugs.
+pub(crate) fn parse_bugs<'a>(parts: impl Iterator<Item = &'a str>) -> Option<FlushBugs> {
+    let mut bugs = FlushBugs::NONE;
+    for bug in parts {
+        bugs = bugs.with(FlushBug::parse(bug)?);
+    }
+    Some(bugs)
+}
+
+/// Appends `+bug` for each bug of `bugs` to a workload name.
+pub(crate) fn name_bugs(name: &mut String, bugs: FlushBugs) {
+    for bug in bugs.iter() {
+        name.push('+');
+        name.push_str(bug.name());
+    }
+}
+
+pub(crate) fn level_name(level: Level) -> &'static str {
     match level {
         Level::Durable => "durable",
         Level::Consistent => "consistent",
@@ -158,53 +180,15 @@ fn level_name(level: Level) -> &'static str {
 pub fn parse(name: &str) -> Option<Replace> {
     let rest = name.strip_prefix("replace/")?;
     let mut parts = rest.split('+');
-    let level = match parts.next()? {
-        "durable" => Level::Durable,
-        "consistent" => Level::Consistent,
-        "none" => Level::None,
-        "mixed" => Level::Mixed,
-        _ => return None,
-    };
-    // A planted bug is a workload only where the bugs are built in.
-    #[cfg(not(feature = "planted-bugs"))]
-    if parts.next().is_some() {
-        return None;
-    }
-    #[cfg(feature = "planted-bugs")]
-    let mut bugs = PlantedBugs::default();
-    #[cfg(feature = "planted-bugs")]
-    for bug in parts {
-        match bug {
-            "no_file_sync" => bugs.no_file_sync = true,
-            "no_dir_sync" => bugs.no_dir_sync = true,
-            "retry_fsync" => bugs.retry_fsync = true,
-            "no_btrfs_commit" => bugs.no_btrfs_commit = true,
-            _ => return None,
-        }
-    }
-    Some(Replace {
-        level,
-        #[cfg(feature = "planted-bugs")]
-        bugs,
-    })
+    let level = parse_level(parts.next()?)?;
+    let bugs = parse_bugs(parts)?;
+    Some(Replace { level, bugs })
 }
 
 impl Workload for Replace {
     fn name(&self) -> String {
-        #[allow(unused_mut)] // no bugs to name without `planted-bugs`
         let mut name = format!("replace/{}", level_name(self.level));
-        #[cfg(feature = "planted-bugs")]
-        for (on, bug) in [
-            (self.bugs.no_file_sync, "no_file_sync"),
-            (self.bugs.no_dir_sync, "no_dir_sync"),
-            (self.bugs.retry_fsync, "retry_fsync"),
-            (self.bugs.no_btrfs_commit, "no_btrfs_commit"),
-        ] {
-            if on {
-                name.push('+');
-                name.push_str(bug);
-            }
-        }
+        name_bugs(&mut name, self.bugs);
         name
     }
 
@@ -239,7 +223,7 @@ impl Workload for Replace {
 
     fn run(&self, seed: u64, fs: &Arc<SimFs>, history: &mut History) {
         let plan = self.plan(seed);
-        let storage: Arc<dyn Storage> = fs.clone();
+        let storage: Arc<dyn Storage> = self.bugs.wrap(fs.clone());
         let mut temp_left = false;
         for (i, step) in plan.steps.iter().enumerate() {
             let before = history.current(&step.path).map(<[u8]>::to_vec);
@@ -251,8 +235,6 @@ impl Workload for Replace {
             );
             let mut opts = Options::new();
             opts.storage(storage.clone()).durability(step.durability);
-            #[cfg(feature = "planted-bugs")]
-            opts.planted_bugs(self.bugs);
             let result: CallResult = if step.chunks.len() == 1 {
                 opts.write(&step.path, &step.content)
                     .map_err(|e| (e.state().clone(), e.into_io_error()))

@@ -20,11 +20,13 @@ use fstx::txn::Flush;
 use fstx::TxnBugs;
 use fstx::{Durability, TxnOptions};
 
+use crate::bugs::FlushBugs;
 use crate::explore::Workload;
 use crate::fs::SimFs;
 use crate::history::History;
 use crate::rng::Rng;
 use crate::tree::Tree;
+use crate::workloads::replace::{name_bugs, parse_bugs};
 use crate::workloads::{content, live_checks, outcome_of, CallResult};
 
 /// The root of the transactions.
@@ -36,9 +38,12 @@ const POOL: [&str; 7] = ["a", "b", "sub/c", "sub/d", "sub/deep/e", "new/f", "new
 /// The transaction workload. See the [module docs](self).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Txn {
-    /// Planted protocol bugs (only with the `planted-bugs` feature).
+    /// Planted recovery bugs of the library (only with the `planted-bugs`
+    /// feature).
     #[cfg(feature = "planted-bugs")]
     pub bugs: TxnBugs,
+    /// Planted flush bugs (a storage wrapper; none by default).
+    pub flush_bugs: FlushBugs,
     /// How the transactions flush: [`Flush::Auto`] (default: what
     /// production does, decided by the simulated kernel's capabilities),
     /// or a fixed strategy.
@@ -62,21 +67,11 @@ enum Step {
 }
 
 #[cfg(feature = "planted-bugs")]
-const BUGS: [&str; 6] = [
-    "commit_before_data_flush",
-    "commit_before_data_write",
-    "no_stage_dir_flush",
-    "trust_staged",
-    "replay_retired",
-    "sweep_staging_first",
-];
+const BUGS: [&str; 3] = ["trust_staged", "replay_retired", "sweep_staging_first"];
 
 #[cfg(feature = "planted-bugs")]
 fn bug_flag<'a>(bugs: &'a mut TxnBugs, name: &str) -> Option<&'a mut bool> {
     Some(match name {
-        "commit_before_data_flush" => &mut bugs.commit_before_data_flush,
-        "commit_before_data_write" => &mut bugs.commit_before_data_write,
-        "no_stage_dir_flush" => &mut bugs.no_stage_dir_flush,
         "trust_staged" => &mut bugs.trust_staged,
         "replay_retired" => &mut bugs.replay_retired,
         "sweep_staging_first" => &mut bugs.sweep_staging_first,
@@ -97,20 +92,24 @@ pub fn parse(name: &str) -> Option<Txn> {
     ]
     .into_iter()
     .find(|f| flush_name(*f) == first)?;
-    // A planted bug is a workload only where the bugs are built in.
-    #[cfg(not(feature = "planted-bugs"))]
-    if parts.next().is_some() {
-        return None;
-    }
+    // Flush bugs are a storage wrapper; the library's recovery bugs exist
+    // only where the `planted-bugs` feature built them in.
     #[cfg(feature = "planted-bugs")]
     let mut bugs = TxnBugs::default();
-    #[cfg(feature = "planted-bugs")]
+    let mut rest = Vec::new();
     for bug in parts {
-        *bug_flag(&mut bugs, bug)? = true;
+        #[cfg(feature = "planted-bugs")]
+        if let Some(flag) = bug_flag(&mut bugs, bug) {
+            *flag = true;
+            continue;
+        }
+        rest.push(bug);
     }
+    let flush_bugs = parse_bugs(rest.into_iter())?;
     Some(Txn {
         #[cfg(feature = "planted-bugs")]
         bugs,
+        flush_bugs,
         flush,
     })
 }
@@ -179,8 +178,8 @@ fn plan_txn(r: &mut Rng, i: usize, now: &BTreeMap<&'static str, Vec<u8>>) -> Vec
 
 impl Workload for Txn {
     fn name(&self) -> String {
-        #[allow(unused_mut)] // no bugs to name without `planted-bugs`
         let mut name = String::from(flush_name(self.flush));
+        name_bugs(&mut name, self.flush_bugs);
         #[cfg(feature = "planted-bugs")]
         {
             let mut bugs = self.bugs;
@@ -210,7 +209,7 @@ impl Workload for Txn {
     fn run(&self, seed: u64, fs: &Arc<SimFs>, history: &mut History) {
         let mut rng = Rng::new(seed ^ 0x7478_6e00);
         let mut now: BTreeMap<&'static str, Vec<u8>> = initial(seed).into_iter().collect();
-        let storage: Arc<dyn Storage> = fs.clone();
+        let storage: Arc<dyn Storage> = self.flush_bugs.wrap(fs.clone());
         let mut temp_left = false;
         let count = 2 + rng.below(3);
         for i in 0..count {
@@ -311,8 +310,9 @@ impl Workload for Txn {
     /// retired durably then): that is a retired journal replayed, possibly
     /// over later transactions.
     fn recover_at(&self, fs: &Arc<SimFs>, history: &History, k: u64) -> Result<(), String> {
-        // The transaction's own recovery (with the planted bugs, which live
-        // in `TxnOptions`), then the general sweep `fstx recover` runs.
+        // The transaction's own recovery (with the library's planted
+        // recovery bugs; flush bugs are the writer's), then the general
+        // sweep `fstx recover` runs.
         let storage: Arc<dyn Storage> = fs.clone();
         let mut opts = TxnOptions::new();
         opts.storage(storage.clone());

@@ -17,15 +17,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fstx::storage::Storage;
-#[cfg(feature = "planted-bugs")]
-use fstx::PlantedBugs;
 use fstx::{BackupMethod, Durability, Options, UpdateOptions};
 
+use crate::bugs::FlushBugs;
 use crate::explore::Workload;
 use crate::fs::SimFs;
 use crate::history::History;
 use crate::rng::Rng;
-use crate::workloads::replace::Level;
+use crate::workloads::replace::{level_name, name_bugs, parse_bugs, parse_level, Level};
 use crate::workloads::{content, live_checks, outcome_of, CallResult};
 
 /// The update workload. See the [module docs](self).
@@ -35,9 +34,8 @@ pub struct Update {
     pub level: Level,
     /// Always make backups by copying (otherwise: by hard link, or copy at random).
     pub copy: bool,
-    /// Planted protocol bugs (only with the `planted-bugs` feature).
-    #[cfg(feature = "planted-bugs")]
-    pub bugs: PlantedBugs,
+    /// Planted flush bugs (a storage wrapper; none by default).
+    pub bugs: FlushBugs,
 }
 
 struct Step {
@@ -118,29 +116,6 @@ fn backup_path(target: &Path, k: usize) -> PathBuf {
     PathBuf::from(name)
 }
 
-#[cfg(feature = "planted-bugs")]
-const BUGS: [&str; 6] = [
-    "no_file_sync",
-    "no_dir_sync",
-    "retry_fsync",
-    "backup_no_dir_sync",
-    "backup_copy_no_sync",
-    "no_btrfs_commit",
-];
-
-#[cfg(feature = "planted-bugs")]
-fn bug_flag<'a>(bugs: &'a mut PlantedBugs, name: &str) -> Option<&'a mut bool> {
-    Some(match name {
-        "no_file_sync" => &mut bugs.no_file_sync,
-        "no_dir_sync" => &mut bugs.no_dir_sync,
-        "retry_fsync" => &mut bugs.retry_fsync,
-        "backup_no_dir_sync" => &mut bugs.backup_no_dir_sync,
-        "backup_copy_no_sync" => &mut bugs.backup_copy_no_sync,
-        "no_btrfs_commit" => &mut bugs.no_btrfs_commit,
-        _ => return None,
-    })
-}
-
 /// Parses a workload name made by [`Update::name`](Workload::name):
 /// `update/<level>[/copy][+bug...]`.
 pub fn parse(name: &str) -> Option<Update> {
@@ -151,52 +126,19 @@ pub fn parse(name: &str) -> Option<Update> {
         Some(level) => (level, true),
         None => (head, false),
     };
-    let level = match level {
-        "durable" => Level::Durable,
-        "consistent" => Level::Consistent,
-        "none" => Level::None,
-        "mixed" => Level::Mixed,
-        _ => return None,
-    };
-    // A planted bug is a workload only where the bugs are built in.
-    #[cfg(not(feature = "planted-bugs"))]
-    if parts.next().is_some() {
-        return None;
-    }
-    #[cfg(feature = "planted-bugs")]
-    let mut bugs = PlantedBugs::default();
-    #[cfg(feature = "planted-bugs")]
-    for bug in parts {
-        *bug_flag(&mut bugs, bug)? = true;
-    }
-    Some(Update {
-        level,
-        copy,
-        #[cfg(feature = "planted-bugs")]
-        bugs,
-    })
+    let level = parse_level(level)?;
+    let bugs = parse_bugs(parts)?;
+    Some(Update { level, copy, bugs })
 }
 
 impl Workload for Update {
     fn name(&self) -> String {
-        let level = match self.level {
-            Level::Durable => "durable",
-            Level::Consistent => "consistent",
-            Level::None => "none",
-            Level::Mixed => "mixed",
-        };
-        #[allow(unused_mut)] // no bugs to name without `planted-bugs`
-        let mut name = format!("update/{level}{}", if self.copy { "/copy" } else { "" });
-        #[cfg(feature = "planted-bugs")]
-        {
-            let mut bugs = self.bugs;
-            for bug in BUGS {
-                if *bug_flag(&mut bugs, bug).expect("known") {
-                    name.push('+');
-                    name.push_str(bug);
-                }
-            }
-        }
+        let mut name = format!(
+            "update/{}{}",
+            level_name(self.level),
+            if self.copy { "/copy" } else { "" }
+        );
+        name_bugs(&mut name, self.bugs);
         name
     }
 
@@ -224,7 +166,7 @@ impl Workload for Update {
 
     fn run(&self, seed: u64, fs: &Arc<SimFs>, history: &mut History) {
         let plan = self.plan(seed);
-        let storage: Arc<dyn Storage> = fs.clone();
+        let storage: Arc<dyn Storage> = self.bugs.wrap(fs.clone());
         let mut temp_left = false;
         for (i, step) in plan.steps.iter().enumerate() {
             let before = history.current(&plan.target).map(<[u8]>::to_vec);
@@ -247,8 +189,6 @@ impl Workload for Update {
             }
             let mut opts = Options::new();
             opts.storage(storage.clone()).durability(step.durability);
-            #[cfg(feature = "planted-bugs")]
-            opts.planted_bugs(self.bugs);
             let mut uopts = UpdateOptions::new();
             uopts
                 .options(opts)

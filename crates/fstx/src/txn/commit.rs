@@ -89,19 +89,17 @@ impl Transaction {
         let bugs = self.opts.bugs;
         if durable {
             let mut set = Vec::new();
-            if !bug!(bugs, no_stage_dir_flush) {
-                if !self.ctl_assumed_durable() {
-                    set.push((self.ctl.dir.clone(), SyncKind::All));
-                }
-                if self.ctl.needs_root_flush && !self.stage_dirs.contains(&RelPath::root()) {
-                    set.push((self.tree.root(), SyncKind::All));
-                }
-                for d in &self.stage_dirs {
-                    match self.tree.dir(d) {
-                        Ok(fd) => set.push((fd, SyncKind::All)),
-                        Err(e) => {
-                            return Err(self.roll_back(Step::OpenStagingDirectory, e));
-                        }
+            if !self.ctl_assumed_durable() {
+                set.push((self.ctl.dir.clone(), SyncKind::All));
+            }
+            if self.ctl.needs_root_flush && !self.stage_dirs.contains(&RelPath::root()) {
+                set.push((self.tree.root(), SyncKind::All));
+            }
+            for d in &self.stage_dirs {
+                match self.tree.dir(d) {
+                    Ok(fd) => set.push((fd, SyncKind::All)),
+                    Err(e) => {
+                        return Err(self.roll_back(Step::OpenStagingDirectory, e));
                     }
                 }
             }
@@ -140,19 +138,6 @@ impl Transaction {
                 // replaced durably by a BEGIN record, then rolled back.
                 return Err(self.undo_and_roll_back(Step::FsyncCommitRecord, e));
             }
-        }
-        if !self.deferred.is_empty() {
-            // PLANTED BUG (commit_before_data_flush / _write): data written
-            // or flushed only after the commit point.
-            let late: Vec<_> = self
-                .deferred
-                .drain(..)
-                .map(|(f, data)| {
-                    let _ = write_all_at(&*st, &f, &data, 0);
-                    (f, SyncKind::All)
-                })
-                .collect();
-            let _ = self.flusher.round(late);
         }
         drop(journal);
         self.journal = None;

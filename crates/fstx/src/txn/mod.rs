@@ -61,54 +61,7 @@ pub use snapshot::Snapshot;
 pub use stage::StagedFile;
 pub use transaction::Transaction;
 
-/// Deliberate protocol bugs for the transaction protocol, compiled in only
-/// with the `planted-bugs` feature, so tests and simulators can show their
-/// checks catch them.
+pub(crate) use crate::planted::bug;
 #[cfg(feature = "planted-bugs")]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TxnBugs {
-    /// Write and flush the commit record before the staged files' data is
-    /// flushed (the data is flushed only after the commit point). Forces
-    /// per-file flushes: one `syncfs` round could not leave the data out.
-    pub commit_before_data_flush: bool,
-    /// Write the staged files' data only after the commit record is written
-    /// and flushed (the data is held in memory until then, then written and
-    /// flushed). Unlike `commit_before_data_flush`, no filesystem can hide
-    /// this one by carrying the data with the record's flush (ext4
-    /// `data=journal` does that).
-    pub commit_before_data_write: bool,
-    /// Do not flush the staging directories (nor `.fstx-txn/`) before the
-    /// commit record.
-    pub no_stage_dir_flush: bool,
-    /// Redo renames staged files into place without checking their length
-    /// and checksum against the record.
-    pub trust_staged: bool,
-    /// Retire without flushing `.fstx-txn/`; after the first transaction,
-    /// assume `.fstx-txn/` durable and skip its flush in R0/R1 (otherwise
-    /// that flush makes the previous retirement durable and nothing can be
-    /// replayed over a later transaction); let recovery ignore sequence
-    /// numbers. A retired journal can then shadow a later transaction's and
-    /// be replayed over it.
-    pub replay_retired: bool,
-    /// Recovery sweeps every staged file before looking at the journal, so
-    /// a committed transaction's staging is removed before it is retired.
-    pub sweep_staging_first: bool,
-}
-
-#[cfg(not(feature = "planted-bugs"))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct TxnBugs;
-
-macro_rules! bug {
-    ($bugs:expr, $name:ident) => {{
-        #[cfg(feature = "planted-bugs")]
-        let on = crate::planted::on($bugs.$name);
-        #[cfg(not(feature = "planted-bugs"))]
-        let on = {
-            let _ = &$bugs;
-            false
-        };
-        on
-    }};
-}
-pub(crate) use bug;
+pub use crate::planted::TxnBugs;
+pub(crate) use crate::planted::TxnBugs as Bugs;

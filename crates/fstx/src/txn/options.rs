@@ -9,7 +9,7 @@ use super::recovery::{recover_locked, TxnRecovery};
 use super::root::{open_control, Tree};
 use super::snapshot::Snapshot;
 use super::transaction::Transaction;
-use super::TxnBugs;
+use super::Bugs as TxnBugs;
 use crate::atomic::Durability;
 use crate::error::{Error, Result, State, Step};
 use crate::storage::{self, LockMode, Storage};

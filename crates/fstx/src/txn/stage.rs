@@ -6,7 +6,6 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::bug;
 use super::journal::{Kind, Op, Record, RelPath};
 use super::options::TxnOptions;
 use super::root::{rel_path, split, STAGE_PREFIX};
@@ -239,7 +238,6 @@ impl Transaction {
             old,
             pos: 0,
             crc: 0,
-            held: Vec::new(),
             done: false,
         })
     }
@@ -396,9 +394,6 @@ pub struct StagedFile<'t> {
     old: Option<(Stat, Option<Fd>)>,
     pos: u64,
     crc: u32,
-    /// Data a planted bug (`commit_before_data_write`) holds back until
-    /// after the commit record.
-    held: Vec<u8>,
     done: bool,
 }
 
@@ -429,14 +424,7 @@ impl StagedFile<'_> {
             return Err(self.txn.err("stage", &self.path, Step::CarryMetadata, e));
         }
         self.done = true;
-        if bug!(self.txn.opts.bugs, commit_before_data_write) {
-            // PLANTED BUG: the data is written only after the commit record.
-            let held = std::mem::take(&mut self.held);
-            self.txn.deferred.push((Arc::new(fd), held));
-        } else if self.txn.opts.durable() && bug!(self.txn.opts.bugs, commit_before_data_flush) {
-            // PLANTED BUG: the flush is issued only after the commit record.
-            self.txn.deferred.push((Arc::new(fd), Vec::new()));
-        } else if self.txn.opts.durable() {
+        if self.txn.opts.durable() {
             self.txn.flusher.submit(Arc::new(fd), SyncKind::All);
         }
         self.txn.ops.push(Op::Put {
@@ -458,13 +446,7 @@ impl Write for StagedFile<'_> {
                 "staged file already finished",
             ));
         };
-        let n = if bug!(self.txn.opts.bugs, commit_before_data_write) {
-            // PLANTED BUG: held back until after the commit record.
-            self.held.extend_from_slice(buf);
-            buf.len()
-        } else {
-            self.txn.opts.storage.write_at(fd, buf, self.pos)?
-        };
+        let n = self.txn.opts.storage.write_at(fd, buf, self.pos)?;
         self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
         self.pos += n as u64;
         Ok(n)

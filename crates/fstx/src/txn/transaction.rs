@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::bug;
-use super::flush::{Flush, Flusher, DEFAULT_FLUSH_THREADS};
+use super::flush::Flusher;
 use super::journal::{Op, RelPath};
 use super::options::TxnOptions;
 use super::recovery::recover_locked;
@@ -55,9 +55,6 @@ pub struct Transaction {
     pub(super) ops: Vec<Op>,
     /// Set when a staged file could not be removed: commit refuses.
     pub(super) poisoned: Option<PathBuf>,
-    /// Staged files whose flush (and, for `commit_before_data_write`,
-    /// whose data: empty otherwise) a planted bug delays past the commit point.
-    pub(super) deferred: Vec<(Arc<Fd>, Vec<u8>)>,
     pub(super) finished: bool,
 }
 
@@ -119,15 +116,7 @@ impl Transaction {
         let txn_id = st
             .random()
             .map_err(|e| fail(Step::GenerateTransactionId, e))?;
-        // PLANTED BUG (commit_before_data_flush) needs per-file flushes: a
-        // syncfs round would flush the deferred staged data with everything else.
-        let flush = match opts.flush {
-            Flush::Auto | Flush::SyncFs if bug!(opts.bugs, commit_before_data_flush) => {
-                Flush::Threads(DEFAULT_FLUSH_THREADS)
-            }
-            f => f,
-        };
-        let flusher = Flusher::new(flush, st.clone(), root, ctl.fs_magic);
+        let flusher = Flusher::new(opts.flush, st.clone(), root, ctl.fs_magic);
         Ok(Transaction {
             opts: opts.clone(),
             root_path: root_path.to_path_buf(),
@@ -144,7 +133,6 @@ impl Transaction {
             staged: Vec::new(),
             ops: Vec::new(),
             poisoned: None,
-            deferred: Vec::new(),
             finished: false,
         })
     }
