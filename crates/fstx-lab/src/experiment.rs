@@ -529,14 +529,14 @@ fn find_garbage(root: &Path, dir: &Path, out: &mut Vec<String>) {
         if s == ".powercut-noise" || s == "lost+found" {
             continue;
         }
-        if fstx::is_internal_name(&name) {
+        if let Some(kind) = fstx::internal_name(&name) {
             // fstx's own files: lock files and a transaction root's control
             // directory may stay (without a pending journal); temporary and
             // staged files may not.
-            if s.starts_with(fstx::LOCK_PREFIX) {
+            if kind == fstx::InternalName::Lock {
                 continue;
             }
-            if s == fstx::txn::CONTROL_DIR {
+            if kind == fstx::InternalName::Control {
                 if e.path().join("journal").exists() {
                     out.push(format!(
                         "{rel}/journal: a transaction journal is still pending after recovery"

@@ -555,7 +555,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
     }
     for entry in fs::read_dir(&data)? {
         let name = entry?.file_name();
-        if fstx::is_internal_name(&name) && !name.to_string_lossy().starts_with(fstx::LOCK_PREFIX) {
+        if fstx::internal_name(&name).is_some_and(|k| k != fstx::InternalName::Lock) {
             checker.violation(format!(
                 "{}: temporary file left after recover",
                 name.to_string_lossy()

@@ -357,7 +357,7 @@ impl Storage for Buggy {
     fn open_dir(&self, at: Option<&Fd>, path: &Path, follow: bool) -> io::Result<Fd> {
         let at = at.map(|a| self.inner_of(a)).transpose()?;
         let fd = self.inner.open_dir(at.as_deref(), path, follow)?;
-        let control = path.file_name() == Some(OsStr::new(fstx::txn::CONTROL_DIR));
+        let control = path.file_name().and_then(fstx::internal_name) == Some(InternalName::Control);
         Ok(self.register(fd, Role::Dir { control }))
     }
 

@@ -194,11 +194,13 @@ impl Options {
         self
     }
 
-    /// Routes every filesystem call through `storage` (a simulator or fault
-    /// injector). Default: the real filesystem.
-    pub fn storage(&mut self, storage: Arc<dyn Storage>) -> &mut Options {
-        self.storage = storage;
-        self
+    internals_fn! {
+        /// Routes every filesystem call through `storage` (a simulator or fault
+        /// injector). Default: the real filesystem.
+        fn storage(&mut self, storage: Arc<dyn Storage>) -> &mut Options {
+            self.storage = storage;
+            self
+        }
     }
 
     /// Starts replacing `path`: creates the temporary file. Nothing is visible

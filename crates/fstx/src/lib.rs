@@ -80,7 +80,28 @@
 //! (cleanup failed too; [`recover`] removes it); or committed with durability
 //! unconfirmed (the rename happened, the directory flush failed). A failed
 //! flush is never retried into a success.
+//!
+//! # Features
+//!
+//! - `internals`: makes the storage seam public (the [`storage`] module and
+//!   the `storage(...)` option of [`Options`], [`TxnOptions`] and
+//!   [`RecoverOptions`]) and the journal's wire format (`txn::journal`), for
+//!   the simulator crate and the fuzz target. Not part of the stable API.
+//! - `planted-bugs`: deliberate recovery bugs for tests. Never in a release
+//!   build (`scripts/check-device-binary` checks the `fstx` binary).
 #![forbid(unsafe_code)]
+
+/// Declares a method public with the `internals` feature and crate-visible
+/// without it.
+macro_rules! internals_fn {
+    ($(#[$m:meta])* fn $($rest:tt)*) => {
+        #[cfg(feature = "internals")]
+        $(#[$m])* pub fn $($rest)*
+        #[cfg(not(feature = "internals"))]
+        #[allow(dead_code)]
+        $(#[$m])* pub(crate) fn $($rest)*
+    };
+}
 
 mod atomic;
 mod backup;
@@ -94,7 +115,11 @@ mod names;
 mod paths;
 mod planted;
 mod recover;
+#[cfg(feature = "internals")]
 pub mod storage;
+#[cfg(not(feature = "internals"))]
+#[allow(unreachable_pub, dead_code)] // used by simulators, through `internals`
+pub(crate) mod storage;
 mod sys;
 mod temp;
 pub mod txn;
@@ -104,9 +129,7 @@ pub use atomic::{write, AtomicFile, Durability, HardLinks, Options, Symlinks};
 pub use backup::{BackupKind, BackupMethod};
 pub use error::{Error, Result, State, Step};
 pub use lock::{FileLock, Wait};
-pub use names::{
-    internal_name, internal_target, is_internal_name, InternalName, LOCK_PREFIX, TEMP_PREFIX,
-};
+pub use names::{internal_name, internal_target, is_internal_name, InternalName};
 pub use paths::MAX_SYMLINK_HOPS;
 pub use recover::{recover, RecoverOptions, Recovery};
 #[cfg(feature = "planted-bugs")]

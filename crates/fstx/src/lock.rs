@@ -60,7 +60,6 @@ use crate::paths::{resolve, Resolved};
 use crate::storage::{Create, Fd, LockMode, OpenHow};
 
 // Public here too (`fstx::lock::LOCK_PREFIX`), as it always was.
-pub use crate::names::LOCK_PREFIX;
 
 /// How long to wait for a lock held by someone else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

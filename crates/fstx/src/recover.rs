@@ -72,10 +72,12 @@ impl RecoverOptions {
         self
     }
 
-    /// Routes every filesystem call through `storage`.
-    pub fn storage(&mut self, storage: Arc<dyn Storage>) -> &mut RecoverOptions {
-        self.storage = storage;
-        self
+    internals_fn! {
+        /// Routes every filesystem call through `storage`.
+        fn storage(&mut self, storage: Arc<dyn Storage>) -> &mut RecoverOptions {
+            self.storage = storage;
+            self
+        }
     }
 
     /// Recovers the directory `dir`. See [`recover`].

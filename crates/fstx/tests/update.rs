@@ -336,7 +336,7 @@ fn interrupted_backup_link_is_swept_and_not_duplicated() {
     opts.update(&p, |_| Ok(Some(b"v2".to_vec()))).unwrap();
     // A crash after the backup link but before its rename leaves a
     // temporary second name of the target: recovery removes just that name.
-    let stale = d.join(format!("{}0123456789abcdef.s~", fstx::TEMP_PREFIX));
+    let stale = d.join(".fstx-tmp.0123456789abcdef.s~");
     std::fs::hard_link(&p, &stale).unwrap();
     let report = fstx::recover(&d.0).unwrap();
     assert_eq!(report.removed, vec![stale]);
@@ -413,5 +413,5 @@ fn long_names_get_a_lock_file_that_fits() {
     assert!(d
         .names()
         .iter()
-        .any(|n| n.starts_with(fstx::LOCK_PREFIX) && n.len() == 255));
+        .any(|n| n.starts_with(".fstx-lock.") && n.len() == 255));
 }

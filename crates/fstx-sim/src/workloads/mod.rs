@@ -100,8 +100,10 @@ pub(crate) fn live_checks(
     if !*temp_left && !pending {
         for (p, _) in live.walk() {
             if p.file_name().is_some_and(|n| {
-                let n = n.as_encoded_bytes();
-                n.starts_with(fstx::TEMP_PREFIX.as_bytes()) || n.starts_with(b".fstx-stage.")
+                matches!(
+                    fstx::internal_name(n),
+                    Some(fstx::InternalName::Temp | fstx::InternalName::Staged)
+                )
             }) {
                 history.live_violations.push(format!(
                     "{label} returned {outcome:?} but left {}",

@@ -376,8 +376,10 @@ impl Workload for Txn {
 
     fn is_leftover(&self, path: &Path) -> bool {
         path.file_name().is_some_and(|n| {
-            let n = n.as_encoded_bytes();
-            n.starts_with(fstx::TEMP_PREFIX.as_bytes()) || n.starts_with(b".fstx-stage.")
+            matches!(
+                fstx::internal_name(n),
+                Some(fstx::InternalName::Temp | fstx::InternalName::Staged)
+            )
         })
     }
 }

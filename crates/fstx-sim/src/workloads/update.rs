@@ -267,9 +267,9 @@ impl Workload for Update {
     }
 
     fn is_leftover(&self, path: &Path) -> bool {
-        path.file_name().is_some_and(|n| {
-            let n = n.as_encoded_bytes();
-            n.starts_with(b".fstx-") && !n.starts_with(fstx::LOCK_PREFIX.as_bytes())
-        })
+        // Lock files stay: someone may wait on one.
+        path.file_name()
+            .and_then(fstx::internal_name)
+            .is_some_and(|k| k != fstx::InternalName::Lock)
     }
 }

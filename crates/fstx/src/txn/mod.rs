@@ -43,7 +43,11 @@
 mod apply;
 mod commit;
 mod flush;
+#[cfg(feature = "internals")]
 pub mod journal;
+#[cfg(not(feature = "internals"))]
+#[allow(unreachable_pub, dead_code)] // the fuzz target decodes, through `internals`
+pub(crate) mod journal;
 mod options;
 mod recovery;
 mod root;
@@ -52,11 +56,10 @@ mod stage;
 mod transaction;
 
 pub use flush::{Flush, DEFAULT_FLUSH_THREADS};
-pub use journal::RelPath;
 pub use options::{Committed, Phase, PhaseHook, TxnOptions};
 pub(crate) use recovery::{recover_root, RootState};
 pub use recovery::{TxnOutcome, TxnRecovery};
-pub use root::{is_stage_name, CONTROL_DIR, STAGE_PREFIX};
+pub(crate) use root::{is_stage_name, CONTROL_DIR, STAGE_PREFIX};
 pub use snapshot::Snapshot;
 pub use stage::StagedFile;
 pub use transaction::Transaction;

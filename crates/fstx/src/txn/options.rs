@@ -130,10 +130,12 @@ impl TxnOptions {
         }
     }
 
-    /// Routes every filesystem call through `storage`.
-    pub fn storage(&mut self, storage: Arc<dyn Storage>) -> &mut TxnOptions {
-        self.storage = storage;
-        self
+    internals_fn! {
+        /// Routes every filesystem call through `storage`.
+        fn storage(&mut self, storage: Arc<dyn Storage>) -> &mut TxnOptions {
+            self.storage = storage;
+            self
+        }
     }
 
     /// Plants deliberate protocol bugs (tests only).

@@ -81,7 +81,7 @@ pub fn temps(dir: &Path) -> Vec<OsString> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
-        .filter(|n| n.to_string_lossy().starts_with(fstx::TEMP_PREFIX))
+        .filter(|n| fstx::internal_name(std::ffi::OsStr::new(n)) == Some(fstx::InternalName::Temp))
         .collect()
 }
 
