@@ -229,11 +229,40 @@ impl Options {
 
 /// Replaces `path` with `contents`, atomically and durably.
 ///
-/// Mirrors [`std::fs::write`]: when it returns `Ok`, `path` holds exactly
-/// `contents` and will after a power cut; when it fails, `path` is unchanged
-/// (or, as the error's [`State`] says, already replaced but not confirmed
-/// durable). Readers see the complete old or the complete new content, never
-/// a mix.
+/// Mirrors [`std::fs::write`], with [`Options`]' defaults: durable, follow
+/// symlinks, carry metadata, refuse filesystems where this cannot hold.
+///
+/// # Guarantees
+///
+/// - **Atomic**: readers (in any process, without a lock) see the complete
+///   old or the complete new content at every instant, never a mix, never
+///   an empty or partial file; after a power cut too.
+/// - **Durable**: once it returns `Ok`, the new content survives a power
+///   cut (the new file is flushed before the rename, the directory after
+///   it; on btrfs with `syncfs`).
+/// - **Metadata**: the file keeps its owner, group, mode and extended
+///   attributes; no instant is more permissive than the final file; set-id
+///   bits and `security.capability` are not inherited.
+/// - **No garbage**: a failed call removes its temporary file (or says it
+///   could not); a writer killed mid-way leaves at most one, which
+///   [`recover`](crate::recover()) removes.
+///
+/// Not guaranteed: other hard links of `path` keep the old content; storage
+/// that lies about flushes can lose acknowledged data (see
+/// `docs/design.md`).
+///
+/// # Errors
+///
+/// Every error names the operation (`write`), the path and the
+/// [`Step`](crate::Step), keeps the kernel's [`io::ErrorKind`], and says the
+/// [`State`]: [`State::NotCommitted`] (`path` unchanged, nothing left
+/// behind), [`State::NotCommittedTempLeft`] (unchanged, a temporary file
+/// left that [`recover`](crate::recover()) removes), or
+/// [`State::CommittedNotDurable`] (the new content is in place but the
+/// directory flush failed: a power cut may undo it; never retried).
+/// `path` being a directory, a FIFO or a device, a symlink loop, or a
+/// filesystem where a replace cannot be crash-atomic (vfat, NFS, ...:
+/// [`io::ErrorKind::Unsupported`]) fail before anything is written.
 ///
 /// # Examples
 ///

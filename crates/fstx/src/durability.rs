@@ -4,8 +4,8 @@
 
 use crate::error::Step;
 
-/// `statfs` magic of btrfs, whose directory `fsync` cannot be trusted alone
-/// (see [`sync_dir`]).
+/// `statfs` magic of btrfs, whose directory `fsync` cannot be trusted alone:
+/// fstx makes names durable there with `syncfs` (`docs/design.md` §6).
 pub const BTRFS_MAGIC: u64 = 0x9123_683E;
 
 /// Whether `dir` is on btrfs: `known` is the `statfs` magic if the caller

@@ -30,7 +30,7 @@
 //!
 //! # Guarantees
 //!
-//! For [`write`] and [`AtomicFile::commit`] with the default
+//! For [`write()`] and [`AtomicFile::commit`] with the default
 //! [`Durability::Durable`], on a supported filesystem (see
 //! [`FsClass`](fskind::FsClass)):
 //!
@@ -83,7 +83,7 @@
 //!
 //! # Features
 //!
-//! - `internals`: makes the storage seam public (the [`storage`] module and
+//! - `internals`: makes the storage seam public (the `storage` module and
 //!   the `storage(...)` option of [`Options`], [`TxnOptions`] and
 //!   [`RecoverOptions`]) and the journal's wire format (`txn::journal`), for
 //!   the simulator crate and the fuzz target. Not part of the stable API.

@@ -29,19 +29,12 @@ use crate::storage::{Fd, Storage, SyncKind};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Flush {
     /// `SyncFs` where the kernel reports a failed `syncfs`: writeback
-    /// errors from Linux 5.8 ([`Caps::syncfs_reports_writeback_errors`]),
-    /// and on btrfs a failed transaction commit from Linux 5.17
-    /// ([`Caps::syncfs_reports_fs_errors`]); `Threads` elsewhere.
-    ///
-    /// [`Caps::syncfs_reports_fs_errors`]: crate::storage::Caps::syncfs_reports_fs_errors
-    ///
-    /// [`Caps::syncfs_reports_writeback_errors`]: crate::storage::Caps::syncfs_reports_writeback_errors
+    /// errors from Linux 5.8, and on btrfs a failed transaction commit from
+    /// Linux 5.17 (the storage seam's `Caps`); `Threads` elsewhere.
     #[default]
     Auto,
     /// This many flusher threads (at least 1); `Serial` where the storage
-    /// does not allow concurrent flushes ([`Caps::concurrent_flushes`]).
-    ///
-    /// [`Caps::concurrent_flushes`]: crate::storage::Caps::concurrent_flushes
+    /// does not allow concurrent flushes (a deterministic simulator).
     Threads(usize),
     /// One flush after another in the calling thread (deterministic).
     Serial,

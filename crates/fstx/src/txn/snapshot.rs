@@ -19,6 +19,39 @@ use crate::storage::{Fd, LockMode, OpenHow, Storage};
 /// Opening it finishes an interrupted transaction first (or fails with a
 /// clear error naming it when the filesystem is read-only). A transaction
 /// being staged does not block readers; one being applied does, briefly.
+///
+/// # Guarantees
+///
+/// - **Consistent**: every read through one snapshot sees the same tree,
+///   the state between two transactions (writers wait to apply until it is
+///   dropped; staging goes on meanwhile).
+/// - **Confined**: paths stay inside the root and never follow symlinks;
+///   [`list`](Self::list) hides fstx's own names.
+///
+/// # Errors
+///
+/// Errors name the operation (`snapshot`, `read`), the path and the
+/// [`Step`](crate::Step); reads change nothing ([`State::NotCommitted`]).
+/// Opening fails with [`State::CommittedPendingRecovery`] when a committed
+/// transaction is not applied yet and cannot be (a read-only filesystem).
+///
+/// # Examples
+///
+/// ```
+/// # let root = std::env::temp_dir().join(format!("fstx-doc-snap-{}", std::process::id()));
+/// # std::fs::create_dir_all(&root)?;
+/// let mut txn = fstx::Transaction::begin(&root)?;
+/// txn.write("a.conf", b"a=1\n")?;
+/// txn.write("b.conf", b"b=1\n")?;
+/// txn.commit()?;
+///
+/// let view = fstx::Snapshot::open(&root)?;
+/// assert_eq!(view.read("a.conf")?, b"a=1\n");
+/// assert_eq!(view.list("")?, ["a.conf", "b.conf"]);
+/// # drop(view);
+/// # std::fs::remove_dir_all(&root)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Snapshot {
     st: Arc<dyn Storage>,
     root_path: PathBuf,

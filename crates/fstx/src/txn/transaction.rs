@@ -30,7 +30,9 @@ pub(super) enum Use {
     Dir,
 }
 
-/// A multi-file transaction. See the [module documentation](self).
+/// A multi-file transaction under one root: writes, removals, renames and
+/// new directories that change all together or not at all. See the
+/// [module documentation](crate::txn) for the protocol.
 ///
 /// Every path names a file relative to the root; each path may be used by at
 /// most one operation of a transaction (as a target, a source or a new
@@ -38,6 +40,35 @@ pub(super) enum Use {
 /// [`commit`](Self::commit). Dropping the transaction discards everything
 /// staged, best effort; [`abort`](Self::abort) does the same and reports
 /// errors.
+///
+/// # Guarantees
+///
+/// - **All or nothing**: after a power cut at any instant and recovery (run
+///   by the next [`begin`](Self::begin), [`Snapshot::open`](crate::Snapshot::open)
+///   or [`recover`](crate::recover())), the tree holds every change of a
+///   transaction or none of them.
+/// - **Durable**: once [`commit`](Self::commit) returns `Ok`, every change
+///   survives a power cut.
+/// - **Serialized**: one transaction at a time per root (a cross-process
+///   writer lock); [`Snapshot`](crate::Snapshot) readers never see one half
+///   applied.
+/// - **Confined**: paths never leave the root (`..`, absolute paths and
+///   fstx's own names are refused; symlinks are never followed).
+/// - **Metadata**: a replaced file keeps its owner, group, mode and extended
+///   attributes, as with [`write`](crate::write()).
+///
+/// # Errors
+///
+/// Every error names the operation (`begin`, `stage`, `remove`, `rename`,
+/// `mkdir`, `commit`), the path and the [`Step`](crate::Step), and says the
+/// [`State`](crate::State). Before the commit point: `NotCommitted` (the
+/// tree untouched, staging removed) or `NotCommittedTempLeft`. After it:
+/// `CommittedPendingRecovery` (the commit record is durable, applying
+/// failed; recovery finishes it, readers see the old tree until then). A
+/// failed flush is never retried. `begin` refuses filesystems where rename
+/// is not crash-atomic ([`io::ErrorKind::Unsupported`]) and, with
+/// [`TxnOptions::wait`]`(false)`, a root another transaction holds
+/// ([`io::ErrorKind::WouldBlock`]).
 pub struct Transaction {
     pub(super) opts: TxnOptions,
     pub(super) root_path: PathBuf,
