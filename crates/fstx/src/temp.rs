@@ -10,6 +10,59 @@ use crate::error::{invalid, Step};
 use crate::names::{temp_name, TEMP_PREFIX};
 use crate::storage::{Fd, LockMode, OpenHow, Storage};
 
+/// A kind of fresh name: its prefix, and the steps and message a failure
+/// reports.
+pub(crate) struct Fresh {
+    prefix: &'static str,
+    generate: Step,
+    create: Step,
+    exhausted: &'static str,
+}
+
+/// A replace's temporary file (`.fstx-tmp.<16 hex>.NAME`).
+pub(crate) const TEMP: Fresh = Fresh {
+    prefix: TEMP_PREFIX,
+    generate: Step::GenerateTemporaryName,
+    create: Step::CreateTemporaryFile,
+    exhausted: "could not create a temporary file under a fresh name",
+};
+
+/// A transaction's staged file (`.fstx-stage.<16 hex>.NAME`).
+pub(crate) const STAGED: Fresh = Fresh {
+    prefix: crate::txn::STAGE_PREFIX,
+    generate: Step::GenerateStagingName,
+    create: Step::CreateStagedFile,
+    exhausted: "no free staging name",
+};
+
+/// How many fresh names are tried before giving up.
+const ATTEMPTS: usize = 64;
+
+/// Creates a new file beside `name` under a fresh name of kind `kind`,
+/// exclusively (`O_CREAT|O_EXCL|O_NOFOLLOW`), trying another name when one
+/// is taken. The one place fstx makes up names.
+pub(crate) fn create_fresh(
+    st: &dyn Storage,
+    dir: &Fd,
+    kind: &Fresh,
+    name: &OsStr,
+    mode: u32,
+) -> std::result::Result<(OsString, Fd), (Step, io::Error)> {
+    for _ in 0..ATTEMPTS {
+        let random = st.random().map_err(|e| (kind.generate, e))?;
+        let fresh = temp_name(kind.prefix, random, name);
+        match st.open(dir, &fresh, OpenHow::create_new(mode)) {
+            Ok(file) => return Ok((fresh, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err((kind.create, e)),
+        }
+    }
+    Err((
+        kind.create,
+        invalid(io::ErrorKind::AlreadyExists, kind.exhausted),
+    ))
+}
+
 /// Creates and locks a fresh temporary file beside `name`.
 ///
 /// The create-then-lock window: `recover` could lock and remove the new file
@@ -24,26 +77,8 @@ pub(crate) fn create_temp(
     name: &OsStr,
     mode: u32,
 ) -> std::result::Result<(OsString, Fd), (Step, io::Error)> {
-    create_prefixed(st, dir, TEMP_PREFIX, name, mode)
-}
-
-/// [`create_temp`] with another name prefix (transactions' staged files).
-pub(crate) fn create_prefixed(
-    st: &dyn Storage,
-    dir: &Fd,
-    prefix: &str,
-    name: &OsStr,
-    mode: u32,
-) -> std::result::Result<(OsString, Fd), (Step, io::Error)> {
-    const ATTEMPTS: usize = 64;
     for _ in 0..ATTEMPTS {
-        let random = st.random().map_err(|e| (Step::GenerateTemporaryName, e))?;
-        let temp_name = temp_name(prefix, random, name);
-        let file = match st.open(dir, &temp_name, OpenHow::create_new(mode)) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err((Step::CreateTemporaryFile, e)),
-        };
+        let (temp_name, file) = create_fresh(st, dir, &TEMP, name, mode)?;
         let locked = st
             .lock(&file, LockMode::Exclusive, true)
             .and_then(|_| Ok((st.stat(&file)?, st.stat_at(dir, &temp_name, false))));
@@ -58,10 +93,7 @@ pub(crate) fn create_prefixed(
         }
     }
     Err((
-        Step::CreateTemporaryFile,
-        invalid(
-            io::ErrorKind::AlreadyExists,
-            "could not create a temporary file under a fresh name",
-        ),
+        TEMP.create,
+        invalid(io::ErrorKind::AlreadyExists, TEMP.exhausted),
     ))
 }

@@ -8,11 +8,10 @@ use std::sync::Arc;
 
 use super::journal::{Kind, Op, Record, RelPath};
 use super::options::TxnOptions;
-use super::root::{rel_path, split, STAGE_PREFIX};
+use super::root::{rel_path, split};
 use super::transaction::{Staged, Transaction, Use};
 use crate::error::{invalid, Result, Step};
 use crate::io::write_all_at;
-use crate::names::temp_name;
 use crate::storage::{Fd, FileKind, OpenHow, Stat, Storage, SyncKind};
 
 impl Transaction {
@@ -200,28 +199,9 @@ impl Transaction {
             Some((s, _)) if self.opts.preserve_metadata => s.mode & 0o600,
             _ => 0o666,
         };
-        let mut created = None;
-        for _ in 0..64 {
-            let r = st
-                .random()
-                .map_err(|e| fail(self, Step::GenerateStagingName, e))?;
-            let sname = temp_name(STAGE_PREFIX, r, &name);
-            match st.open(&sdir, &sname, OpenHow::create_new(create_mode)) {
-                Ok(fd) => {
-                    created = Some((sname, fd));
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(fail(self, Step::CreateStagedFile, e)),
-            }
-        }
-        let Some((stage_name, fd)) = created else {
-            return Err(fail(
-                self,
-                Step::CreateStagedFile,
-                invalid(io::ErrorKind::AlreadyExists, "no free staging name"),
-            ));
-        };
+        let (stage_name, fd) =
+            crate::temp::create_fresh(&*st, &sdir, &crate::temp::STAGED, &name, create_mode)
+                .map_err(|(step, e)| fail(self, step, e))?;
         self.uses.insert(rel.clone(), Use::File);
         self.stage_dirs.insert(stage_dir.clone());
         self.staged.push(Staged {
