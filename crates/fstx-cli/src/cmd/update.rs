@@ -25,8 +25,7 @@ pub const EXIT_LOCK_TIMEOUT: u8 = 75;
 /// while holding the lock releases it.
 ///
 /// A counter incremented from many shells at once never loses a count:
-///
-///     fstx update n -- sh -c 'read x; echo $((x+1))'
+/// `fstx update n -- sh -c 'read x; echo $((x+1))'`.
 ///
 /// Exit status: CMD's when it fails; 75 when `--timeout` expired; 127 when
 /// CMD cannot be started; 1 on other errors; 0 on success.
