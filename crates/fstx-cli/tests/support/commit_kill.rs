@@ -172,13 +172,8 @@ pub fn sigkill_loop(
         .unwrap()
         .as_nanos() as u64
         | 1;
-    let mut x = seed;
-    let mut rand = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = fstx_testkit::Rng::new(seed);
+    let mut rand = move || rng.next_u64();
     let mut phases = Phases::default();
     let mut paused = 0;
     let start = Instant::now();
