@@ -13,17 +13,21 @@
 //! ends (applying).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+
+mod common;
 
 #[path = "../../fstx-cli/tests/support/commit_kill.rs"]
 mod commit_kill;
-use commit_kill::{budget, sigkill_loop, Dir, Phases, Tools};
+use commit_kill::{budget, sigkill_loop, Phases, Tools};
+use common::lab;
+use fstx_testkit::TempDir;
 
 #[test]
 fn sigkill_during_paused_commit_then_recover() {
-    let d = Dir::new("lab-kill");
+    let d = TempDir::new("lab-kill");
     let commit = |root: &Path, stage: &Path, pause: Option<&str>| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_fstx-lab"));
+        let mut c = lab();
         c.arg("__commit");
         if let Some(p) = pause {
             c.args(["--pause", p]);

@@ -6,31 +6,14 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use fstx_testkit::TempDir;
+
 /// The number of files each commit installs.
 pub const FILES: usize = 300;
-
-/// A fresh directory under the temporary directory, removed on drop.
-pub struct Dir(pub PathBuf);
-impl Dir {
-    pub fn new(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("fstx-cli-commit-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-    pub fn join(&self, p: &str) -> PathBuf {
-        self.0.join(p)
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Regular files under `root` (excluding `.fstx-txn`), path → content.
 /// Staged files would show up here too.
@@ -148,7 +131,7 @@ pub struct Tools<'a> {
 /// recovers and checks the tree is entirely the old version or entirely the
 /// new one, with nothing staged and no journal. Returns the phases hit.
 pub fn sigkill_loop(
-    d: &Dir,
+    d: &TempDir,
     tools: &Tools,
     modes: &[u64],
     budget: Duration,
