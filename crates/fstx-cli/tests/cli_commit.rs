@@ -10,7 +10,7 @@ use std::process::Stdio;
 
 mod support;
 use fstx_testkit::TempDir;
-use support::commit_kill::{budget, sigkill_loop, tree, Phases, Tools};
+use support::commit_kill::{budget, sigkill_loop, spawn_commit, tree, Phases, Tools};
 use support::{fstx, run};
 
 #[test]
@@ -153,17 +153,9 @@ fn sigkill_during_commit_then_recover() {
     let d = TempDir::new("kill");
     let commit = |root: &Path, stage: &Path, pause: Option<&str>| {
         assert!(pause.is_none(), "the fstx binary does not pause");
-        fstx()
-            .arg("commit")
-            .arg(root)
-            .arg("--from-dir")
-            .arg(stage)
-            .arg("--delete-missing")
-            .arg("--quiet")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        let mut c = fstx();
+        c.arg("commit");
+        spawn_commit(c, root, stage)
     };
     let recover = |root: &Path| {
         let (ok, out, err) = run(fstx().arg("recover").arg(root));

@@ -13,13 +13,12 @@
 //! ends (applying).
 
 use std::path::Path;
-use std::process::Stdio;
 
 mod common;
 
 #[path = "../../fstx-cli/tests/support/commit_kill.rs"]
 mod commit_kill;
-use commit_kill::{budget, sigkill_loop, Phases, Tools};
+use commit_kill::{budget, sigkill_loop, spawn_commit, Phases, Tools};
 use common::lab;
 use fstx_testkit::TempDir;
 
@@ -32,15 +31,7 @@ fn sigkill_during_paused_commit_then_recover() {
         if let Some(p) = pause {
             c.args(["--pause", p]);
         }
-        c.arg(root)
-            .arg("--from-dir")
-            .arg(stage)
-            .arg("--delete-missing")
-            .arg("--quiet")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        spawn_commit(c, root, stage)
     };
     let recover = |root: &Path| match fstx::recover(root) {
         Ok(r) => (true, format!("{r:?}")),

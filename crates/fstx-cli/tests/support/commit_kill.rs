@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fstx_testkit::TempDir;
@@ -110,6 +110,21 @@ pub struct Phases {
 
 pub fn has_staging(root: &Path) -> bool {
     tree(root).keys().any(|k| k.contains(".fstx-stage."))
+}
+
+/// Starts `commit` (a `fstx commit` command line up to its subcommand and
+/// flags) on `ROOT --from-dir STAGE --delete-missing --quiet`, silenced.
+pub fn spawn_commit(mut commit: Command, root: &Path, stage: &Path) -> Child {
+    commit
+        .arg(root)
+        .arg("--from-dir")
+        .arg(stage)
+        .arg("--delete-missing")
+        .arg("--quiet")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// How the kill test runs a commit and a recovery.
