@@ -34,6 +34,22 @@ impl Failure {
     }
 }
 
+/// A binary's exit: its code on success; on failure, one line
+/// `PROGRAM: MESSAGE` on standard error and the failure's code. The `main`
+/// of `fstx` and of `fstx-lab`.
+pub fn exit(
+    program: &str,
+    result: Result<std::process::ExitCode, Failure>,
+) -> std::process::ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("{program}: {}", failure.message());
+            std::process::ExitCode::from(failure.code())
+        }
+    }
+}
+
 impl<E: std::error::Error> From<E> for Failure {
     fn from(e: E) -> Failure {
         Failure::new(e)

@@ -39,13 +39,7 @@ fn try_main() -> Result<ExitCode, Failure> {
 }
 
 fn main() -> ExitCode {
-    match try_main() {
-        Ok(code) => code,
-        Err(failure) => {
-            eprintln!("fstx: {}", failure.message());
-            ExitCode::from(failure.code())
-        }
-    }
+    fstx_cli::exit("fstx", try_main())
 }
 
 #[cfg(test)]

@@ -6,28 +6,16 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-#[path = "support/commit_kill.rs"]
-mod commit_kill;
-use commit_kill::{budget, sigkill_loop, tree, Dir, Phases, Tools};
-
-fn fstx() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fstx"))
-}
-
-fn run(cmd: &mut Command) -> (bool, String, String) {
-    let o = cmd.output().unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+mod support;
+use fstx_testkit::TempDir;
+use support::commit_kill::{budget, sigkill_loop, spawn_commit, tree, Phases, Tools};
+use support::{fstx, run};
 
 #[test]
 fn commit_operations_and_errors() {
-    let d = Dir::new("ops");
+    let d = TempDir::new("ops");
     let root = d.join("root");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("a"), "a").unwrap();
@@ -87,7 +75,7 @@ fn commit_operations_and_errors() {
 
 #[test]
 fn from_dir_installs_a_set_atomically() {
-    let d = Dir::new("fromdir");
+    let d = TempDir::new("fromdir");
     let root = d.join("root");
     let stage = d.join("stage");
     std::fs::create_dir_all(root.join("conf.d")).unwrap();
@@ -121,7 +109,7 @@ fn from_dir_installs_a_set_atomically() {
 /// copied from the stage nor removed from the root by `--delete-missing`.
 #[test]
 fn from_dir_never_copies_or_deletes_fstx_own_files() {
-    let d = Dir::new("internal");
+    let d = TempDir::new("internal");
     let root = d.join("root");
     let stage = d.join("stage");
     std::fs::create_dir_all(root.join("sub")).unwrap();
@@ -162,20 +150,12 @@ fn from_dir_never_copies_or_deletes_fstx_own_files() {
 /// no test hook.
 #[test]
 fn sigkill_during_commit_then_recover() {
-    let d = Dir::new("kill");
+    let d = TempDir::new("kill");
     let commit = |root: &Path, stage: &Path, pause: Option<&str>| {
         assert!(pause.is_none(), "the fstx binary does not pause");
-        fstx()
-            .arg("commit")
-            .arg(root)
-            .arg("--from-dir")
-            .arg(stage)
-            .arg("--delete-missing")
-            .arg("--quiet")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        let mut c = fstx();
+        c.arg("commit");
+        spawn_commit(c, root, stage)
     };
     let recover = |root: &Path| {
         let (ok, out, err) = run(fstx().arg("recover").arg(root));

@@ -2,39 +2,14 @@
 //! processes (lost updates across processes, dead lock holders). The kill
 //! test (`fstx-lab torture`) is tested in `crates/fstx-lab/tests/torture.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn fstx() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fstx"))
-}
+mod support;
 
-struct Dir(PathBuf);
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("fstx-cli-update-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-    fn join(&self, p: &str) -> PathBuf {
-        self.0.join(p)
-    }
-    fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use fstx_testkit::TempDir;
+use support::fstx;
 
 /// `fstx update FILE [flags] -- sh -c SCRIPT`.
 fn update(file: &Path, flags: &[&str], script: &str) -> Output {
@@ -52,7 +27,7 @@ const INCREMENT: &str = "read x; echo $((x+1))";
 
 #[test]
 fn counter_from_many_shells_never_loses_a_count() {
-    let d = Dir::new("counter");
+    let d = TempDir::new("counter");
     let n = d.join("n");
     let shells = 8;
     let each = 25;
@@ -82,7 +57,7 @@ fn counter_from_many_shells_never_loses_a_count() {
 
 #[test]
 fn failing_command_leaves_the_file_and_passes_its_status() {
-    let d = Dir::new("fail");
+    let d = TempDir::new("fail");
     let f = d.join("f");
     std::fs::write(&f, "keep\n").unwrap();
     let out = update(&f, &["--backup"], "cat >/dev/null; echo garbage; exit 3");
@@ -104,7 +79,7 @@ fn failing_command_leaves_the_file_and_passes_its_status() {
 
 #[test]
 fn missing_file_reads_as_empty_and_output_becomes_content() {
-    let d = Dir::new("missing");
+    let d = TempDir::new("missing");
     let f = d.join("new");
     let out = update(&f, &[], "wc -c; echo made");
     assert!(out.status.success(), "{out:?}");
@@ -113,7 +88,7 @@ fn missing_file_reads_as_empty_and_output_becomes_content() {
 
 #[test]
 fn backups_and_generations() {
-    let d = Dir::new("backup");
+    let d = TempDir::new("backup");
     let f = d.join("cfg");
     for v in 1..=4 {
         let out = update(
@@ -135,7 +110,7 @@ fn backups_and_generations() {
 
 /// Starts `fstx update FILE -- sleep` in the background and waits until it
 /// holds the lock. Returns the fstx process and the pid of its `sleep`.
-fn hold_lock(d: &Dir, f: &Path) -> (std::process::Child, u32) {
+fn hold_lock(d: &TempDir, f: &Path) -> (std::process::Child, u32) {
     let pidfile = d.join("holder.pid");
     let mut holder = fstx()
         .arg("update")
@@ -162,7 +137,7 @@ fn hold_lock(d: &Dir, f: &Path) -> (std::process::Child, u32) {
 
 #[test]
 fn lock_timeout_and_dead_holder_releases() {
-    let d = Dir::new("timeout");
+    let d = TempDir::new("timeout");
     let f = d.join("f");
     std::fs::write(&f, "1\n").unwrap();
     let (mut holder, sleep_pid) = hold_lock(&d, &f);

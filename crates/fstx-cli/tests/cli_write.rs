@@ -4,44 +4,16 @@
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn fstx() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fstx"))
-}
+mod support;
 
-struct Dir(PathBuf);
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("fstx-cli-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-    fn join(&self, p: &str) -> PathBuf {
-        self.0.join(p)
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use fstx_testkit::TempDir;
+use support::fstx;
 
 fn temps(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(".fstx-tmp.")
-        })
-        .collect();
-    v.sort();
-    v
+    fstx_testkit::dir::starting_with(dir, ".fstx-tmp.")
 }
 
 /// Runs `fstx write` with `input` on stdin; returns (success, stderr).
@@ -61,7 +33,7 @@ fn write(args: &[&str], input: &[u8]) -> (bool, String) {
 
 #[test]
 fn write_replaces_from_stdin() {
-    let d = Dir::new("write");
+    let d = TempDir::new("write");
     let f = d.join("conf");
     let f = f.to_str().unwrap();
     assert_eq!(write(&[f], b"one\n"), (true, String::new()));
@@ -76,7 +48,7 @@ fn write_replaces_from_stdin() {
 
 #[test]
 fn expect_size_and_sha256_refuse_truncated_input() {
-    let d = Dir::new("guards");
+    let d = TempDir::new("guards");
     let f = d.join("fw.bin");
     let fs = f.to_str().unwrap();
     std::fs::write(&f, b"old").unwrap();
@@ -100,12 +72,12 @@ fn expect_size_and_sha256_refuse_truncated_input() {
 
 #[test]
 fn errors_are_one_clean_line_and_leave_nothing() {
-    let d = Dir::new("errors");
+    let d = TempDir::new("errors");
     std::fs::create_dir(d.join("dir")).unwrap();
     for (target, needle) in [
         (d.join("dir"), "directory"),
         (d.join("missing/f"), "open parent directory"),
-        (d.join(&"n".repeat(300)), "too long"),
+        (d.join("n".repeat(300)), "too long"),
     ] {
         let (ok, err) = write(&[target.to_str().unwrap()], b"x");
         assert!(!ok);
@@ -136,7 +108,7 @@ fn wait_for_temp(dir: &Path, n: usize) -> Vec<PathBuf> {
 
 #[test]
 fn recover_removes_a_killed_writers_temp_but_not_a_live_one() {
-    let d = Dir::new("killed");
+    let d = TempDir::new("killed");
     std::fs::write(d.join("a"), b"old a").unwrap();
     // A writer killed with SIGKILL mid-stream.
     let mut dead = fstx()
@@ -212,7 +184,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 /// of the peak after the first 4 MiB.
 #[test]
 fn write_streams_in_constant_memory() {
-    let d = Dir::new("stream");
+    let d = TempDir::new("stream");
     let mut child = fstx()
         .args([
             "write",

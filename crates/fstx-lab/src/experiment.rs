@@ -3,9 +3,9 @@
 //! filesystem (setup, workers, recovery, checker); `crate::powercut` drives
 //! them through the `powercut` harness.
 //!
-//! Every version written is self-verifying: a header line
-//! `fstx-pc <tag> n=<version> len=<body length> crc=<crc32c of body>`
-//! followed by a body derived from tag and version, so a torn, empty,
+//! Every version written is self-verifying ([`fstx_testkit::version`]): a
+//! header line `fstx-pc <tag> n=<version> len=<body length> crc=<crc32c of
+//! body>` followed by a body derived from tag and version, so a torn, empty,
 //! zero-filled or mixed file is recognised, and the version says whether an
 //! acknowledged update survived. Workers write a mark (`ack ...`) to
 //! `$POWERCUT_CTL` only after the call returned; the checker receives the
@@ -18,6 +18,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use fstx_testkit::version::{decode, encode};
 
 /// Who writes the files: fstx, or one of the unsafe contenders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -104,74 +106,6 @@ fn file_name(w: usize) -> String {
 
 fn txn_root(w: usize) -> String {
     format!("t{w}")
-}
-
-/// The content of version `n` of the thing tagged `tag`.
-pub fn encode(tag: &str, n: u64) -> Vec<u8> {
-    // Sizes vary between about 100 bytes and 12 KiB, so versions span
-    // several blocks and a torn or mixed file shows.
-    let len = 100 + (n.wrapping_mul(2_654_435_761) % 12_000) as usize;
-    let seed = tag
-        .bytes()
-        .fold(n, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-    let body: Vec<u8> = (0..len)
-        .map(|k| b'a' + ((seed.wrapping_add(k as u64 * 7)) % 26) as u8)
-        .collect();
-    let mut out = format!(
-        "fstx-pc {tag} n={n} len={len} crc={:08x}\n",
-        crc32c::crc32c(&body)
-    )
-    .into_bytes();
-    out.extend_from_slice(&body);
-    out
-}
-
-/// Decodes a version of `tag`, or says in words what is wrong with it.
-pub fn decode(tag: &str, bytes: &[u8]) -> Result<u64, String> {
-    if bytes.is_empty() {
-        return Err("is an empty file (0 bytes)".into());
-    }
-    if bytes.iter().all(|&b| b == 0) {
-        return Err(format!("holds only zero bytes ({} bytes)", bytes.len()));
-    }
-    let Some(nl) = bytes.iter().position(|&b| b == b'\n') else {
-        return Err(format!(
-            "has no complete header ({} bytes of garbage)",
-            bytes.len()
-        ));
-    };
-    let header = String::from_utf8_lossy(&bytes[..nl]);
-    let fields: Vec<&str> = header.split(' ').collect();
-    let parsed = (|| {
-        if fields.len() != 5 || fields[0] != "fstx-pc" || fields[1] != tag {
-            return None;
-        }
-        let n: u64 = fields[2].strip_prefix("n=")?.parse().ok()?;
-        let len: usize = fields[3].strip_prefix("len=")?.parse().ok()?;
-        let crc = u32::from_str_radix(fields[4].strip_prefix("crc=")?, 16).ok()?;
-        Some((n, len, crc))
-    })();
-    let Some((n, len, crc)) = parsed else {
-        return Err(format!("has a corrupt header {header:?}"));
-    };
-    let body = &bytes[nl + 1..];
-    if body.len() != len {
-        return Err(format!(
-            "is torn: version {n} should have {len} body bytes, it has {}",
-            body.len()
-        ));
-    }
-    if crc32c::crc32c(body) != crc {
-        #[allow(clippy::naive_bytecount)] // an error message, not a hot path
-        let zeros = body.iter().filter(|b| **b == 0).count();
-        return Err(format!(
-            "has the header of version {n} but a body that fails its checksum ({zeros} of {len} bytes are zero)"
-        ));
-    }
-    if body != &encode(tag, n)[nl + 1..] {
-        return Err(format!("mixes version {n} with other data"));
-    }
-    Ok(n)
 }
 
 /// Creates version 0 of everything the contender's workers touch.
@@ -567,29 +501,6 @@ pub fn report_problems(problems: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn versions_round_trip_and_damage_is_named() {
-        for n in [0, 1, 17, 123_456] {
-            assert_eq!(decode("w1.dat", &encode("w1.dat", n)), Ok(n));
-        }
-        let v = encode("w1.dat", 5);
-        assert!(decode("w1.dat", &[]).unwrap_err().contains("empty"));
-        assert!(decode("w1.dat", &vec![0; 4096])
-            .unwrap_err()
-            .contains("zero"));
-        assert!(decode("w1.dat", &v[..v.len() - 1])
-            .unwrap_err()
-            .contains("torn"));
-        let mut z = v.clone();
-        let l = z.len();
-        z[l - 10..].fill(0);
-        assert!(decode("w1.dat", &z).unwrap_err().contains("checksum"));
-        assert!(
-            decode("w2.dat", &v).is_err(),
-            "another file's content is not accepted"
-        );
-    }
 
     #[test]
     fn a_refused_redo_names_the_real_state() {

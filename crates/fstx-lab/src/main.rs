@@ -55,13 +55,7 @@ fn try_main() -> Result<ExitCode, Failure> {
 }
 
 fn main() -> ExitCode {
-    match try_main() {
-        Ok(code) => code,
-        Err(failure) => {
-            eprintln!("fstx-lab: {}", failure.message());
-            ExitCode::from(failure.code())
-        }
-    }
+    fstx_cli::exit("fstx-lab", try_main())
 }
 
 #[cfg(test)]

@@ -3,17 +3,15 @@
 //! and checks the files while they run and afterwards.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
-
 use fstx_cli::cmd::DurabilityArg;
 use fstx_cli::Failure;
+use fstx_testkit::{version, Rng};
 
 /// The shared counter file every worker increments.
 const SHARED: &str = "shared";
@@ -41,7 +39,8 @@ impl UnsafeMode {
 /// few files of their own in a loop, with backups; workers are killed with
 /// SIGKILL at random moments and restarted.
 ///
-/// Every version written carries a sequence number and a SHA-256 of itself.
+/// Every version written says which file and which sequence number it is,
+/// with its length and a checksum (`fstx_testkit::version`).
 /// A worker records an update as acknowledged only after `fstx::update`
 /// returned. While the workers run, and at the end (after killing them all
 /// and running `fstx recover`), the files are checked: every file and backup
@@ -104,26 +103,6 @@ pub struct WorkerArgs {
     durability: DurabilityArg,
 }
 
-/// A small xorshift generator: no dependency, good enough for schedules.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 fn clock_seed() -> u64 {
     let t = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -131,60 +110,9 @@ fn clock_seed() -> u64 {
     t.as_secs() ^ u64::from(t.subsec_nanos()) ^ (u64::from(std::process::id()) << 32)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-/// A self-verifying version: header, body, SHA-256 of both.
-fn make_version(seq: u64, writer: usize, rng: &mut Rng) -> Vec<u8> {
-    let len = rng.below(24 * 1024) as usize;
-    let mut out = format!("fstx-torture seq={seq} writer={writer} len={len}\n").into_bytes();
-    let base = (seq as usize).wrapping_mul(7).wrapping_add(writer);
-    out.extend((0..len).map(|i| b'a' + (base.wrapping_add(i * 13) % 26) as u8));
-    let digest = hex(&Sha256::digest(&out)[..8]);
-    out.extend_from_slice(format!("\nsha={digest}\n").as_bytes());
-    out
-}
-
-/// Verifies a version and returns its sequence number.
-fn parse_version(b: &[u8]) -> Result<u64, String> {
-    if b.is_empty() {
-        return Err("empty file".into());
-    }
-    let Some(at) = b.windows(5).rposition(|w| w == b"\nsha=") else {
-        return Err(format!("no checksum trailer ({} bytes)", b.len()));
-    };
-    let (body, trailer) = b.split_at(at);
-    let want = format!("\nsha={}\n", hex(&Sha256::digest(body)[..8]));
-    if trailer != want.as_bytes() {
-        return Err(format!("checksum mismatch ({} bytes)", b.len()));
-    }
-    let header_end = body
-        .iter()
-        .position(|&c| c == b'\n')
-        .ok_or("no header line")?;
-    let header = std::str::from_utf8(&body[..header_end]).map_err(|_| "header not UTF-8")?;
-    let mut seq = None;
-    let mut len = None;
-    for field in header.split(' ').skip(1) {
-        if let Some(v) = field.strip_prefix("seq=") {
-            seq = v.parse::<u64>().ok();
-        } else if let Some(v) = field.strip_prefix("len=") {
-            len = v.parse::<usize>().ok();
-        }
-    }
-    match (seq, len) {
-        (Some(seq), Some(len)) if body.len() - header_end - 1 == len => Ok(seq),
-        _ => Err(format!("bad header '{header}'")),
-    }
-}
-
-/// The sequence number of the current version (0 for none).
-fn seq_of(old: Option<&[u8]>) -> Result<u64, String> {
-    old.map_or(Ok(0), parse_version)
+/// The sequence number of the current version of `name` (0 for none).
+fn seq_of(name: &str, old: Option<&[u8]>) -> Result<u64, String> {
+    old.map_or(Ok(0), |b| version::decode(name, b))
 }
 
 /// Runs one worker until it is killed or its parent dies.
@@ -204,7 +132,7 @@ pub fn worker(args: &WorkerArgs) -> Result<ExitCode, Failure> {
         let (name, generations) = if args.files == 0 || rng.below(2) == 0 {
             (SHARED.to_string(), 1)
         } else {
-            (format!("w{}-{}", args.id, rng.below(args.files as u64)), 2)
+            (format!("w{}-{}", args.id, rng.below(args.files)), 2)
         };
         let path = args.data.join(&name);
         let mut bad: Option<String> = None;
@@ -215,17 +143,17 @@ pub fn worker(args: &WorkerArgs) -> Result<ExitCode, Failure> {
                 let mut new_seq = 0;
                 update
                     .update(&path, |old| {
-                        let seq = seq_of(old).map_err(|e| {
+                        let seq = seq_of(&name, old).map_err(|e| {
                             bad = Some(e);
                             io::Error::other("current version does not verify")
                         })?;
                         new_seq = seq + 1;
-                        Ok(Some(make_version(new_seq, args.id, &mut rng)))
+                        Ok(Some(version::encode(&name, new_seq)))
                     })
                     .map(|_| new_seq)
                     .map_err(|e| e.to_string())
             }
-            Some(mode) => unsafe_update(&path, mode, &mut bad, args.id, &mut rng),
+            Some(mode) => unsafe_update(&path, &name, mode, &mut bad),
         };
         let line = match (&bad, result) {
             (Some(why), _) => {
@@ -246,10 +174,9 @@ pub fn worker(args: &WorkerArgs) -> Result<ExitCode, Failure> {
 /// The deliberately unsafe updaters.
 fn unsafe_update(
     path: &Path,
+    name: &str,
     mode: UnsafeMode,
     bad: &mut Option<String>,
-    id: usize,
-    rng: &mut Rng,
 ) -> Result<u64, String> {
     let old = match fs::read(path) {
         Ok(b) => Some(b),
@@ -257,11 +184,11 @@ fn unsafe_update(
         Err(e) => return Err(e.to_string()),
     };
     // A torn version is recorded, and overwritten as if the file were new.
-    let seq = seq_of(old.as_deref()).unwrap_or_else(|e| {
+    let seq = seq_of(name, old.as_deref()).unwrap_or_else(|e| {
         *bad = Some(e);
         0
     }) + 1;
-    let new = make_version(seq, id, rng);
+    let new = version::encode(name, seq);
     match mode {
         UnsafeMode::InPlace => {
             if let Some(old) = &old {
@@ -342,8 +269,9 @@ impl Checker {
         self.violations.push(v);
     }
 
-    /// Reads one file; `Ok(None)` if it does not exist.
-    fn read(&mut self, name: &str) -> Option<Result<u64, String>> {
+    /// Reads `name`, a version of `tag` (itself or one of its backups);
+    /// `None` if it does not exist.
+    fn read(&mut self, name: &str, tag: &str) -> Option<Result<u64, String>> {
         let bytes = match fs::read(self.data.join(name)) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -356,7 +284,7 @@ impl Checker {
         };
         self.seen.insert(name.to_string());
         self.files_checked += 1;
-        Some(parse_version(&bytes))
+        Some(version::decode(tag, &bytes))
     }
 
     /// Checks every file against the acknowledgements read just before.
@@ -371,7 +299,7 @@ impl Checker {
             let b1 = format!("{name}~");
             let mut versions = Vec::new();
             for file in [&b2, &b1, name] {
-                match self.read(file) {
+                match self.read(file, name) {
                     None => {}
                     Some(Ok(seq)) => versions.push((file.clone(), seq)),
                     Some(Err(why)) => {
@@ -522,10 +450,10 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
     let mut next_check = start + check_every;
     let run: io::Result<()> = (|| {
         while Instant::now() < deadline {
-            let pause = rng.below(2 * args.kill_every.max(1) + 1);
+            let pause = rng.below_u64(2 * args.kill_every.max(1) + 1);
             std::thread::sleep(Duration::from_millis(pause));
             if args.processes > 0 {
-                let id = rng.below(args.processes as u64) as usize;
+                let id = rng.below(args.processes);
                 workers.kill(id, true)?;
                 kills += 1;
             }
@@ -568,7 +496,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
     let mode = args.unsafe_mode.map_or("fstx::update", UnsafeMode::name);
     let shared = fs::read(data.join(SHARED))
         .ok()
-        .and_then(|b| parse_version(&b).ok())
+        .and_then(|b| version::decode(SHARED, &b).ok())
         .unwrap_or(0);
     for v in checker.violations.iter().take(20) {
         println!("violation: {v}");
@@ -611,30 +539,5 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
         }
         println!("torture: passed");
         Ok(ExitCode::SUCCESS)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_verify_and_tears_do_not() {
-        let mut rng = Rng::new(1);
-        for seq in 0..50 {
-            let v = make_version(seq, 3, &mut rng);
-            assert_eq!(parse_version(&v), Ok(seq));
-            for cut in [0, 1, v.len() / 2, v.len() - 1] {
-                assert!(parse_version(&v[..cut]).is_err(), "cut at {cut}");
-            }
-            let mut flipped = v.clone();
-            let i = v.len() / 3;
-            flipped[i] ^= 1;
-            assert!(parse_version(&flipped).is_err());
-            let other = make_version(seq + 1, 3, &mut rng);
-            let mut mixed = other[..other.len() / 2].to_vec();
-            mixed.extend_from_slice(&v[v.len() / 2..]);
-            assert!(parse_version(&mixed).is_err());
-        }
     }
 }

@@ -13,30 +13,25 @@
 //! ends (applying).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+
+mod common;
 
 #[path = "../../fstx-cli/tests/support/commit_kill.rs"]
 mod commit_kill;
-use commit_kill::{budget, sigkill_loop, Dir, Phases, Tools};
+use commit_kill::{budget, sigkill_loop, spawn_commit, Phases, Tools};
+use common::lab;
+use fstx_testkit::TempDir;
 
 #[test]
 fn sigkill_during_paused_commit_then_recover() {
-    let d = Dir::new("lab-kill");
+    let d = TempDir::new("lab-kill");
     let commit = |root: &Path, stage: &Path, pause: Option<&str>| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_fstx-lab"));
+        let mut c = lab();
         c.arg("__commit");
         if let Some(p) = pause {
             c.args(["--pause", p]);
         }
-        c.arg(root)
-            .arg("--from-dir")
-            .arg(stage)
-            .arg("--delete-missing")
-            .arg("--quiet")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        spawn_commit(c, root, stage)
     };
     let recover = |root: &Path| match fstx::recover(root) {
         Ok(r) => (true, format!("{r:?}")),

@@ -4,17 +4,17 @@
 //! applied, the root blocked until it is resolved -- not "recovery will
 //! finish applying it", which is what the library's error state says.
 
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn lab() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fstx-lab"))
-}
+use common::lab;
+use fstx_testkit::TempDir;
 
 #[test]
 fn a_refused_redo_is_reported_as_committed_not_applied_and_blocking() {
-    let d = std::env::temp_dir().join(format!("fstx-lab-refused-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+    let d = TempDir::new("lab-refused");
     let troot = d.join("t0");
     std::fs::create_dir_all(&troot).unwrap();
     std::fs::write(troot.join("a"), "old").unwrap();
@@ -45,16 +45,7 @@ fn a_refused_redo_is_reported_as_committed_not_applied_and_blocking() {
     child.kill().unwrap();
     child.wait().unwrap();
     // Damage the staged data: recovery must refuse to install it.
-    let staged: Vec<_> = std::fs::read_dir(&troot)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(".fstx-stage.")
-        })
-        .collect();
+    let staged = fstx_testkit::dir::starting_with(&troot, ".fstx-stage.");
     assert_eq!(staged.len(), 1, "{staged:?}");
     std::fs::write(&staged[0], "damaged!!!!").unwrap();
 
@@ -67,7 +58,7 @@ fn a_refused_redo_is_reported_as_committed_not_applied_and_blocking() {
             "--workers",
             "1",
         ])
-        .current_dir(&d)
+        .current_dir(d.path())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -82,5 +73,4 @@ fn a_refused_redo_is_reported_as_committed_not_applied_and_blocking() {
     // And it is so: the old content is still there, the journal pending.
     assert_eq!(std::fs::read_to_string(troot.join("a")).unwrap(), "old");
     assert!(journal.exists());
-    let _ = std::fs::remove_dir_all(&d);
 }

@@ -2,32 +2,12 @@
 //! `fstx::update`, and its checks find the bugs of unsafe updaters (torn
 //! files, lost updates).
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn lab() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fstx-lab"))
-}
+use common::lab;
+use fstx_testkit::TempDir;
 
-struct Dir(PathBuf);
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("fstx-lab-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-    fn join(&self, p: &str) -> PathBuf {
-        self.0.join(p)
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn torture(d: &Dir, extra: &[&str]) -> (Option<i32>, String) {
+fn torture(d: &TempDir, extra: &[&str]) -> (Option<i32>, String) {
     let out = lab()
         .arg("torture")
         .arg("--dir")
@@ -42,25 +22,20 @@ fn torture(d: &Dir, extra: &[&str]) -> (Option<i32>, String) {
 
 /// The number after `key` in the summary line.
 fn field(summary: &str, key: &str) -> u64 {
-    let line = summary
-        .lines()
-        .find(|l| l.starts_with("torture: updater"))
-        .expect("summary line");
-    let at = line.find(&format!(" {key} ")).expect(key) + key.len() + 2;
-    line[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    number_after(summary, "torture: updater", key)
 }
 
 /// The count of one kind of violation, from the summary.
 fn kind(summary: &str, key: &str) -> u64 {
+    number_after(summary, "torture: violation kinds:", key)
+}
+
+/// The number after `key` in the line of `summary` that starts with `line`.
+fn number_after(summary: &str, line: &str, key: &str) -> u64 {
     let line = summary
         .lines()
-        .find(|l| l.starts_with("torture: violation kinds:"))
-        .expect("kinds line");
+        .find(|l| l.starts_with(line))
+        .unwrap_or_else(|| panic!("no line {line:?}"));
     let at = line.find(&format!(" {key} ")).expect(key) + key.len() + 2;
     line[at..]
         .split(|c: char| !c.is_ascii_digit())
@@ -72,7 +47,7 @@ fn kind(summary: &str, key: &str) -> u64 {
 
 #[test]
 fn kill_test_finds_no_violation_with_fstx_update() {
-    let d = Dir::new("torture");
+    let d = TempDir::new("torture");
     let (code, out) = torture(&d, &["--processes", "10", "--seconds", "5"]);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(field(&out, "violations"), 0);
@@ -84,7 +59,7 @@ fn kill_test_finds_no_violation_with_fstx_update() {
 
 #[test]
 fn kill_test_finds_torn_files_of_an_in_place_updater() {
-    let d = Dir::new("torture-in-place");
+    let d = TempDir::new("torture-in-place");
     let (code, out) = torture(&d, &["--processes", "10", "--seconds", "3", "--unsafe"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(field(&out, "violations") > 0);
@@ -93,7 +68,7 @@ fn kill_test_finds_torn_files_of_an_in_place_updater() {
 
 #[test]
 fn kill_test_finds_lost_updates_of_an_unlocked_updater() {
-    let d = Dir::new("torture-no-lock");
+    let d = TempDir::new("torture-no-lock");
     let (code, out) = torture(
         &d,
         &["--processes", "10", "--seconds", "3", "--unsafe=no-lock"],

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use crate::explore::{explore, Config, Report, Workload};
 use crate::fault::{CallKind, Fault};
-use crate::fs::SimFs;
 use crate::history::History;
 
 /// Runs `workload` once without crashes under `cfg`'s seed, profile and
@@ -16,10 +15,7 @@ use crate::history::History;
 /// protocols call `syncfs` where they flush a directory elsewhere, and the
 /// kernel decides how transactions flush).
 pub fn count_calls(workload: &dyn Workload, cfg: &Config) -> BTreeMap<CallKind, u64> {
-    let fs = SimFs::new(cfg.seed);
-    fs.set_profile(cfg.profile);
-    fs.set_kernel(cfg.kernel);
-    fs.report_kernel(cfg.reported_kernel);
+    let fs = cfg.boot();
     let mut history = History::default();
     workload.setup(cfg.seed, &fs, &mut history);
     workload.run(cfg.seed, &fs, &mut history);

@@ -160,6 +160,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// A fresh simulated filesystem for a run under this configuration: its
+    /// seed, persistence profile, kernel, and the kernel the writers are told.
+    pub fn boot(&self) -> Arc<SimFs> {
+        let fs = SimFs::new(self.seed);
+        fs.set_profile(self.profile);
+        fs.set_kernel(self.kernel);
+        fs.report_kernel(self.reported_kernel);
+        fs
+    }
+
     /// Defaults for `seed`: weak model, 64 states per crash point, recovery
     /// crashed with 8 states per point, no faults.
     pub fn new(seed: u64) -> Config {
@@ -323,10 +333,7 @@ struct Explorer<'a> {
 /// [module docs](self).
 pub fn explore(workload: &dyn Workload, cfg: &Config) -> Report {
     let started = Instant::now();
-    let fs = SimFs::new(cfg.seed);
-    fs.set_profile(cfg.profile);
-    fs.set_kernel(cfg.kernel);
-    fs.report_kernel(cfg.reported_kernel);
+    let fs = cfg.boot();
     let mut history = History::default();
     workload.setup(cfg.seed, &fs, &mut history);
     fs.record_trace(true);

@@ -348,15 +348,19 @@ impl Persist {
         self.apply_kept(&keep);
     }
 
-    /// Adds to `keep` whatever kept changes need: earlier changes of the same
-    /// stream (rule 2) and the other half of a rename (rule 4).
-    fn close_over(&self, keep: &mut [bool]) {
-        let index: BTreeMap<u64, usize> = self
-            .pending
+    /// Where each pending change is in `pending`, by its id.
+    fn index_by_id(&self) -> BTreeMap<u64, usize> {
+        self.pending
             .iter()
             .enumerate()
             .map(|(i, op)| (op.id, i))
-            .collect();
+            .collect()
+    }
+
+    /// Adds to `keep` whatever kept changes need: earlier changes of the same
+    /// stream (rule 2) and the other half of a rename (rule 4).
+    fn close_over(&self, keep: &mut [bool]) {
+        let index = self.index_by_id();
         loop {
             let mut changed = false;
             for i in (0..self.pending.len()).rev() {
@@ -461,12 +465,7 @@ impl Persist {
             .iter()
             .try_fold(1usize, |acc, v| acc.checked_mul(v.len()))
             .unwrap_or(usize::MAX);
-        let index: BTreeMap<u64, usize> = self
-            .pending
-            .iter()
-            .enumerate()
-            .map(|(i, op)| (op.id, i))
-            .collect();
+        let index = self.index_by_id();
         let to_keep = |pick: &[usize]| -> Option<Vec<Option<Tear>>> {
             let mut keep = vec![None; self.pending.len()];
             for (s, &p) in pick.iter().enumerate() {

@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::sync::Arc;
 
-use common::{temps, Hooked, Hooks, TestDir, Tmpfs};
+use common::{temps, Hooked, Hooks, TempDir, Tmpfs};
 use fstx::{AtomicFile, Durability, HardLinks, Options, State, Step, Symlinks};
 
 fn mode_of(p: &std::path::Path) -> u32 {
@@ -19,7 +19,7 @@ fn mode_of(p: &std::path::Path) -> u32 {
 
 #[test]
 fn write_replaces_content_and_leaves_no_temp() {
-    let d = TestDir::new("basic");
+    let d = TempDir::new("basic");
     let p = d.join("f");
     fstx::write(&p, b"old").unwrap();
     fstx::write(&p, b"new content").unwrap();
@@ -29,7 +29,7 @@ fn write_replaces_content_and_leaves_no_temp() {
 
 #[test]
 fn empty_input_and_non_utf8_names() {
-    let d = TestDir::new("names");
+    let d = TempDir::new("names");
     let p = d.join(OsStr::from_bytes(b"caf\xe9-\xff.bin"));
     fstx::write(&p, b"").unwrap();
     assert_eq!(std::fs::read(&p).unwrap(), b"");
@@ -39,7 +39,7 @@ fn empty_input_and_non_utf8_names() {
 
 #[test]
 fn nothing_visible_before_commit_and_drop_discards() {
-    let d = TestDir::new("drop");
+    let d = TempDir::new("drop");
     let p = d.join("f");
     fstx::write(&p, b"old").unwrap();
     {
@@ -59,7 +59,7 @@ fn nothing_visible_before_commit_and_drop_discards() {
 
 #[test]
 fn seek_and_overwrite() {
-    let d = TestDir::new("seek");
+    let d = TempDir::new("seek");
     let p = d.join("f");
     let mut f = AtomicFile::create(&p).unwrap();
     f.write_all(b"hello world").unwrap();
@@ -72,7 +72,7 @@ fn seek_and_overwrite() {
 
 #[test]
 fn mode_0600_survives_and_new_files_get_umask_mode() {
-    let d = TestDir::new("mode");
+    let d = TempDir::new("mode");
     let p = d.join("secret");
     std::fs::write(&p, b"old").unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -97,7 +97,7 @@ fn mode_0600_survives_and_new_files_get_umask_mode() {
 
 #[test]
 fn temp_file_is_never_wider_than_the_old_file() {
-    let d = TestDir::new("narrow");
+    let d = TempDir::new("narrow");
     let p = d.join("f");
     std::fs::write(&p, b"old").unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
@@ -116,7 +116,7 @@ fn temp_file_is_never_wider_than_the_old_file() {
 
 #[test]
 fn set_id_bits_and_capabilities_dropped_unless_kept() {
-    let d = TestDir::new("setid");
+    let d = TempDir::new("setid");
     let p = d.join("tool");
     std::fs::write(&p, b"old").unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o4755)).unwrap();
@@ -154,7 +154,7 @@ fn set_id_bits_and_capabilities_dropped_unless_kept() {
 
 #[test]
 fn xattrs_can_be_left_behind() {
-    let d = TestDir::new("noxattr");
+    let d = TempDir::new("noxattr");
     let p = d.join("f");
     std::fs::write(&p, b"old").unwrap();
     xattr_set(&p, "user.note", b"v");
@@ -167,7 +167,7 @@ fn xattrs_can_be_left_behind() {
 
 #[test]
 fn without_preserve_metadata_the_file_is_new() {
-    let d = TestDir::new("nopreserve");
+    let d = TempDir::new("nopreserve");
     let p = d.join("f");
     std::fs::write(&p, b"old").unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -185,7 +185,7 @@ fn without_preserve_metadata_the_file_is_new() {
 
 #[test]
 fn posix_acl_is_carried() {
-    let d = TestDir::new("acl");
+    let d = TempDir::new("acl");
     let p = d.join("f");
     std::fs::write(&p, b"old").unwrap();
     // user::rw- user:1234:r-- group::--- mask::r-- other::---
@@ -223,7 +223,7 @@ fn posix_acl_is_carried() {
 
 #[test]
 fn symlink_follow_keeps_the_link_and_never_copies_its_mode() {
-    let d = TestDir::new("symlink");
+    let d = TempDir::new("symlink");
     let real = d.join("real");
     let link = d.join("link");
     std::fs::write(&real, b"old").unwrap();
@@ -241,7 +241,7 @@ fn symlink_follow_keeps_the_link_and_never_copies_its_mode() {
 
 #[test]
 fn symlink_chain_into_another_directory_and_dangling_link() {
-    let d = TestDir::new("chain");
+    let d = TempDir::new("chain");
     std::fs::create_dir(d.join("sub")).unwrap();
     symlink("sub/hop", d.join("a")).unwrap();
     symlink(d.join("sub/target"), d.join("sub/hop")).unwrap(); // absolute, dangling
@@ -258,7 +258,7 @@ fn symlink_chain_into_another_directory_and_dangling_link() {
 
 #[test]
 fn symlink_replace_and_refuse_policies() {
-    let d = TestDir::new("policy");
+    let d = TempDir::new("policy");
     std::fs::write(d.join("real"), b"old").unwrap();
     symlink("real", d.join("link")).unwrap();
     let e = Options::new()
@@ -281,7 +281,7 @@ fn symlink_replace_and_refuse_policies() {
 
 #[test]
 fn symlink_loop_is_a_clear_error() {
-    let d = TestDir::new("loop");
+    let d = TempDir::new("loop");
     symlink("b", d.join("a")).unwrap();
     symlink("a", d.join("b")).unwrap();
     let e = fstx::write(d.join("a"), b"x").unwrap_err();
@@ -295,7 +295,7 @@ fn symlink_loop_is_a_clear_error() {
 
 #[test]
 fn hard_links_are_broken_or_refused() {
-    let d = TestDir::new("hardlink");
+    let d = TempDir::new("hardlink");
     std::fs::write(d.join("a"), b"old").unwrap();
     std::fs::hard_link(d.join("a"), d.join("b")).unwrap();
     let e = Options::new()
@@ -310,7 +310,7 @@ fn hard_links_are_broken_or_refused() {
 
 #[test]
 fn refuses_directories_fifos_and_devices() {
-    let d = TestDir::new("kinds");
+    let d = TempDir::new("kinds");
     std::fs::create_dir(d.join("dir")).unwrap();
     let e = fstx::write(d.join("dir"), b"x").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::IsADirectory);
@@ -343,7 +343,7 @@ fn refuses_directories_fifos_and_devices() {
 
 #[test]
 fn bad_paths_fail_clearly_and_leave_nothing() {
-    let d = TestDir::new("badpath");
+    let d = TempDir::new("badpath");
     let e = fstx::write(d.join("missing/f"), b"x").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
     assert_eq!(e.step(), Step::OpenParentDirectory, "{e}");
@@ -371,7 +371,7 @@ fn bad_paths_fail_clearly_and_leave_nothing() {
 /// redirect the write.
 #[test]
 fn swapping_the_parent_for_a_symlink_cannot_redirect_the_write() {
-    let d = TestDir::new("swap");
+    let d = TempDir::new("swap");
     std::fs::create_dir(d.join("conf")).unwrap();
     std::fs::create_dir(d.join("attacker")).unwrap();
     std::fs::write(d.join("conf/f"), b"old").unwrap();
@@ -390,7 +390,7 @@ fn swapping_the_parent_for_a_symlink_cannot_redirect_the_write() {
 
 #[test]
 fn racing_writers_leave_exactly_one_version() {
-    let d = TestDir::new("race");
+    let d = TempDir::new("race");
     let p = Arc::new(d.join("f"));
     let a = vec![b'a'; 256 * 1024];
     let b = vec![b'b'; 256 * 1024 + 7];
@@ -425,7 +425,7 @@ fn racing_writers_leave_exactly_one_version() {
 
 #[test]
 fn succeeds_beside_stale_temps_and_recover_removes_them() {
-    let d = TestDir::new("stale");
+    let d = TempDir::new("stale");
     // A dead writer's temp: a file with an fstx temp name and no lock holder.
     let stale = d.join(".fstx-tmp.00000000deadbeef.f");
     std::fs::write(&stale, b"half").unwrap();
@@ -457,7 +457,7 @@ fn succeeds_beside_stale_temps_and_recover_removes_them() {
 /// removes the file. The writer must notice and start again under a new name.
 #[test]
 fn recovery_between_create_and_lock_cannot_break_a_writer() {
-    let d = TestDir::new("window");
+    let d = TempDir::new("window");
     let dir = d.path().to_path_buf();
     let removed = Arc::new(std::sync::Mutex::new(Vec::new()));
     let removed2 = removed.clone();
@@ -484,7 +484,7 @@ fn recovery_between_create_and_lock_cannot_break_a_writer() {
 
 #[test]
 fn failed_file_flush_is_not_committed_and_never_retried() {
-    let d = TestDir::new("eio");
+    let d = TempDir::new("eio");
     let p = d.join("f");
     std::fs::write(&p, b"old").unwrap();
     let storage = Hooked::new(Hooks {
@@ -511,7 +511,7 @@ fn failed_file_flush_is_not_committed_and_never_retried() {
 
 #[test]
 fn failed_directory_flush_is_committed_not_durable() {
-    let d = TestDir::new("dirsync");
+    let d = TempDir::new("dirsync");
     let p = d.join("f");
     std::fs::write(&p, b"old").unwrap();
     let storage = Hooked::new(Hooks {
@@ -536,7 +536,7 @@ fn failed_directory_flush_is_committed_not_durable() {
 /// but not durable, with the kernel's errno (it never guesses).
 #[test]
 fn unidentified_filesystem_at_the_directory_flush_is_committed_not_durable() {
-    let d = TestDir::new("fstype");
+    let d = TempDir::new("fstype");
     let p = d.join("f");
     std::fs::write(&p, b"old").unwrap();
     let storage = Hooked::new(Hooks {
@@ -559,7 +559,7 @@ fn unidentified_filesystem_at_the_directory_flush_is_committed_not_durable() {
 
 #[test]
 fn failed_cleanup_reports_the_temp_left_behind() {
-    let d = TestDir::new("cleanup");
+    let d = TempDir::new("cleanup");
     let p = d.join("f");
     std::fs::write(&p, b"old").unwrap();
     let storage = Hooked::new(Hooks {
@@ -582,7 +582,7 @@ fn failed_cleanup_reports_the_temp_left_behind() {
 
 #[test]
 fn weak_filesystems_are_refused_unless_accepted() {
-    let d = TestDir::new("vfat");
+    let d = TempDir::new("vfat");
     for magic in [0x4D44_u64, 0x6969] {
         let storage = Hooked::new(Hooks {
             fs_magic: Some(magic),
@@ -648,7 +648,7 @@ fn mount_read_only_filesystem_fails_clearly() {
 #[test]
 fn mount_target_through_symlinked_parent_on_another_filesystem() {
     let fs = Tmpfs::new("otherfs", "size=1m");
-    let d = TestDir::new("linkparent");
+    let d = TempDir::new("linkparent");
     symlink(fs.path(), d.join("elsewhere")).unwrap();
     fstx::write(d.join("elsewhere/f"), b"there").unwrap();
     assert_eq!(std::fs::read(fs.join("f")).unwrap(), b"there");

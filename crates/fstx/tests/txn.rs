@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use fstx::txn::Flush;
 use fstx::{State, Step, Transaction, TxnOptions, TxnOutcome};
-use txnkit::{opts, snapshot, Dir, Probe};
+use txnkit::{opts, snapshot, Probe, TempDir};
 
 type Tree = BTreeMap<String, Option<Vec<u8>>>;
 
@@ -59,7 +59,7 @@ fn no_journal(root: &Path) -> bool {
 
 #[test]
 fn commit_applies_everything() {
-    let d = Dir::new("basic");
+    let d = TempDir::new("basic");
     setup_old(d.path());
     let old = snapshot(d.path());
     let mut t = Transaction::begin(d.path()).unwrap();
@@ -83,7 +83,7 @@ fn commit_applies_everything() {
 
 #[test]
 fn abort_and_drop_leave_the_tree_untouched() {
-    let d = Dir::new("abort");
+    let d = TempDir::new("abort");
     setup_old(d.path());
     let old = snapshot(d.path());
     let mut t = Transaction::begin(d.path()).unwrap();
@@ -113,8 +113,8 @@ fn abort_and_drop_leave_the_tree_untouched() {
 
 #[test]
 fn paths_are_confined_to_the_root() {
-    let d = Dir::new("confine");
-    let outside = Dir::new("outside");
+    let d = TempDir::new("confine");
+    let outside = TempDir::new("outside");
     std::fs::write(outside.join("secret"), b"keep").unwrap();
     std::fs::create_dir(d.join("real")).unwrap();
     symlink(outside.path(), d.join("escape")).unwrap();
@@ -154,7 +154,7 @@ fn paths_are_confined_to_the_root() {
 
 #[test]
 fn rename_between_hard_links_removes_the_source() {
-    let d = Dir::new("hardlink");
+    let d = TempDir::new("hardlink");
     std::fs::write(d.join("a"), b"same inode").unwrap();
     std::fs::hard_link(d.join("a"), d.join("b")).unwrap();
     let mut t = Transaction::begin(d.path()).unwrap();
@@ -170,7 +170,7 @@ fn rename_between_hard_links_removes_the_source() {
 #[test]
 fn metadata_of_replaced_files_is_kept() {
     use std::os::unix::fs::PermissionsExt;
-    let d = Dir::new("meta");
+    let d = TempDir::new("meta");
     std::fs::write(d.join("secret"), b"old").unwrap();
     std::fs::set_permissions(d.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut t = Transaction::begin(d.path()).unwrap();
@@ -197,7 +197,7 @@ struct Phases {
 #[test]
 fn crash_at_every_storage_call_then_recover() {
     // Count the calls of one clean run.
-    let d = Dir::new("count");
+    let d = TempDir::new("count");
     setup_old(d.path());
     let probe = Probe::new();
     let mut t = opts(&probe).begin(d.path()).unwrap();
@@ -207,7 +207,7 @@ fn crash_at_every_storage_call_then_recover() {
     let mut phases = Phases::default();
     let (mut old_seen, mut new_seen) = (0, 0);
     for n in 0..=total {
-        let d = Dir::new("crash");
+        let d = TempDir::new("crash");
         setup_old(d.path());
         let old = snapshot(d.path());
         let new = expected_new(&old);
@@ -271,7 +271,7 @@ fn crash_at_every_storage_call_then_recover() {
 #[test]
 fn crash_during_recovery_is_harmless() {
     // Leave a committed, unapplied transaction: fail the first rename of the apply.
-    let make = |d: &Dir| {
+    let make = |d: &TempDir| {
         setup_old(d.path());
         let probe = Probe::new();
         probe.with(|s| s.fault = Some(("rename_at", 0, 5)));
@@ -280,18 +280,18 @@ fn crash_during_recovery_is_harmless() {
         let e = t.commit().unwrap_err();
         assert_eq!(*e.state(), State::CommittedPendingRecovery, "{e}");
     };
-    let d = Dir::new("rcount");
+    let d = TempDir::new("rcount");
     make(&d);
     let probe = Probe::new();
     let r = opts(&probe).recover(d.path()).unwrap().unwrap();
     assert!(matches!(r.outcome, TxnOutcome::Finished { .. }));
     let want = snapshot(d.path());
-    let reference = Dir::new("ref");
+    let reference = TempDir::new("ref");
     setup_old(reference.path());
     assert_eq!(want, expected_new(&snapshot(reference.path())));
     let total = probe.calls();
     for n in 0..total {
-        let d = Dir::new("rcrash");
+        let d = TempDir::new("rcrash");
         make(&d);
         let probe = Probe::new();
         probe.with(|s| s.crash_at = Some(n));
@@ -341,7 +341,7 @@ impl RawOs for fstx::Error {
 }
 
 fn tmpfs(tag: &str, options: &str) -> TmpfsMount {
-    let d = Dir::new(tag);
+    let d = TempDir::new(tag);
     let ok = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", options, "fstx-txn-test"])
         .arg(d.path())
@@ -352,7 +352,7 @@ fn tmpfs(tag: &str, options: &str) -> TmpfsMount {
     TmpfsMount(d)
 }
 
-struct TmpfsMount(Dir);
+struct TmpfsMount(TempDir);
 impl TmpfsMount {
     fn path(&self) -> &Path {
         self.0.path()
@@ -377,7 +377,7 @@ fn apply_failure_after_commit_point_stays_committed() {
         ("unlink_at", 0),
         ("sync", 9),
     ] {
-        let d = Dir::new("applyfail");
+        let d = TempDir::new("applyfail");
         setup_old(d.path());
         let old = snapshot(d.path());
         let probe = Probe::new();
@@ -405,7 +405,7 @@ fn apply_failure_after_commit_point_stays_committed() {
 /// data): recovery refuses and changes nothing, rather than install it.
 #[test]
 fn redo_verifies_staged_files() {
-    let d = Dir::new("verify");
+    let d = TempDir::new("verify");
     setup_old(d.path());
     let probe = Probe::new();
     let mut t = opts(&probe).begin(d.path()).unwrap();
@@ -416,16 +416,7 @@ fn redo_verifies_staged_files() {
         *t.commit().unwrap_err().state(),
         State::CommittedPendingRecovery
     );
-    let staged: Vec<_> = std::fs::read_dir(d.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(".fstx-stage.")
-        })
-        .collect();
+    let staged = fstx_testkit::dir::starting_with(d.path(), ".fstx-stage.");
     assert_eq!(staged.len(), 2, "{staged:?}"); // a.conf and new/deep/d.conf stage at the root
     std::fs::write(&staged[0], b"garbage of another length").unwrap();
     let before = snapshot(d.path());
@@ -440,7 +431,7 @@ fn redo_verifies_staged_files() {
 /// both names) is never replayed, even though it is valid.
 #[test]
 fn stale_journal_is_never_replayed() {
-    let d = Dir::new("stale");
+    let d = TempDir::new("stale");
     setup_old(d.path());
     let mut t = Transaction::begin(d.path()).unwrap();
     t.write("a.conf", b"T1").unwrap();
@@ -462,8 +453,8 @@ fn stale_journal_is_never_replayed() {
 /// anything outside the root, never panic.
 #[test]
 fn hostile_journals_on_disk() {
-    let d = Dir::new("hostile");
-    let outside = Dir::new("victim");
+    let d = TempDir::new("hostile");
+    let outside = TempDir::new("victim");
     std::fs::write(outside.join("victim"), b"keep").unwrap();
     setup_old(d.path());
     Transaction::begin(d.path()).unwrap().commit().unwrap();
@@ -516,7 +507,7 @@ fn protocol_order() {
         eprintln!("skipped: on btrfs the control directory is flushed with syncfs");
         return;
     }
-    let d = Dir::new("order");
+    let d = TempDir::new("order");
     setup_old(d.path());
     let probe = Probe::new();
     probe.with(|s| s.record = true);
@@ -607,7 +598,7 @@ fn flush_counts_per_n() {
     for n in [1usize, 10, 100, 1000] {
         let mut row = format!("{n:<6}");
         for flush in [Flush::Threads(16), Flush::SyncFs] {
-            let d = Dir::new("count");
+            let d = TempDir::new("count");
             let probe = Probe::new();
             let mut o = TxnOptions::new();
             o.storage(probe.clone()).flush(flush);
@@ -647,7 +638,7 @@ fn flush_strategy_timing() {
     for n in [100usize, 1000] {
         let mut row = format!("N={n:<5}");
         for flush in [Flush::Serial, Flush::Threads(16), Flush::SyncFs] {
-            let d = Dir::new("timing");
+            let d = TempDir::new("timing");
             let mut o = TxnOptions::new();
             o.flush(flush);
             let start = std::time::Instant::now();
@@ -670,7 +661,7 @@ fn flush_strategy_timing() {
 /// transaction is finished before a reader reads.
 #[test]
 fn snapshot_reads_between_transactions() {
-    let d = Dir::new("reader");
+    let d = TempDir::new("reader");
     setup_old(d.path());
     let s = fstx::Snapshot::open(d.path()).unwrap();
     assert_eq!(s.read("a.conf").unwrap(), b"old a");
@@ -699,7 +690,7 @@ fn snapshot_reads_between_transactions() {
     drop(s);
 
     // Committed but not applied (the writer "died"): the reader finishes it.
-    let d = Dir::new("reader2");
+    let d = TempDir::new("reader2");
     setup_old(d.path());
     let old = snapshot(d.path());
     let probe = Probe::new();
@@ -723,7 +714,7 @@ fn snapshot_reads_between_transactions() {
 
 #[test]
 fn writers_are_serialized() {
-    let d = Dir::new("writers");
+    let d = TempDir::new("writers");
     std::fs::write(d.join("n"), b"0").unwrap();
     let threads: Vec<_> = (0..8)
         .map(|_| {
@@ -763,7 +754,7 @@ mod planted_flush {
     use fstx_sim::bugs::{FlushBug, FlushBugs};
 
     fn order_with(bug: FlushBug) -> Vec<String> {
-        let d = Dir::new("porder");
+        let d = TempDir::new("porder");
         setup_old(d.path());
         let probe = Probe::new();
         probe.with(|s| s.record = true);
@@ -807,7 +798,7 @@ mod planted {
     }
 
     /// Leaves a committed transaction whose first apply rename failed.
-    fn committed_unapplied(d: &Dir) {
+    fn committed_unapplied(d: &TempDir) {
         setup_old(d.path());
         let probe = Probe::new();
         let mut t = opts(&probe).begin(d.path()).unwrap();
@@ -819,7 +810,7 @@ mod planted {
 
     #[test]
     fn redo_trusting_staged_files_is_caught() {
-        let d = Dir::new("ptrust");
+        let d = TempDir::new("ptrust");
         committed_unapplied(&d);
         let staged = std::fs::read_dir(d.path())
             .unwrap()
@@ -854,7 +845,7 @@ mod planted {
 
     #[test]
     fn replaying_a_retired_journal_is_caught() {
-        let d = Dir::new("preplay");
+        let d = TempDir::new("preplay");
         setup_old(d.path());
         let mut t = Transaction::begin(d.path()).unwrap();
         t.write("a.conf", b"T1").unwrap();
@@ -879,7 +870,7 @@ mod planted {
 
     #[test]
     fn sweeping_staging_before_retiring_is_caught() {
-        let d = Dir::new("psweep");
+        let d = TempDir::new("psweep");
         committed_unapplied(&d);
         let probe = Probe::new();
         let r = with_bugs(
@@ -890,7 +881,7 @@ mod planted {
             },
         )
         .recover(d.path());
-        let reference = Dir::new("pref");
+        let reference = TempDir::new("pref");
         setup_old(reference.path());
         let new = expected_new(&snapshot(reference.path()));
         // `apply_failure_after_commit_point_stays_committed` demands all-new.
@@ -904,7 +895,7 @@ mod planted {
 #[test]
 fn failed_commit_record_flush_rolls_back() {
     // Find which `sync` call flushes the commit record in a clean run.
-    let d = Dir::new("jsync-count");
+    let d = TempDir::new("jsync-count");
     setup_old(d.path());
     let probe = Probe::new();
     probe.with(|s| s.record = true);
@@ -919,7 +910,7 @@ fn failed_commit_record_flush_rolls_back() {
     let nth = ev[..commit].iter().filter(|e| e.op == "sync").count() as u64;
     assert!(ev[commit + 1].op == "sync" && ev[commit + 1].a.ends_with("journal"));
 
-    let d = Dir::new("jsync");
+    let d = TempDir::new("jsync");
     setup_old(d.path());
     let old = snapshot(d.path());
     let probe = Probe::new();
@@ -941,7 +932,7 @@ fn failed_commit_record_flush_rolls_back() {
 /// longer walks the tree.
 #[test]
 fn staging_without_a_control_directory_is_swept() {
-    let d = Dir::new("lostctl");
+    let d = TempDir::new("lostctl");
     std::fs::create_dir_all(d.join("sub")).unwrap();
     std::fs::write(d.join("a"), b"a").unwrap();
     let stale = [

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 
 use fstx::Transaction;
-use txnkit::{snapshot, Dir};
+use txnkit::{snapshot, TempDir};
 
 #[derive(Debug, Clone)]
 enum Act {
@@ -182,7 +182,7 @@ fn to_snapshot(model: &BTreeMap<String, Node>) -> BTreeMap<String, Option<Vec<u8
 }
 
 fn run(seq: &[(Vec<Act>, bool)]) -> Result<(), TestCaseError> {
-    let d = Dir::new("prop");
+    let d = TempDir::new("prop");
     let mut model: BTreeMap<String, Node> = BTreeMap::new();
     for (i, (acts, commit)) in seq.iter().enumerate() {
         let mut t = Transaction::begin(d.path()).unwrap();

@@ -4,46 +4,14 @@
 use std::ffi::OsString;
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use fstx_testkit::TempDir;
+
 use fstx::{BackupKind, BackupMethod, FileLock, Step, UpdateOptions, Wait};
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TestDir(PathBuf);
-
-impl TestDir {
-    fn new(tag: &str) -> TestDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "fstx-update-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TestDir(p)
-    }
-    fn join(&self, p: impl AsRef<Path>) -> PathBuf {
-        self.0.join(p)
-    }
-    fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn count(old: Option<&[u8]>) -> u64 {
     old.map_or(0, |b| String::from_utf8_lossy(b).trim().parse().unwrap())
@@ -58,7 +26,7 @@ fn increment(path: &Path) {
 
 #[test]
 fn threads_never_lose_an_update() {
-    let d = TestDir::new("threads");
+    let d = TempDir::new("threads");
     let p = d.join("count");
     let threads = 8;
     let per_thread = 100;
@@ -88,7 +56,7 @@ fn threads_never_lose_an_update() {
 
 #[test]
 fn function_sees_none_for_a_missing_file_and_can_decline() {
-    let d = TestDir::new("none");
+    let d = TempDir::new("none");
     let p = d.join("f");
     let done = fstx::update(&p, |old| {
         assert!(old.is_none());
@@ -121,7 +89,7 @@ fn failing_function_leaves_file_untouched_and_returns_its_error() {
     }
     impl std::error::Error for Mine {}
 
-    let d = TestDir::new("fail");
+    let d = TempDir::new("fail");
     let p = d.join("f");
     std::fs::write(&p, b"precious").unwrap();
     let ino = std::fs::metadata(&p).unwrap().ino();
@@ -151,7 +119,7 @@ fn failing_function_leaves_file_untouched_and_returns_its_error() {
 
 #[test]
 fn streaming_update_copies_and_extends() {
-    let d = TestDir::new("stream");
+    let d = TempDir::new("stream");
     let p = d.join("big");
     let chunk = vec![7u8; 1 << 20];
     for i in 0..3u8 {
@@ -181,7 +149,7 @@ fn streaming_update_copies_and_extends() {
 
 #[test]
 fn try_lock_and_timeout_while_held() {
-    let d = TestDir::new("timeout");
+    let d = TempDir::new("timeout");
     let p = d.join("f");
     std::fs::write(&p, b"1").unwrap();
     let held = FileLock::lock(&p).unwrap();
@@ -234,7 +202,7 @@ fn try_lock_and_timeout_while_held() {
 
 #[test]
 fn lock_goes_through_symlinks_to_the_real_target() {
-    let d = TestDir::new("symlink");
+    let d = TempDir::new("symlink");
     std::fs::create_dir(d.join("real")).unwrap();
     let real = d.join("real/data");
     std::fs::write(&real, b"0").unwrap();
@@ -246,7 +214,7 @@ fn lock_goes_through_symlinks_to_the_real_target() {
 
 #[test]
 fn lock_file_is_never_removed_by_recover() {
-    let d = TestDir::new("recover");
+    let d = TempDir::new("recover");
     let p = d.join("f");
     increment(&p);
     increment(&p);
@@ -262,7 +230,7 @@ fn lock_file_is_never_removed_by_recover() {
 
 #[test]
 fn backup_holds_the_previous_version_as_a_hard_link() {
-    let d = TestDir::new("backup");
+    let d = TempDir::new("backup");
     let p = d.join("conf");
     let mut opts = UpdateOptions::new();
     opts.backup("~");
@@ -288,7 +256,7 @@ fn backup_holds_the_previous_version_as_a_hard_link() {
 
 #[test]
 fn generations_rotate_newest_first() {
-    let d = TestDir::new("generations");
+    let d = TempDir::new("generations");
     let p = d.join("g");
     let mut opts = UpdateOptions::new();
     opts.backup(".bak").generations(3);
@@ -309,7 +277,7 @@ fn generations_rotate_newest_first() {
 
 #[test]
 fn copied_backup_is_complete_and_keeps_the_mode() {
-    let d = TestDir::new("copy");
+    let d = TempDir::new("copy");
     let p = d.join("c");
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&p, &big).unwrap();
@@ -328,7 +296,7 @@ fn copied_backup_is_complete_and_keeps_the_mode() {
 
 #[test]
 fn interrupted_backup_link_is_swept_and_not_duplicated() {
-    let d = TestDir::new("interrupted");
+    let d = TempDir::new("interrupted");
     let p = d.join("s");
     let mut opts = UpdateOptions::new();
     opts.generations(2);
@@ -356,7 +324,7 @@ fn interrupted_backup_link_is_swept_and_not_duplicated() {
 
 #[test]
 fn readers_without_the_lock_see_complete_versions() {
-    let d = TestDir::new("readers");
+    let d = TempDir::new("readers");
     let p = d.join("r");
     let version = |n: u64| -> Vec<u8> {
         let mut v = format!("{n:020}").into_bytes();
@@ -404,7 +372,7 @@ fn readers_without_the_lock_see_complete_versions() {
 
 #[test]
 fn long_names_get_a_lock_file_that_fits() {
-    let d = TestDir::new("long");
+    let d = TempDir::new("long");
     let name: OsString = "n".repeat(250).into();
     let p = d.join(&name);
     increment(&p);

@@ -228,8 +228,8 @@ impl Backing for Recorder {
             Some(max) if !self.delayers.is_empty() => {
                 let (which, delay) = {
                     let mut rng = lock(&self.rng);
-                    let which = rng.below(self.delayers.len() as u64) as usize;
-                    let us = rng.below(max.as_micros() as u64 + 1);
+                    let which = rng.below(self.delayers.len());
+                    let us = rng.below_u64(max.as_micros() as u64 + 1);
                     (which, Duration::from_micros(us))
                 };
                 let job = DelayedWrite {

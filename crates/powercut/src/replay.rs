@@ -372,7 +372,7 @@ pub fn enumerate(log: &Log, base: &[u8], e: &Enumeration) -> (Vec<(StateSpec, u1
             if multi.is_empty() {
                 break;
             }
-            let victim = multi[rng.below(multi.len() as u64) as usize];
+            let victim = multi[rng.below(multi.len())];
             let mut keep: Vec<u32> = volatile
                 .iter()
                 .copied()
@@ -391,7 +391,7 @@ pub fn enumerate(log: &Log, base: &[u8], e: &Enumeration) -> (Vec<(StateSpec, u1
             if last_epoch.is_empty() {
                 break;
             }
-            let victim = last_epoch[rng.below(last_epoch.len() as u64) as usize];
+            let victim = last_epoch[rng.below(last_epoch.len())];
             let spec = StateSpec {
                 point: p,
                 keep: volatile.clone(),
@@ -406,9 +406,7 @@ pub fn enumerate(log: &Log, base: &[u8], e: &Enumeration) -> (Vec<(StateSpec, u1
     if e.max_states > 0 && out.len() > e.max_states {
         // A seeded sample that keeps the states in log order.
         let mut idx: Vec<usize> = (0..out.len()).collect();
-        for i in (1..idx.len()).rev() {
-            idx.swap(i, rng.below(i as u64 + 1) as usize);
-        }
+        rng.shuffle(&mut idx);
         let mut pick: Vec<usize> = idx[..e.max_states].to_vec();
         pick.sort_unstable();
         out = pick.into_iter().map(|i| out[i].clone()).collect();

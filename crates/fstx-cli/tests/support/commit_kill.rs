@@ -6,31 +6,14 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use fstx_testkit::TempDir;
 
 /// The number of files each commit installs.
 pub const FILES: usize = 300;
-
-/// A fresh directory under the temporary directory, removed on drop.
-pub struct Dir(pub PathBuf);
-impl Dir {
-    pub fn new(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("fstx-cli-commit-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-    pub fn join(&self, p: &str) -> PathBuf {
-        self.0.join(p)
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Regular files under `root` (excluding `.fstx-txn`), path → content.
 /// Staged files would show up here too.
@@ -129,6 +112,21 @@ pub fn has_staging(root: &Path) -> bool {
     tree(root).keys().any(|k| k.contains(".fstx-stage."))
 }
 
+/// Starts `commit` (a `fstx commit` command line up to its subcommand and
+/// flags) on `ROOT --from-dir STAGE --delete-missing --quiet`, silenced.
+pub fn spawn_commit(mut commit: Command, root: &Path, stage: &Path) -> Child {
+    commit
+        .arg(root)
+        .arg("--from-dir")
+        .arg(stage)
+        .arg("--delete-missing")
+        .arg("--quiet")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// How the kill test runs a commit and a recovery.
 pub struct Tools<'a> {
     /// Starts `fstx commit ROOT --from-dir STAGE --delete-missing --quiet`,
@@ -148,7 +146,7 @@ pub struct Tools<'a> {
 /// recovers and checks the tree is entirely the old version or entirely the
 /// new one, with nothing staged and no journal. Returns the phases hit.
 pub fn sigkill_loop(
-    d: &Dir,
+    d: &TempDir,
     tools: &Tools,
     modes: &[u64],
     budget: Duration,
@@ -172,13 +170,8 @@ pub fn sigkill_loop(
         .unwrap()
         .as_nanos() as u64
         | 1;
-    let mut x = seed;
-    let mut rand = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = fstx_testkit::Rng::new(seed);
+    let mut rand = move || rng.next_u64();
     let mut phases = Phases::default();
     let mut paused = 0;
     let start = Instant::now();

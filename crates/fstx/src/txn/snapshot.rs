@@ -150,25 +150,33 @@ impl Snapshot {
         })
     }
 
+    /// The error of a read (`read` or `list`) of `path` that failed at `step`.
+    fn error(&self, path: &Path, step: Step, e: io::Error) -> Error {
+        Error::new(
+            "read",
+            &self.root_path.join(path),
+            step,
+            State::NotCommitted,
+            e,
+        )
+    }
+
+    /// Opens directory `rel` of the root, through the cached tree.
+    fn dir(&self, rel: &RelPath) -> io::Result<Arc<Fd>> {
+        self.tree
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .dir(rel)
+    }
+
     /// Reads file `path` (relative to the root, never following symlinks).
     pub fn read(&self, path: impl AsRef<Path>) -> Result<Vec<u8>> {
         let path = path.as_ref();
-        let fail = |step, e| {
-            Error::new(
-                "read",
-                &self.root_path.join(path),
-                step,
-                State::NotCommitted,
-                e,
-            )
-        };
+        let fail = |step, e| self.error(path, step, e);
         let rel = rel_path(path).map_err(|e| fail(Step::ParsePath, e))?;
         let (parent, name) = split(&rel);
         let name = name.as_os_str();
         let dir = self
-            .tree
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .dir(&parent)
             .map_err(|e| fail(Step::OpenDirectory, e))?;
         let f = self
@@ -194,26 +202,13 @@ impl Snapshot {
     /// staging, temporary and lock files).
     pub fn list(&self, path: impl AsRef<Path>) -> Result<Vec<OsString>> {
         let path = path.as_ref();
-        let fail = |step, e| {
-            Error::new(
-                "read",
-                &self.root_path.join(path),
-                step,
-                State::NotCommitted,
-                e,
-            )
-        };
+        let fail = |step, e| self.error(path, step, e);
         let rel = if path.as_os_str().is_empty() || path == Path::new(".") {
             RelPath::root()
         } else {
             rel_path(path).map_err(|e| fail(Step::ParsePath, e))?
         };
-        let dir = self
-            .tree
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .dir(&rel)
-            .map_err(|e| fail(Step::OpenDirectory, e))?;
+        let dir = self.dir(&rel).map_err(|e| fail(Step::OpenDirectory, e))?;
         let mut names: Vec<OsString> = self
             .st
             .read_dir(&dir)

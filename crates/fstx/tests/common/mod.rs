@@ -5,8 +5,10 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+pub use fstx_testkit::TempDir;
 
 use fstx::storage::{DirEntry, Fd, LockMode, OpenHow, OsStorage, Stat, Storage, SyncKind};
 
@@ -18,35 +20,6 @@ pub fn temp_on_btrfs() -> bool {
         .is_ok_and(|s| u64::try_from(s.f_type) == Ok(fstx::fskind::BTRFS_MAGIC))
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TestDir(pub PathBuf);
-
-impl TestDir {
-    pub fn new(tag: &str) -> TestDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "fstx-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TestDir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
-        self.0.join(p)
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
@@ -54,11 +27,11 @@ impl Drop for Tmpfs {
 }
 
 /// A tmpfs mounted on a fresh directory (the tests run as root), unmounted on drop.
-pub struct Tmpfs(pub TestDir);
+pub struct Tmpfs(pub TempDir);
 
 impl Tmpfs {
     pub fn new(tag: &str, options: &str) -> Tmpfs {
-        let dir = TestDir::new(tag);
+        let dir = TempDir::new(tag);
         let ok = Command::new("mount")
             .args(["-t", "tmpfs", "-o", options, "fstx-test"])
             .arg(dir.path())

@@ -216,35 +216,7 @@ impl Storage for Probe {
     }
 }
 
-/// A fresh directory, removed on drop.
-pub struct Dir(pub PathBuf);
-
-impl Dir {
-    pub fn new(tag: &str) -> Dir {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "fstx-txn-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
-        self.0.join(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use fstx_testkit::TempDir;
 
 /// The tree under `root` as path → content (directories as `None`),
 /// excluding `.fstx-txn`. Staged and temporary names are included, so a
