@@ -23,7 +23,7 @@ use fstx_testkit::version::{decode, encode};
 
 /// Who writes the files: fstx, or one of the unsafe contenders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Contender {
+pub(crate) enum Contender {
     /// fstx: `fstx::write`, `fstx::update` with a backup, and transactions.
     Fstx,
     /// The 2002 snippet: temp file, write, rename, fsync the directory — no
@@ -46,7 +46,7 @@ pub enum Contender {
 /// transactions through a storage that holds each staged file's data back
 /// until the commit record is flushed (`fstx_sim::bugs`, a planted flush
 /// bug; the library itself has no branch for it).
-pub fn commit_before_data_options() -> fstx::TxnOptions {
+pub(crate) fn commit_before_data_options() -> fstx::TxnOptions {
     use fstx_sim::bugs::{FlushBug, FlushBugs};
     let mut opts = fstx::TxnOptions::new();
     opts.storage(FlushBugs::one(FlushBug::CommitBeforeDataWrite).wrap(fstx::storage::os()));
@@ -55,7 +55,7 @@ pub fn commit_before_data_options() -> fstx::TxnOptions {
 
 impl Contender {
     /// The name used on the command line and in reports.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Contender::Fstx => "fstx",
             Contender::Seed2002 => "seed-2002",
@@ -66,7 +66,7 @@ impl Contender {
     }
 
     /// One line describing the writer.
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Contender::Fstx => "fstx write + locked update with backup + multi-file transactions",
             Contender::Seed2002 => {
@@ -109,7 +109,7 @@ fn txn_root(w: usize) -> String {
 }
 
 /// Creates version 0 of everything the contender's workers touch.
-pub fn setup(root: &Path, contender: Contender, workers: usize) -> io::Result<()> {
+pub(crate) fn setup(root: &Path, contender: Contender, workers: usize) -> io::Result<()> {
     for w in 0..workers {
         fstx::write(root.join(file_name(w)), encode(&file_name(w), 0))?;
         if contender.ops().contains(&Op::Txn) {
@@ -127,7 +127,7 @@ pub fn setup(root: &Path, contender: Contender, workers: usize) -> io::Result<()
 }
 
 /// Runs `workers` worker processes (this binary) for `seconds`, waits for them.
-pub fn run_workers(contender: Contender, workers: usize, seconds: f64) -> io::Result<()> {
+pub(crate) fn run_workers(contender: Contender, workers: usize, seconds: f64) -> io::Result<()> {
     let exe = std::env::current_exe()?;
     let children: Vec<_> = (0..workers)
         .map(|w| {
@@ -172,7 +172,7 @@ impl Marks {
 
 /// One worker: loops the contender's operations until the deadline, marking
 /// each acknowledged one.
-pub fn worker(root: &Path, contender: Contender, w: usize, seconds: f64) -> io::Result<()> {
+pub(crate) fn worker(root: &Path, contender: Contender, w: usize, seconds: f64) -> io::Result<()> {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let mut marks = Marks::open()?;
     let ops = contender.ops();
@@ -255,7 +255,7 @@ fn write_file(contender: Contender, path: &Path, content: &[u8]) -> io::Result<(
 
 /// The recovery run in every crash image before the checker: what a device
 /// would run at boot.
-pub fn recover(root: &Path, contender: Contender, workers: usize) -> io::Result<()> {
+pub(crate) fn recover(root: &Path, contender: Contender, workers: usize) -> io::Result<()> {
     boot_recover(root)?;
     if contender.ops().contains(&Op::Txn) {
         for w in 0..workers {
@@ -335,7 +335,7 @@ fn parse_marks(text: &str) -> Acked {
 /// Checks a recovered crash image. Returns the problems found, the most
 /// serious first (corruption, then lost acknowledged updates, then garbage),
 /// each a sentence.
-pub fn check(root: &Path, contender: Contender, workers: usize, marks: &str) -> Vec<String> {
+pub(crate) fn check(root: &Path, contender: Contender, workers: usize, marks: &str) -> Vec<String> {
     let acked = parse_marks(marks);
     let mut corrupt = Vec::new();
     let mut lost = Vec::new();
@@ -490,7 +490,7 @@ fn find_garbage(root: &Path, dir: &Path, out: &mut Vec<String>) {
 }
 
 /// Formats the check result for the harness: one line per problem.
-pub fn report_problems(problems: &[String]) -> String {
+pub(crate) fn report_problems(problems: &[String]) -> String {
     let mut s = String::new();
     for p in problems {
         let _ = writeln!(s, "{p}");

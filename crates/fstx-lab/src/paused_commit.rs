@@ -16,7 +16,7 @@ use fstx_cli::Failure;
 
 /// `fstx commit`, paused at a phase (for the kill test).
 #[derive(Debug, clap::Args)]
-pub struct PausedArgs {
+pub(crate) struct PausedArgs {
     /// Sleep MS milliseconds when the commit reaches PHASE (staged,
     /// committed, applied).
     #[arg(long, value_name = "PHASE:MS", value_parser = parse_pause)]
@@ -38,7 +38,7 @@ fn parse_pause(v: &str) -> Result<(fstx::Phase, u64), String> {
 }
 
 /// Runs `fstx commit` with the pause.
-pub fn run(args: &PausedArgs) -> Result<ExitCode, Failure> {
+pub(crate) fn run(args: &PausedArgs) -> Result<ExitCode, Failure> {
     let mut opts = fstx::TxnOptions::new();
     if let Some((phase, ms)) = args.pause {
         opts.on_phase(move |at: fstx::Phase| {

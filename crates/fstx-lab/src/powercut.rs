@@ -18,7 +18,7 @@ use crate::experiment::{self, Contender};
 /// cut at every point, every crash state checked (fstx side by side with
 /// the unsafe recipes people use).
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Filesystem configurations: ext4, ext4-writeback, ext4-journal, xfs,
     /// btrfs, or all.
     #[arg(long, value_delimiter = ',', default_value = "ext4")]
@@ -59,7 +59,7 @@ pub struct Args {
 
 /// The hidden commands the experiment runs inside the recorded filesystem.
 #[derive(Debug, clap::Args)]
-pub struct InnerArgs {
+pub(crate) struct InnerArgs {
     #[command(subcommand)]
     action: Inner,
 }
@@ -94,7 +94,7 @@ struct Common {
 }
 
 /// Runs a hidden inner command (in the current directory).
-pub fn inner(args: &InnerArgs) -> Result<ExitCode, Failure> {
+pub(crate) fn inner(args: &InnerArgs) -> Result<ExitCode, Failure> {
     let root = std::env::current_dir()?;
     match &args.action {
         Inner::Setup(c) => experiment::setup(&root, c.contender, c.workers)?,
@@ -152,7 +152,7 @@ fn quote(s: &str) -> String {
 }
 
 /// Runs `fstx-lab powercut`.
-pub fn run(args: &Args) -> Result<ExitCode, Failure> {
+pub(crate) fn run(args: &Args) -> Result<ExitCode, Failure> {
     let configs = parse_fs(&args.fs)?;
     if args.workers == 0 || args.seconds <= 0.0 {
         return Err(Failure::new("--workers and --seconds must be positive"));

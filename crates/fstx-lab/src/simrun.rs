@@ -24,7 +24,7 @@ fn workloads(contender: Contender) -> Option<&'static [&'static str]> {
 
 /// Runs the experiment on the simulator: `workers * seconds` seeds of each
 /// workload (at least `workers`), every crash point, sampled crash states.
-pub fn run(
+pub(crate) fn run(
     workers: usize,
     seconds: f64,
     contenders: &[Contender],

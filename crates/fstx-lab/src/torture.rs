@@ -18,7 +18,7 @@ const SHARED: &str = "shared";
 
 /// A deliberately unsafe updater, to show that the checks find its bugs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum UnsafeMode {
+pub(crate) enum UnsafeMode {
     /// Read, then truncate and write in place (backups too), without the
     /// lock: torn files and lost updates.
     InPlace,
@@ -50,7 +50,7 @@ impl UnsafeMode {
 /// sequence number is acknowledged twice (a lost update), and no temporary
 /// file remains. Prints a summary and exits 1 on any violation.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Number of worker processes.
     #[arg(long, default_value_t = 10)]
     processes: usize,
@@ -88,7 +88,7 @@ pub struct Args {
 
 /// Arguments of a worker process (`fstx-lab torture-worker`, hidden).
 #[derive(Debug, clap::Args)]
-pub struct WorkerArgs {
+pub(crate) struct WorkerArgs {
     #[arg(long)]
     data: PathBuf,
     #[arg(long)]
@@ -116,7 +116,7 @@ fn seq_of(name: &str, old: Option<&[u8]>) -> Result<u64, String> {
 }
 
 /// Runs one worker until it is killed or its parent dies.
-pub fn worker(args: &WorkerArgs) -> Result<ExitCode, Failure> {
+pub(crate) fn worker(args: &WorkerArgs) -> Result<ExitCode, Failure> {
     let parent = std::os::unix::process::parent_id();
     let mut log = OpenOptions::new()
         .create(true)
@@ -405,7 +405,7 @@ impl Workers<'_> {
 }
 
 /// Runs `fstx-lab torture`.
-pub fn run(args: &Args) -> Result<ExitCode, Failure> {
+pub(crate) fn run(args: &Args) -> Result<ExitCode, Failure> {
     let seed = args.seed.unwrap_or_else(clock_seed);
     let (root, temporary) = match &args.dir {
         Some(dir) => (dir.clone(), false),

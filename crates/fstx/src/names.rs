@@ -8,10 +8,10 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 /// Prefix of fstx's temporary file names: `.fstx-tmp.<16 hex digits>.<name>`.
-pub const TEMP_PREFIX: &str = ".fstx-tmp.";
+pub(crate) const TEMP_PREFIX: &str = ".fstx-tmp.";
 
 /// Prefix of lock file names: `.fstx-lock.<name>`.
-pub const LOCK_PREFIX: &str = ".fstx-lock.";
+pub(crate) const LOCK_PREFIX: &str = ".fstx-lock.";
 
 /// The longest file name Linux filesystems accept.
 pub(crate) const NAME_MAX: usize = 255;

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use fstx_testkit::TempDir;
 
 /// The number of files each commit installs.
-pub const FILES: usize = 300;
+pub(crate) const FILES: usize = 300;
 
 /// Regular files under `root` (excluding `.fstx-txn`), path → content.
 /// Staged files would show up here too.
-pub fn tree(root: &Path) -> BTreeMap<String, String> {
+pub(crate) fn tree(root: &Path) -> BTreeMap<String, String> {
     // Tolerates entries vanishing mid-walk (the test polls a running writer).
     fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         let Ok(rd) = std::fs::read_dir(dir) else {
@@ -51,11 +51,11 @@ pub fn tree(root: &Path) -> BTreeMap<String, String> {
 
 /// Content of file `i` in version `v`: versions alternate between two
 /// contents (parity), so each stage directory is written once.
-pub fn content(v: u32, i: usize) -> String {
+pub(crate) fn content(v: u32, i: usize) -> String {
     format!("version {} file {i}\n{}", v % 2, "x".repeat(200 + i % 300))
 }
 
-pub fn stage_version(stage: &Path, v: u32, files: usize) {
+pub(crate) fn stage_version(stage: &Path, v: u32, files: usize) {
     let _ = std::fs::remove_dir_all(stage);
     for i in 0..files {
         let p = stage.join(format!("d{}/f{i}", i % 7));
@@ -68,7 +68,7 @@ pub fn stage_version(stage: &Path, v: u32, files: usize) {
 }
 
 /// Which version (parity) the whole tree is at, or why it is not one version.
-pub fn version_of(root: &Path, files: usize) -> Result<u32, String> {
+pub(crate) fn version_of(root: &Path, files: usize) -> Result<u32, String> {
     let mut t = tree(root);
     t.retain(|k, _| !k.contains(".fstx-stage."));
     let v = t
@@ -99,7 +99,7 @@ pub fn version_of(root: &Path, files: usize) -> Result<u32, String> {
 
 /// The phase each kill landed in, read from the disk before recovery.
 #[derive(Debug, Default)]
-pub struct Phases {
+pub(crate) struct Phases {
     pub not_started: u32,
     pub staging: u32,
     pub commit_record: u32,
@@ -108,13 +108,13 @@ pub struct Phases {
     pub completed: u32,
 }
 
-pub fn has_staging(root: &Path) -> bool {
+pub(crate) fn has_staging(root: &Path) -> bool {
     tree(root).keys().any(|k| k.contains(".fstx-stage."))
 }
 
 /// Starts `commit` (a `fstx commit` command line up to its subcommand and
 /// flags) on `ROOT --from-dir STAGE --delete-missing --quiet`, silenced.
-pub fn spawn_commit(mut commit: Command, root: &Path, stage: &Path) -> Child {
+pub(crate) fn spawn_commit(mut commit: Command, root: &Path, stage: &Path) -> Child {
     commit
         .arg(root)
         .arg("--from-dir")
@@ -128,7 +128,7 @@ pub fn spawn_commit(mut commit: Command, root: &Path, stage: &Path) -> Child {
 }
 
 /// How the kill test runs a commit and a recovery.
-pub struct Tools<'a> {
+pub(crate) struct Tools<'a> {
     /// Starts `fstx commit ROOT --from-dir STAGE --delete-missing --quiet`,
     /// paused (`Some("PHASE:MS")`) or not.
     pub commit: &'a dyn Fn(&Path, &Path, Option<&str>) -> Child,
@@ -145,7 +145,7 @@ pub struct Tools<'a> {
 /// times as long) until `done` says enough phases were hit; after each kill
 /// recovers and checks the tree is entirely the old version or entirely the
 /// new one, with nothing staged and no journal. Returns the phases hit.
-pub fn sigkill_loop(
+pub(crate) fn sigkill_loop(
     d: &TempDir,
     tools: &Tools,
     modes: &[u64],
@@ -251,7 +251,7 @@ pub fn sigkill_loop(
 
 /// The kill test's budget: `FSTX_KILL_SECS` (default 20) seconds, shared by
 /// its two halves (random kills in `fstx-cli`, paused ones in `fstx-lab`).
-pub fn budget() -> Duration {
+pub(crate) fn budget() -> Duration {
     let secs: u64 = std::env::var("FSTX_KILL_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

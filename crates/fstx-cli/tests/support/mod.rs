@@ -2,17 +2,17 @@
 //! running it. (`commit_kill` is shared with `fstx-lab`'s tests too.)
 #![allow(dead_code)]
 
-pub mod commit_kill;
+pub(crate) mod commit_kill;
 
 use std::process::Command;
 
 /// The `fstx` binary this test build made.
-pub fn fstx() -> Command {
+pub(crate) fn fstx() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fstx"))
 }
 
 /// Runs `cmd` to its end: (success, stdout, stderr).
-pub fn run(cmd: &mut Command) -> (bool, String, String) {
+pub(crate) fn run(cmd: &mut Command) -> (bool, String, String) {
     let o = cmd.output().unwrap();
     (
         o.status.success(),

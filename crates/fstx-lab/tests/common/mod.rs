@@ -3,6 +3,6 @@
 use std::process::Command;
 
 /// The `fstx-lab` binary this test build made.
-pub fn lab() -> Command {
+pub(crate) fn lab() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fstx-lab"))
 }

@@ -7,7 +7,7 @@ use fstx_sim::workloads;
 
 /// The workload named by the first argument and the seeds `FROM..TO` named
 /// by the next two.
-pub fn workload_and_seeds() -> (Box<dyn Workload>, Range<u64>) {
+pub(crate) fn workload_and_seeds() -> (Box<dyn Workload>, Range<u64>) {
     let args: Vec<String> = std::env::args().collect();
     let w = workloads::by_name(&args[1]).expect("workload");
     let from: u64 = args[2].parse().expect("seed");

@@ -13,16 +13,16 @@ use crate::names::is_temp_name;
 use crate::storage::{Create, Fd, OpenHow, Storage};
 
 /// Name of the control directory inside a transaction root.
-pub const CONTROL_DIR: &str = ".fstx-txn";
+pub(crate) const CONTROL_DIR: &str = ".fstx-txn";
 /// Prefix of staged files: `.fstx-stage.<16 hex digits>.<name>`.
-pub const STAGE_PREFIX: &str = ".fstx-stage.";
+pub(crate) const STAGE_PREFIX: &str = ".fstx-stage.";
 pub(crate) const LOCK_FILE: &str = "lock";
 pub(crate) const VIEW_FILE: &str = "view";
 pub(crate) const JOURNAL_FILE: &str = "journal";
 pub(crate) const RETIRED_FILE: &str = "retired";
 
 /// Whether `name` is a staged file's name.
-pub fn is_stage_name(name: &OsStr) -> bool {
+pub(crate) fn is_stage_name(name: &OsStr) -> bool {
     is_temp_name(STAGE_PREFIX, name)
 }
 

@@ -8,14 +8,14 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use fstx_testkit::TempDir;
+pub(crate) use fstx_testkit::TempDir;
 
 use fstx::storage::{DirEntry, Fd, LockMode, OpenHow, OsStorage, Stat, Storage, SyncKind};
 
 /// Whether the system temp dir is on btrfs, where fstx flushes directories
 /// with `syncfs` (tests that count or fail exact directory fsyncs skip there;
 /// the simulator's `BtrfsDirRace` profile covers that path).
-pub fn temp_on_btrfs() -> bool {
+pub(crate) fn temp_on_btrfs() -> bool {
     rustix::fs::statfs(std::env::temp_dir())
         .is_ok_and(|s| u64::try_from(s.f_type) == Ok(fstx::fskind::BTRFS_MAGIC))
 }
@@ -27,10 +27,10 @@ impl Drop for Tmpfs {
 }
 
 /// A tmpfs mounted on a fresh directory (the tests run as root), unmounted on drop.
-pub struct Tmpfs(pub TempDir);
+pub(crate) struct Tmpfs(pub TempDir);
 
 impl Tmpfs {
-    pub fn new(tag: &str, options: &str) -> Tmpfs {
+    pub(crate) fn new(tag: &str, options: &str) -> Tmpfs {
         let dir = TempDir::new(tag);
         let ok = Command::new("mount")
             .args(["-t", "tmpfs", "-o", options, "fstx-test"])
@@ -41,16 +41,16 @@ impl Tmpfs {
         assert!(ok, "mounting a tmpfs needs root");
         Tmpfs(dir)
     }
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.0.path()
     }
-    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+    pub(crate) fn join(&self, p: impl AsRef<Path>) -> PathBuf {
         self.0.join(p)
     }
 }
 
 /// Names of fstx temporary files in `dir`.
-pub fn temps(dir: &Path) -> Vec<OsString> {
+pub(crate) fn temps(dir: &Path) -> Vec<OsString> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -60,7 +60,7 @@ pub fn temps(dir: &Path) -> Vec<OsString> {
 
 /// What a [`Hooked`] storage does differently from the real one.
 #[derive(Default)]
-pub struct Hooks {
+pub(crate) struct Hooks {
     /// Fail the Nth (1-based) `sync` call with this errno.
     pub fail_sync: Option<(usize, i32)>,
     /// Fail every `unlink_at` with this errno.
@@ -75,7 +75,7 @@ pub struct Hooks {
 
 /// The real storage, with hooks for fault injection and interleavings.
 #[derive(Default)]
-pub struct Hooked {
+pub(crate) struct Hooked {
     pub inner: OsStorage,
     pub hooks: Mutex<Hooks>,
     pub syncs: AtomicUsize,
@@ -90,7 +90,7 @@ impl std::fmt::Debug for Hooked {
 }
 
 impl Hooked {
-    pub fn new(hooks: Hooks) -> Arc<Hooked> {
+    pub(crate) fn new(hooks: Hooks) -> Arc<Hooked> {
         Arc::new(Hooked {
             hooks: Mutex::new(hooks),
             ..Hooked::default()

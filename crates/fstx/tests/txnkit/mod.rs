@@ -14,14 +14,14 @@ use fstx::storage::{DirEntry, Fd, LockMode, OpenHow, OsStorage, Stat, Storage, S
 
 /// One recorded call: the operation and the names involved.
 #[derive(Debug, Clone)]
-pub struct Event {
+pub(crate) struct Event {
     pub op: &'static str,
     pub a: String,
     pub b: String,
 }
 
 #[derive(Default)]
-pub struct ProbeState {
+pub(crate) struct ProbeState {
     pub calls: u64,
     /// Every call numbered >= this fails with EIO (a crash at that call).
     pub crash_at: Option<u64>,
@@ -37,7 +37,7 @@ pub struct ProbeState {
 }
 
 #[derive(Default)]
-pub struct Probe {
+pub(crate) struct Probe {
     pub os: OsStorage,
     pub state: Mutex<ProbeState>,
 }
@@ -53,19 +53,19 @@ fn raw(fd: &Fd) -> i32 {
 }
 
 impl Probe {
-    pub fn new() -> Arc<Probe> {
+    pub(crate) fn new() -> Arc<Probe> {
         Arc::new(Probe::default())
     }
-    pub fn with<R>(&self, f: impl FnOnce(&mut ProbeState) -> R) -> R {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut ProbeState) -> R) -> R {
         f(&mut self.state.lock().unwrap())
     }
-    pub fn calls(&self) -> u64 {
+    pub(crate) fn calls(&self) -> u64 {
         self.with(|s| s.calls)
     }
-    pub fn syncs(&self) -> u64 {
+    pub(crate) fn syncs(&self) -> u64 {
         self.with(|s| s.syncs)
     }
-    pub fn events(&self) -> Vec<Event> {
+    pub(crate) fn events(&self) -> Vec<Event> {
         self.with(|s| s.events.clone())
     }
     fn name(&self, fd: &Fd) -> String {
@@ -216,12 +216,12 @@ impl Storage for Probe {
     }
 }
 
-pub use fstx_testkit::TempDir;
+pub(crate) use fstx_testkit::TempDir;
 
 /// The tree under `root` as path → content (directories as `None`),
 /// excluding `.fstx-txn`. Staged and temporary names are included, so a
 /// comparison with a model also proves none is left.
-pub fn snapshot(root: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
+pub(crate) fn snapshot(root: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
     fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Option<Vec<u8>>>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let e = e.unwrap();
@@ -246,7 +246,7 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
     out
 }
 
-pub fn opts(st: &Arc<Probe>) -> fstx::TxnOptions {
+pub(crate) fn opts(st: &Arc<Probe>) -> fstx::TxnOptions {
     let mut o = fstx::TxnOptions::new();
     o.storage(st.clone()).flush(fstx::txn::Flush::Serial);
     o
