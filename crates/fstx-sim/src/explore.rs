@@ -28,6 +28,7 @@ use crate::fault::{Fault, FaultError};
 use crate::fs::SimFs;
 use crate::history::History;
 use crate::model::{Kernel, Profile};
+use crate::protocol::{protocol_key, Versions};
 use crate::rng::{mix, Rng};
 use crate::tree::Tree;
 
@@ -275,6 +276,9 @@ pub struct Report {
     pub states_checked: u64,
     /// Hashes of the distinct crash images seen.
     pub distinct: HashSet<u64>,
+    /// Protocol keys of the crash states seen: states that differ in
+    /// something recovery or a reader looks at (see [`crate::protocol`]).
+    pub protocol_distinct: HashSet<u64>,
     /// Faults that fired.
     pub faults_injected: u64,
     /// Number of violations found.
@@ -292,6 +296,7 @@ impl Report {
         self.crash_points += other.crash_points;
         self.states_checked += other.states_checked;
         self.distinct.extend(other.distinct);
+        self.protocol_distinct.extend(other.protocol_distinct);
         self.faults_injected += other.faults_injected;
         self.violation_count += other.violation_count;
         let room = 5usize.saturating_sub(self.violations.len());
@@ -300,13 +305,21 @@ impl Report {
         self.elapsed += other.elapsed;
     }
 
+    /// Whether violations were found and one of those kept in full says
+    /// `needle`: the kind of violation a planted bug must cause (a count
+    /// alone could be an unrelated bug).
+    pub fn caught(&self, needle: &str) -> bool {
+        self.violation_count > 0 && self.violations.iter().any(|v| v.message.contains(needle))
+    }
+
     /// One line of figures.
     pub fn summary(&self) -> String {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         format!(
-            "distinct crash states {}, states checked {}, crash points {}, faults injected {}, \
-             {:.0} states/s, {:.1} s, violations {}",
+            "distinct crash states {}, protocol-distinct crash states {}, states checked {}, \
+             crash points {}, faults injected {}, {:.0} states/s, {:.1} s, violations {}",
             self.distinct.len(),
+            self.protocol_distinct.len(),
             self.states_checked,
             self.crash_points,
             self.faults_injected,
@@ -321,6 +334,8 @@ struct Explorer<'a> {
     workload: &'a dyn Workload,
     cfg: &'a Config,
     history: History,
+    /// The tracked paths' versions, for protocol keys.
+    versions: Versions,
     trace: Vec<String>,
     report: Report,
     seen: HashSet<(u64, u64)>,
@@ -350,6 +365,7 @@ pub fn explore(workload: &dyn Workload, cfg: &Config) -> Report {
     let mut ex = Explorer {
         workload,
         cfg,
+        versions: Versions::of(&history),
         history,
         trace,
         report: Report::default(),
@@ -432,7 +448,12 @@ impl Explorer<'_> {
     fn check_crash_state(&mut self, state: &Tree, k: u64, key: u64) {
         let hash = state.image_hash();
         self.report.distinct.insert(hash);
-        if !self.seen.insert((hash, key)) {
+        // Checked once per situation: images that differ only in what
+        // recovery never looks at (temporary files' bytes, random name
+        // parts, lock files) are one protocol state.
+        let situation = protocol_key(state, &self.versions);
+        self.report.protocol_distinct.insert(situation);
+        if !self.seen.insert((situation, key)) {
             return;
         }
         self.report.states_checked += 1;
@@ -492,7 +513,9 @@ impl Explorer<'_> {
             for rstate in states {
                 let h = rstate.image_hash();
                 self.report.distinct.insert(h);
-                if !self.seen.insert((h, key)) {
+                let situation = protocol_key(&rstate, &self.versions);
+                self.report.protocol_distinct.insert(situation);
+                if !self.seen.insert((situation, key)) {
                     continue;
                 }
                 self.report.states_checked += 1;

@@ -22,6 +22,7 @@ pub mod fault;
 pub mod fs;
 pub mod history;
 pub mod model;
+pub mod protocol;
 pub mod rng;
 pub mod tree;
 pub mod workloads;

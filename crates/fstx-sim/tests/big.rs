@@ -84,7 +84,7 @@ fn big_run() {
     let runs: Vec<(String, Report)> = vec![
         (
             "replace/mixed crashes".into(),
-            crashes(&replace(Level::Mixed), 4_000, Profile::Weak),
+            crashes(&replace(Level::Mixed), 1_500, Profile::Weak),
         ),
         (
             "replace/durable crashes".into(),
@@ -100,7 +100,7 @@ fn big_run() {
         ),
         (
             "update/mixed crashes".into(),
-            crashes(&update(Level::Mixed, false), 800, Profile::Weak),
+            crashes(&update(Level::Mixed, false), 2_400, Profile::Weak),
         ),
         (
             "update/durable/copy faults".into(),
@@ -112,11 +112,11 @@ fn big_run() {
         ),
         (
             "txn/serial crashes".into(),
-            crashes(&txn, 600, Profile::Weak),
+            crashes(&txn, 6_000, Profile::Weak),
         ),
         (
             "txn/syncfs crashes".into(),
-            crashes(&txn_syncfs, 200, Profile::Weak),
+            crashes(&txn_syncfs, 1_000, Profile::Weak),
         ),
         ("txn/syncfs faults".into(), faults(&txn_syncfs, 2)),
         ("txn/serial faults".into(), faults(&txn, 8)),
@@ -134,7 +134,7 @@ fn big_run() {
             let on = format!("{} on Linux {}", profile.name(), kernel.name());
             runs.push((
                 format!("txn (auto flush) crashes, {on}"),
-                crashes_on(&txn_auto, 100, profile, kernel),
+                crashes_on(&txn_auto, 300, profile, kernel),
             ));
             runs.push((
                 format!("txn (auto flush) faults, {on}"),
@@ -162,6 +162,13 @@ fn big_run() {
     assert_eq!(total.violation_count, 0);
     assert!(
         total.distinct.len() >= 1_000_000,
-        "fewer than 10^6 distinct crash states"
+        "fewer than 10^6 distinct crash images"
+    );
+    // The situations recovery tells apart (see fstx_sim::protocol). 472,567
+    // were measured with this budget (issue 13 asks for 10^6 in 5 minutes:
+    // not reached); this floor catches a run that stops exploring them.
+    assert!(
+        total.protocol_distinct.len() >= 400_000,
+        "fewer than 400,000 protocol-distinct crash states"
     );
 }

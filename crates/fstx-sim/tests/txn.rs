@@ -99,20 +99,26 @@ fn stricter_profile_passes() {
 
 #[test]
 fn planted_commit_before_data_flush_is_caught() {
-    assert!(run(&bug(FlushBug::CommitBeforeDataFlush), 0..20, false).violation_count > 0);
+    // A committed record whose staged data is not on disk: recovery refuses.
+    let r = run(&bug(FlushBug::CommitBeforeDataFlush), 0..20, false);
+    assert!(r.caught("verify staged file"), "{}", r.summary());
 }
 
 #[test]
 fn planted_commit_before_data_write_is_caught() {
-    assert!(run(&bug(FlushBug::CommitBeforeDataWrite), 0..20, false).violation_count > 0);
+    let r = run(&bug(FlushBug::CommitBeforeDataWrite), 0..20, false);
+    assert!(r.caught("verify staged file"), "{}", r.summary());
     let mut w = bug(FlushBug::CommitBeforeDataWrite);
     w.flush = Flush::SyncFs;
-    assert!(run(&w, 0..20, false).violation_count > 0);
+    let r = run(&w, 0..20, false);
+    assert!(r.caught("verify staged file"), "{}", r.summary());
 }
 
 #[test]
 fn planted_no_stage_dir_flush_is_caught() {
-    assert!(run(&bug(FlushBug::NoStageDirFlush), 0..20, false).violation_count > 0);
+    // Staged files whose names were not durable: gone after the crash.
+    let r = run(&bug(FlushBug::NoStageDirFlush), 0..20, false);
+    assert!(r.caught("verify staged file"), "{}", r.summary());
 }
 
 fn lying(w: &dyn Workload, seeds: std::ops::Range<u64>) -> Report {
@@ -182,15 +188,13 @@ fn planted_replay_retired_is_caught() {
 #[cfg(feature = "planted-bugs")]
 #[test]
 fn planted_sweep_staging_first_is_caught() {
-    assert!(
-        run(
-            &recovery_bug(|b| b.sweep_staging_first = true),
-            0..20,
-            false
-        )
-        .violation_count
-            > 0
+    // The committed transaction's staging is gone before redo.
+    let r = run(
+        &recovery_bug(|b| b.sweep_staging_first = true),
+        0..20,
+        false,
     );
+    assert!(r.caught("verify staged file"), "{}", r.summary());
 }
 
 /// btrfs's directory-flush race (see `Profile::BtrfsDirRace`), with
@@ -296,7 +300,13 @@ fn planted_auto_flush_for_the_wrong_kernel_is_caught() {
         Kernel::Linux5_4,
         Some(Kernel::Current),
     );
-    assert!(r.violation_count > 0);
+    // Committed with its staged data lost: recovery refuses, or a staged
+    // file outlives its transaction.
+    assert!(
+        r.caught("verify staged file") || r.caught("leftover after recovery"),
+        "{}",
+        r.summary()
+    );
     assert!(
         r.violations.iter().all(|v| v
             .faults

@@ -95,24 +95,35 @@ fn bug(copy: bool, bug: FlushBug) -> Update {
 #[test]
 fn planted_backup_no_dir_sync_is_caught() {
     let r = run(&bug(false, FlushBug::BackupNoDirSync), 0..20, false);
-    assert!(r.violation_count > 0);
+    // The replace survived, the backup of what it replaced did not.
+    assert!(
+        r.caught("instead of the version it replaced"),
+        "{}",
+        r.summary()
+    );
 }
 
 #[test]
 fn planted_backup_copy_no_sync_is_caught() {
     let r = run(&bug(true, FlushBug::BackupCopyNoSync), 0..20, false);
-    assert!(r.violation_count > 0);
+    // The backup (`NAME~`) holds no complete version.
+    assert!(r.caught("~: holds"), "{}", r.summary());
 }
 
 #[test]
 fn planted_replace_bugs_are_caught_through_update() {
-    for w in [
-        bug(false, FlushBug::NoFileSync),
-        bug(false, FlushBug::NoDirSync),
+    for (w, kind) in [
+        (bug(false, FlushBug::NoFileSync), "holds 0 bytes"),
+        (
+            bug(false, FlushBug::NoDirSync),
+            "but only these are allowed",
+        ),
     ] {
-        assert!(run(&w, 0..10, false).violation_count > 0);
+        let r = run(&w, 0..10, false);
+        assert!(r.caught(kind), "{}: {}", w.name(), r.summary());
     }
-    assert!(run(&bug(false, FlushBug::RetryFsync), 0..1, true).violation_count > 0);
+    let r = run(&bug(false, FlushBug::RetryFsync), 0..1, true);
+    assert!(r.caught("but the operation returned Ok"), "{}", r.summary());
 }
 
 /// btrfs's directory-flush race (see `Profile::BtrfsDirRace`).
