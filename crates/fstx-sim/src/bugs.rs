@@ -57,11 +57,15 @@ pub enum FlushBug {
     /// Write staged files' data only after the commit record is flushed
     /// (then write and flush it): no flush mode hides this one.
     CommitBeforeDataWrite,
+    /// Give a temporary file its mode, owner and xattrs only after it was
+    /// renamed over the target (after its flush), so a power cut can leave
+    /// the new content with the temporary file's metadata.
+    MetaAfterRename,
 }
 
 impl FlushBug {
     /// Every flush bug.
-    pub const ALL: [FlushBug; 9] = [
+    pub const ALL: [FlushBug; 10] = [
         FlushBug::NoFileSync,
         FlushBug::NoDirSync,
         FlushBug::RetryFsync,
@@ -71,6 +75,7 @@ impl FlushBug {
         FlushBug::NoStageDirFlush,
         FlushBug::CommitBeforeDataFlush,
         FlushBug::CommitBeforeDataWrite,
+        FlushBug::MetaAfterRename,
     ];
 
     /// The name used in workload names (`replace/durable+no_file_sync`).
@@ -85,6 +90,7 @@ impl FlushBug {
             FlushBug::NoStageDirFlush => "no_stage_dir_flush",
             FlushBug::CommitBeforeDataFlush => "commit_before_data_flush",
             FlushBug::CommitBeforeDataWrite => "commit_before_data_write",
+            FlushBug::MetaAfterRename => "meta_after_rename",
         }
     }
 
@@ -188,8 +194,17 @@ struct Transaction {
     held_writes: Vec<(u64, u64, Vec<u8>)>,
 }
 
+/// A metadata change held back ([`FlushBug::MetaAfterRename`]).
+enum MetaChange {
+    Chmod(u32),
+    Chown(Option<u32>, Option<u32>),
+    SetXattr(OsString, Vec<u8>),
+}
+
 struct State {
     next: u64,
+    /// Held metadata changes of temporary files, by handle.
+    held_meta: Vec<(u64, MetaChange)>,
     handles: HashMap<u64, Handle>,
     last: LastChange,
     txn: Transaction,
@@ -232,6 +247,7 @@ impl Buggy {
     pub fn new(inner: Arc<dyn Storage>, bugs: FlushBugs) -> Arc<Buggy> {
         let state = Arc::new(Mutex::new(State {
             next: 1,
+            held_meta: Vec::new(),
             handles: HashMap::new(),
             last: LastChange::None,
             txn: Transaction::default(),
@@ -241,6 +257,7 @@ impl Buggy {
             if let Some(state) = weak.upgrade() {
                 let mut g = lock(&state);
                 let held = g.txn.held_syncs.contains(&id)
+                    || g.held_meta.iter().any(|(h, _)| *h == id)
                     || g.txn.held_writes.iter().any(|(h, _, _)| *h == id);
                 if held {
                     if let Some(h) = g.handles.get_mut(&id) {
@@ -325,6 +342,43 @@ impl Buggy {
             if g.handles.get(&id).is_some_and(|h| h.closed) {
                 g.handles.remove(&id);
             }
+        }
+    }
+
+    /// Holds back a metadata change of a temporary file
+    /// ([`FlushBug::MetaAfterRename`]); whether it was held.
+    fn hold_meta(&self, file: &Fd, change: MetaChange) -> io::Result<bool> {
+        let (_, role, id) = self.handle(file)?;
+        if !self.has(FlushBug::MetaAfterRename) || !matches!(role, Role::Temp { .. }) {
+            return Ok(false);
+        }
+        lock(&self.state).held_meta.push((id, change));
+        Ok(true)
+    }
+
+    /// After a temporary file was renamed: its held metadata changes.
+    fn release_meta(&self) {
+        let held: Vec<(Arc<Fd>, MetaChange)> = {
+            let mut g = lock(&self.state);
+            let held = std::mem::take(&mut g.held_meta);
+            let ids: Vec<u64> = held.iter().map(|(id, _)| *id).collect();
+            let out = held
+                .into_iter()
+                .filter_map(|(id, c)| g.handles.get(&id).map(|h| (h.inner.clone(), c)))
+                .collect();
+            for id in ids {
+                if g.handles.get(&id).is_some_and(|h| h.closed) {
+                    g.handles.remove(&id);
+                }
+            }
+            out
+        };
+        for (fd, change) in held {
+            let _ = match change {
+                MetaChange::Chmod(mode) => self.inner.chmod(&fd, mode),
+                MetaChange::Chown(uid, gid) => self.inner.chown(&fd, uid, gid),
+                MetaChange::SetXattr(name, value) => self.inner.set_xattr(&fd, &name, &value),
+            };
         }
     }
 
@@ -471,6 +525,9 @@ impl Storage for Buggy {
         let (fd, _, _) = self.handle(from_dir)?;
         let (td, _, to_id) = self.handle(to_dir)?;
         self.inner.rename_at(&fd, from, &td, to, noreplace)?;
+        if fstx::internal_name(from) == Some(InternalName::Temp) {
+            self.release_meta();
+        }
         let mut g = lock(&self.state);
         g.last = if is_backup_name(to) {
             LastChange::BackupMade(to_id)
@@ -503,10 +560,16 @@ impl Storage for Buggy {
     }
 
     fn chmod(&self, file: &Fd, mode: u32) -> io::Result<()> {
+        if self.hold_meta(file, MetaChange::Chmod(mode))? {
+            return Ok(());
+        }
         self.inner.chmod(&*self.inner_of(file)?, mode)
     }
 
     fn chown(&self, file: &Fd, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+        if self.hold_meta(file, MetaChange::Chown(uid, gid))? {
+            return Ok(());
+        }
         self.inner.chown(&*self.inner_of(file)?, uid, gid)
     }
 
@@ -519,6 +582,10 @@ impl Storage for Buggy {
     }
 
     fn set_xattr(&self, file: &Fd, name: &OsStr, value: &[u8]) -> io::Result<()> {
+        let change = MetaChange::SetXattr(name.to_os_string(), value.to_vec());
+        if self.hold_meta(file, change)? {
+            return Ok(());
+        }
         self.inner.set_xattr(&*self.inner_of(file)?, name, value)
     }
 

@@ -59,6 +59,7 @@ pub trait Workload: Send + Sync {
             .iter()
             .filter_map(|(path, allowed)| allowed.check(tree, path))
             .collect();
+        out.extend(history.check_meta(tree, k, false));
         out.extend(leftovers(tree, |p| self.is_leftover(p)));
         out
     }
@@ -351,6 +352,7 @@ pub fn explore(workload: &dyn Workload, cfg: &Config) -> Report {
     let fs = cfg.boot();
     let mut history = History::default();
     workload.setup(cfg.seed, &fs, &mut history);
+    history.record_meta(&fs.live(), fs.new_file_meta());
     fs.record_trace(true);
     fs.record_snapshots(true);
     for fault in &cfg.faults {

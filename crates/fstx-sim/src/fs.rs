@@ -205,6 +205,18 @@ impl SimFs {
         g.gid = gid;
     }
 
+    /// The metadata of a file created now with mode `0o666` (fstx's new
+    /// files): the umask applied, the process's owner and group, no xattrs.
+    pub fn new_file_meta(&self) -> crate::tree::Meta {
+        let g = self.lock();
+        crate::tree::Meta {
+            mode: 0o666 & !g.umask,
+            uid: g.uid,
+            gid: g.gid,
+            xattrs: std::collections::BTreeMap::new(),
+        }
+    }
+
     /// Sets the `statfs` magic reported by `fs_type` (default ext4).
     pub fn set_fs_magic(&self, magic: u64) {
         self.lock().magic = magic;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::tree::{describe, Tree};
+use crate::tree::{describe, Meta, Tree};
 
 /// How an operation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,9 +72,79 @@ pub struct History {
     /// Transactions: the sequence number each operation ran under (index
     /// into [`ops`](Self::ops) -> seq), when its `begin` succeeded.
     pub txn_seq: BTreeMap<usize, u64>,
+    /// The metadata (mode, owner, group, xattrs) of each tracked path that
+    /// existed before the workload: a replace carries it to the new content.
+    pub meta: BTreeMap<PathBuf, Meta>,
+    /// The metadata of a file fstx creates (`0o666` less the umask, the
+    /// process's owner and group, no xattrs).
+    pub new_file_meta: Option<Meta>,
 }
 
 impl History {
+    /// Records the metadata the guarantee promises (see [`meta`](Self::meta)):
+    /// the tracked paths' as they are in `live` after setup, and a new file's.
+    pub fn record_meta(&mut self, live: &Tree, new_file: Meta) {
+        for path in self.initial.keys() {
+            if let Some(ino) = live.resolve(path) {
+                self.meta.insert(path.clone(), live.get(ino).meta.clone());
+            }
+        }
+        self.new_file_meta = Some(new_file);
+    }
+
+    /// Metadata after recovery (design §1: the new file gets the old one's
+    /// owner, group, mode and xattrs, no set-id bits; a new file the
+    /// defaults): every tracked target that holds a complete version after
+    /// a crash after call `k` (where its content is checked at all) has the
+    /// metadata it had before the workload, or a new file's if it had none.
+    /// With `moved` (transactions rename files between tracked paths), any
+    /// tracked path's original metadata is accepted.
+    pub fn check_meta(&self, tree: &Tree, k: u64, moved: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        let Some(new_file) = &self.new_file_meta else {
+            return out;
+        };
+        for (path, allowed) in self.allowed_per_file(k) {
+            if allowed.unchecked || self.versions_of.contains_key(&path) {
+                continue;
+            }
+            let Some(ino) = tree.resolve(&path) else {
+                continue;
+            };
+            let content = tree.get(ino).data().map(Vec::as_slice);
+            if content.is_none()
+                || !allowed
+                    .versions
+                    .iter()
+                    .any(|(_, v)| v.as_deref() == content)
+            {
+                continue; // the content check reports it
+            }
+            let actual = &tree.get(ino).meta;
+            let expected: Vec<&Meta> = if moved {
+                self.meta.values().chain([new_file]).collect()
+            } else {
+                vec![self.meta.get(&path).unwrap_or(new_file)]
+            };
+            if !expected.contains(&actual) {
+                out.push(format!(
+                    "{}: holds a complete version but its metadata is mode {:o} owner {}:{} \
+                     xattrs {:?}, not the promised mode {:o} owner {}:{} xattrs {:?}",
+                    path.display(),
+                    actual.mode,
+                    actual.uid,
+                    actual.gid,
+                    actual.xattrs.keys().collect::<Vec<_>>(),
+                    expected[0].mode,
+                    expected[0].uid,
+                    expected[0].gid,
+                    expected[0].xattrs.keys().collect::<Vec<_>>()
+                ));
+            }
+        }
+        out
+    }
+
     /// Tracks `path`, whose content before the workload is `initial`.
     pub fn track(&mut self, path: impl Into<PathBuf>, initial: Option<Vec<u8>>) {
         self.initial.insert(path.into(), initial);

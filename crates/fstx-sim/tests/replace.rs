@@ -262,3 +262,13 @@ fn btrfs_directory_flush_follows_the_kernel() {
         assert_eq!(get(fstx_sim::CallKind::Sync), fsyncs, "{kernel:?}");
     }
 }
+
+/// Metadata is checked in every crash state where content is: a replace
+/// that gives the new file its mode and xattrs only after the rename (not
+/// flushed with the data) leaves the new content with the temporary
+/// file's mode after a power cut.
+#[test]
+fn planted_meta_after_rename_is_caught() {
+    let r = run(&bug(FlushBug::MetaAfterRename), 0..10, Profile::Weak, false);
+    assert!(r.caught("but its metadata is"), "{}", r.summary());
+}

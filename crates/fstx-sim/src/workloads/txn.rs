@@ -355,6 +355,8 @@ impl Workload for Txn {
 
     fn check(&self, tree: &Tree, history: &History, k: u64) -> Vec<String> {
         let mut out: Vec<String> = history.check_prefix(tree, k).into_iter().collect();
+        // Renames move files, and their metadata, between tracked paths.
+        out.extend(history.check_meta(tree, k, true));
         let control = Path::new(ROOT).join(".fstx-txn");
         for (p, ino) in tree.walk() {
             if self.is_leftover(&p) || p == control.join("journal") {

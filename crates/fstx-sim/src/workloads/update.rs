@@ -262,6 +262,7 @@ impl Workload for Update {
         {
             out.extend(history.check_versions(tree, k));
         }
+        out.extend(history.check_meta(tree, k, false));
         out.extend(crate::explore::leftovers(tree, |p| self.is_leftover(p)));
         out
     }
