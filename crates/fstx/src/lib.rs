@@ -120,7 +120,8 @@ pub mod storage;
 #[cfg(not(feature = "internals"))]
 #[allow(unreachable_pub, dead_code)] // used by simulators, through `internals`
 pub(crate) mod storage;
-#[cfg_attr(not(feature = "internals"), allow(unreachable_pub))] // `OsStorage`: public with `internals`
+#[cfg_attr(not(feature = "internals"), allow(unreachable_pub))]
+// `OsStorage`: public with `internals`
 mod sys;
 mod temp;
 pub mod txn;
