@@ -725,12 +725,14 @@ fn temp_file_is_never_wider_than_the_final_file_at_any_call() {
         let dir = d.path().to_path_buf();
         let check = move |s: &mut (BTreeMap<i32, String>, Vec<String>, usize),
                           what: String,
-                          md: (u32, u32)| {
+                          md: (u32, u32, bool)| {
             s.2 += 1;
-            let (mode, gid) = md;
-            if mode & !fmode != 0 || (gid != fgid && mode & 0o070 != 0) {
+            let (mode, gid, acl) = md;
+            // Without its ACL yet, group bits would be the owning group's,
+            // not the final ACL's mask: they must stay off until it is set.
+            if mode & !fmode != 0 || (gid != fgid || !acl) && mode & 0o070 != 0 {
                 s.1.push(format!(
-                    "{what}: mode {mode:o} gid {gid} (final {fmode:o} gid {fgid})"
+                    "{what}: mode {mode:o} gid {gid} ACL {acl} (final {fmode:o} gid {fgid} with an ACL)"
                 ));
             }
         };
@@ -748,29 +750,21 @@ fn temp_file_is_never_wider_than_the_final_file_at_any_call() {
                     && (starts_with(name, ".fstx-tmp.") || starts_with(name, ".fstx-stage.")) =>
                 {
                     g.0.insert(raw(fd), name.to_string_lossy().into_owned());
-                    let st = rustix::fs::fstat(fd.as_os().unwrap()).unwrap();
-                    check(
-                        &mut g,
-                        "after the create".into(),
-                        (st.st_mode & 0o7777, st.st_gid),
-                    );
+                    check(&mut g, "after the create".into(), fd_state(fd));
                 }
                 (When::After, Call::File(op, fd)) if g.0.contains_key(&raw(fd)) => {
-                    let st = rustix::fs::fstat(fd.as_os().unwrap()).unwrap();
-                    check(
-                        &mut g,
-                        format!("after {op}"),
-                        (st.st_mode & 0o7777, st.st_gid),
-                    );
+                    check(&mut g, format!("after {op}"), fd_state(fd));
                 }
                 (When::Before, Call::Rename { from, .. })
                     if starts_with(from, ".fstx-tmp.") || starts_with(from, ".fstx-stage.") =>
                 {
-                    if let Ok(md) = std::fs::metadata(dir.join(from)) {
+                    let p = dir.join(from);
+                    if let Ok(md) = std::fs::metadata(&p) {
+                        let acl = xattr_get(&p, "system.posix_acl_access").is_some();
                         check(
                             &mut g,
                             "at the rename".into(),
-                            (md.mode() & 0o7777, md.gid()),
+                            (md.mode() & 0o7777, md.gid(), acl),
                         );
                     }
                 }
@@ -814,6 +808,15 @@ fn temp_file_is_never_wider_than_the_final_file_at_any_call() {
         t.write("f", b"new").unwrap();
         t.commit().unwrap();
     });
+}
+
+/// A new file's mode, group, and whether it has an access ACL yet.
+fn fd_state(fd: &Fd) -> (u32, u32, bool) {
+    let fd = fd.as_os().unwrap();
+    let st = rustix::fs::fstat(fd).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let acl = rustix::fs::fgetxattr(fd, "system.posix_acl_access", &mut buf).is_ok();
+    (st.st_mode & 0o7777, st.st_gid, acl)
 }
 
 // ----- §3: redo checks the staged file's CRC -------------------------------
