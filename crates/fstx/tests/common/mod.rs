@@ -12,14 +12,6 @@ pub(crate) use fstx_testkit::TempDir;
 
 use fstx::storage::{DirEntry, Fd, LockMode, OpenHow, OsStorage, Stat, Storage, SyncKind};
 
-/// Whether the system temp dir is on btrfs, where fstx flushes directories
-/// with `syncfs` (tests that count or fail exact directory fsyncs skip there;
-/// the simulator's `BtrfsDirRace` profile covers that path).
-pub(crate) fn temp_on_btrfs() -> bool {
-    rustix::fs::statfs(std::env::temp_dir())
-        .is_ok_and(|s| u64::try_from(s.f_type) == Ok(fstx::fskind::BTRFS_MAGIC))
-}
-
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
