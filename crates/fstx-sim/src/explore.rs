@@ -226,7 +226,7 @@ impl Violation {
             .unwrap_or_default();
         format!(
             "FSTX_SIM_WORKLOAD='{}' FSTX_SIM_SEED={} FSTX_SIM_PROFILE={} FSTX_SIM_KERNEL={}{reported} \
-             FSTX_SIM_FAULTS='{}' cargo test -p fstx-sim --all-features --test replay -- --nocapture",
+             FSTX_SIM_FAULTS='{}' cargo test -p fstx-sim --all-features --test replay -- --ignored --nocapture",
             self.workload,
             self.seed,
             self.profile.name(),
