@@ -329,7 +329,7 @@ impl Buggy {
         };
         for (id, offset, bytes) in writes {
             if let Some(fd) = handles.get(&id) {
-                let _ = fstx_io_write_all(&*self.inner, fd, &bytes, offset);
+                let _ = fstx::storage::write_all_at(&*self.inner, fd, &bytes, offset);
             }
         }
         for id in &syncs {
@@ -390,21 +390,6 @@ impl Buggy {
             || (self.has(FlushBug::BackupNoDirSync) && last == LastChange::BackupMade(dir))
             || (self.has(FlushBug::NoStageDirFlush) && g.txn.staging && g.txn.journal_writes == 1)
     }
-}
-
-fn fstx_io_write_all(st: &dyn Storage, f: &Fd, mut buf: &[u8], mut off: u64) -> io::Result<()> {
-    while !buf.is_empty() {
-        match st.write_at(f, buf, off) {
-            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-            Ok(n) => {
-                buf = &buf[n..];
-                off += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 impl Storage for Buggy {

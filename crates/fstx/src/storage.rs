@@ -325,6 +325,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn caps(&self) -> Caps;
 }
 
+/// Writes all of `buf` at `offset` through `st`, retrying short writes and
+/// `EINTR` (the loop fstx itself uses; for wrappers and simulators).
+pub fn write_all_at(st: &dyn Storage, file: &Fd, buf: &[u8], offset: u64) -> io::Result<()> {
+    crate::io::write_all_at(st, file, buf, offset)
+}
+
 /// The storage used when none is given: the real filesystem.
 pub fn os() -> Arc<dyn Storage> {
     static OS: std::sync::OnceLock<Arc<dyn Storage>> = std::sync::OnceLock::new();

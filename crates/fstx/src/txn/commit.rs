@@ -222,14 +222,7 @@ impl Transaction {
         let st = self.st();
         let undo = OsStr::new("journal.undo");
         let r = (|| -> io::Result<()> {
-            let rec = Record {
-                kind: Kind::Begin,
-                seq: self.seq,
-                txn_id: self.txn_id,
-                ops: Vec::new(),
-            }
-            .encode()
-            .map_err(|m| invalid(io::ErrorKind::InvalidData, m))?;
+            let rec = self.begin_record()?;
             match st.unlink_at(&self.ctl.dir, undo, false) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

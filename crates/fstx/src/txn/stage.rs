@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::journal::{Kind, Op, Record, RelPath};
+use super::journal::{Op, RelPath};
 use super::options::TxnOptions;
 use super::root::{rel_path, split};
 use super::transaction::{Staged, Transaction, Use};
@@ -95,14 +95,7 @@ impl Transaction {
             return Ok(());
         }
         let st = self.st();
-        let rec = Record {
-            kind: Kind::Begin,
-            seq: self.seq,
-            txn_id: self.txn_id,
-            ops: Vec::new(),
-        }
-        .encode()
-        .map_err(|m| invalid(io::ErrorKind::InvalidData, m))?;
+        let rec = self.begin_record()?;
         let f = self.create_journal()?;
         write_all_at(&*st, &f, &rec, 0)?;
         if self.opts.durable() {

@@ -202,4 +202,16 @@ impl Transaction {
         self.journal = Some(f.clone());
         Ok(f)
     }
+
+    /// This transaction's BEGIN record (the intent marker), encoded.
+    pub(super) fn begin_record(&self) -> io::Result<Vec<u8>> {
+        super::journal::Record {
+            kind: super::journal::Kind::Begin,
+            seq: self.seq,
+            txn_id: self.txn_id,
+            ops: Vec::new(),
+        }
+        .encode()
+        .map_err(|m| crate::error::invalid(io::ErrorKind::InvalidData, m))
+    }
 }
