@@ -120,7 +120,8 @@ pub mod storage;
 #[cfg(not(feature = "internals"))]
 #[allow(unreachable_pub, dead_code)] // used by simulators, through `internals`
 pub(crate) mod storage;
-#[cfg_attr(not(feature = "internals"), allow(unreachable_pub))] // `OsStorage`: public with `internals`
+#[cfg_attr(not(feature = "internals"), allow(unreachable_pub))]
+// `OsStorage`: public with `internals`
 mod sys;
 mod temp;
 pub mod txn;
@@ -136,7 +137,8 @@ pub use recover::{recover, RecoverOptions, Recovery};
 #[cfg(feature = "planted-bugs")]
 pub use txn::TxnBugs;
 pub use txn::{
-    Committed, Phase, Snapshot, StagedFile, Transaction, TxnOptions, TxnOutcome, TxnRecovery,
+    Committed, Damage, Phase, RollbackReason, Snapshot, StagedFile, Transaction, TxnOptions,
+    TxnOutcome, TxnRecovery,
 };
 pub use update::{update, update_stream, OldFile, UpdateOptions, Updated};
 
