@@ -27,6 +27,7 @@ pub const BEGIN: u8 = 1;
 pub const COMMIT: u8 = 2;
 
 fn str_field(out: &mut Vec<u8>, s: &[u8]) {
+    // Test inputs: a string longer than a u16 is a bug in the test.
     out.extend_from_slice(&u16::try_from(s.len()).expect("short string").to_le_bytes());
     out.extend_from_slice(s);
 }
@@ -74,6 +75,10 @@ pub fn rename(from: &[u8], to: &[u8], ino: u64) -> OpBytes {
 /// A whole journal file: the 40-byte header (`version`, `kind`, `seq`, a
 /// fixed transaction id, the operation count, the body length), the body,
 /// and the CRC-32C of everything before it. Checksum-valid.
+///
+/// # Panics
+///
+/// If there are more than `u32::MAX` operations or bytes of them.
 pub fn record(version: u16, kind: u8, seq: u64, ops: &[OpBytes]) -> Vec<u8> {
     let body: Vec<u8> = ops.iter().flat_map(|o| o.0.iter().copied()).collect();
     let mut out = Vec::with_capacity(44 + body.len());
@@ -91,6 +96,10 @@ pub fn record(version: u16, kind: u8, seq: u64, ops: &[OpBytes]) -> Vec<u8> {
 }
 
 /// Recomputes the trailing CRC after an edit.
+///
+/// # Panics
+///
+/// If `rec` is shorter than 4 bytes.
 pub fn reseal(rec: &mut [u8]) {
     let n = rec.len() - 4;
     let crc = crc32c(&rec[..n]);

@@ -208,7 +208,7 @@ fn journal_paths_never_reach_outside_the_root() {
         // Above `retired`'s sequence number, whatever the last case did.
         s.journal(&j::record(1, j::COMMIT, seq * 10, &ops));
         let _ = Snapshot::open(s.root());
-        let _ = Transaction::begin(s.root()).map(|t| t.commit());
+        let _ = Transaction::begin(s.root()).map(Transaction::commit);
         assert_eq!(s.outside(), before, "{what}");
     }
 }

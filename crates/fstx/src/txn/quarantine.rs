@@ -168,7 +168,7 @@ pub(super) fn quarantine(
                 to_flush.insert((1, dir.clone()), dst);
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
                 // Another filesystem: cannot be kept; removed as a rollback would.
                 match st.unlink_at(&src, file, false) {
                     Ok(()) => {}
