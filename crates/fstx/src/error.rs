@@ -249,6 +249,14 @@ pub enum Step {
     RemoveStagedFile,
     /// Removing the journal after a rollback.
     RemoveJournal,
+    /// Creating the quarantine directory for a malformed journal
+    /// (`.fstx-txn/quarantine/<seq>/` and the directories mirroring where
+    /// its staged files were).
+    CreateQuarantineDirectory,
+    /// Moving a staged file of a malformed journal into the quarantine.
+    QuarantineStagedFile,
+    /// Moving a malformed journal into the quarantine.
+    QuarantineJournal,
     /// Opening a staged file to verify it.
     OpenStagedFile,
     /// Reading a staged file to verify it.
@@ -365,6 +373,9 @@ impl Step {
             Step::RemoveStaleJournal => "remove stale journal",
             Step::RemoveStagedFile => "remove staged file",
             Step::RemoveJournal => "remove journal",
+            Step::CreateQuarantineDirectory => "create quarantine directory",
+            Step::QuarantineStagedFile => "move staged file to quarantine",
+            Step::QuarantineJournal => "move journal to quarantine",
             Step::OpenStagedFile => "open staged file",
             Step::ReadStagedFile => "read staged file",
             Step::ReadTarget => "read target",

@@ -137,7 +137,8 @@ pub use recover::{recover, RecoverOptions, Recovery};
 #[cfg(feature = "planted-bugs")]
 pub use txn::TxnBugs;
 pub use txn::{
-    Committed, Phase, Snapshot, StagedFile, Transaction, TxnOptions, TxnOutcome, TxnRecovery,
+    Committed, Damage, Phase, RollbackReason, Snapshot, StagedFile, Transaction, TxnOptions,
+    TxnOutcome, TxnRecovery,
 };
 pub use update::{update, update_stream, OldFile, UpdateOptions, Updated};
 

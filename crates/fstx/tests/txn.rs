@@ -483,15 +483,18 @@ fn hostile_journals_on_disk() {
         std::fs::write(d.join(".fstx-txn/journal"), bytes).unwrap();
         let r = fstx::recover(d.path()).unwrap();
         assert!(
-            matches!(r.transactions[0].outcome, TxnOutcome::RolledBack { ref staged_removed } if staged_removed.len() == 1),
+            matches!(r.transactions[0].outcome, TxnOutcome::RolledBack { ref staged_removed, .. } if staged_removed.len() == 1),
             "case {i}: {r:?}"
         );
         assert_eq!(snapshot(d.path()), old, "case {i}");
         assert!(no_journal(d.path()));
     }
-    // Unknown version: refused, nothing touched.
+    // Unknown version (checksum-valid): refused, nothing touched.
     let mut v = std::fs::read(d.join(".fstx-txn/retired")).unwrap();
     v[8] = 9;
+    let n = v.len() - 4;
+    let crc = crc32c::crc32c(&v[..n]);
+    v[n..].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(d.join(".fstx-txn/journal"), &v).unwrap();
     assert!(fstx::recover(d.path()).is_err());
     assert_eq!(snapshot(d.path()), old);

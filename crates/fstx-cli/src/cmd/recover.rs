@@ -39,6 +39,20 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
         } else {
             println!("{t}");
         }
+        // A checksum-valid but malformed journal is not an ordinary crash:
+        // say so where a supervisor looks, and where the evidence is.
+        if let fstx::TxnOutcome::Quarantined { dir, reason, .. } = &t.outcome {
+            let verb = if args.dry_run {
+                "would be quarantined"
+            } else {
+                "quarantined"
+            };
+            eprintln!(
+                "fstx: warning: {}: {reason}; not applied, {verb} in {}",
+                t.root.display(),
+                dir.display()
+            );
+        }
     }
     if report.is_empty() {
         println!("nothing to recover in {}", args.dir.display());

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::journal::{Op, RelPath};
-use super::root::{split, Control, Tree, JOURNAL_FILE, RETIRED_FILE};
+use super::root::{check_confined, check_name, split, Control, Tree, JOURNAL_FILE, RETIRED_FILE};
 use crate::error::{invalid, Step};
 use crate::storage::{Fd, FileKind, Storage};
 
@@ -40,6 +40,32 @@ pub(crate) fn retire(st: &dyn Storage, ctl: &Control, flush: bool) -> io::Result
     Ok(())
 }
 
+/// The walker's guard over a whole record, before anything is touched:
+/// every path, staging directory and staged name is made of single names
+/// inside the root ([`check_name`]), whatever the decoder accepted.
+pub(super) fn check_ops(ops: &[Op]) -> io::Result<()> {
+    for op in ops {
+        match op {
+            Op::Mkdir { path, .. } | Op::Remove { path, .. } => check_confined(path)?,
+            Op::Rename { from, to, .. } => {
+                check_confined(from)?;
+                check_confined(to)?;
+            }
+            Op::Put {
+                path,
+                stage_dir,
+                stage_name,
+                ..
+            } => {
+                check_confined(path)?;
+                check_confined(stage_dir)?;
+                check_name(stage_name)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Applies `ops` idempotently (each step checks whether it is already
 /// done) and returns the directories to flush, each once.
 pub(crate) fn apply(
@@ -48,12 +74,13 @@ pub(crate) fn apply(
     ops: &[Op],
     _root: &Path,
 ) -> std::result::Result<Vec<Arc<Fd>>, (Step, io::Error)> {
+    check_ops(ops).map_err(|e| (Step::CheckPath, e))?;
     let mut touched: BTreeMap<RelPath, Arc<Fd>> = BTreeMap::new();
     let not_found = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
     for op in ops {
         match op {
             Op::Mkdir { path, mode } => {
-                let (parent, name) = split(path);
+                let (parent, name) = split(path).map_err(|e| (Step::CheckPath, e))?;
                 let name = name.as_os_str();
                 let pd = tree
                     .dir(&parent)
@@ -68,9 +95,9 @@ pub(crate) fn apply(
                 touched.insert(path.clone(), d);
             }
             Op::Rename { from, to, ino } => {
-                let (fparent, fname) = split(from);
+                let (fparent, fname) = split(from).map_err(|e| (Step::CheckPath, e))?;
                 let fname = fname.as_os_str();
-                let (tparent, tname) = split(to);
+                let (tparent, tname) = split(to).map_err(|e| (Step::CheckPath, e))?;
                 let tname = tname.as_os_str();
                 let fd = match tree.dir(&fparent) {
                     Ok(d) => d,
@@ -104,8 +131,9 @@ pub(crate) fn apply(
                 stage_name,
                 ..
             } => {
-                let (parent, name) = split(path);
+                let (parent, name) = split(path).map_err(|e| (Step::CheckPath, e))?;
                 let name = name.as_os_str();
+                check_name(stage_name).map_err(|e| (Step::CheckPath, e))?;
                 let sd = tree
                     .dir(stage_dir)
                     .map_err(|e| (Step::OpenStagingDirectory, e))?;
@@ -135,7 +163,7 @@ pub(crate) fn apply(
                 }
             }
             Op::Remove { path, ino } => {
-                let (parent, name) = split(path);
+                let (parent, name) = split(path).map_err(|e| (Step::CheckPath, e))?;
                 let name = name.as_os_str();
                 let pd = match tree.dir(&parent) {
                     Ok(d) => d,

@@ -49,6 +49,7 @@ pub mod journal;
 #[allow(unreachable_pub, dead_code)] // the fuzz target decodes, through `internals`
 pub(crate) mod journal;
 mod options;
+mod quarantine;
 mod recovery;
 mod root;
 mod snapshot;
@@ -58,7 +59,7 @@ mod transaction;
 pub use flush::{Flush, DEFAULT_FLUSH_THREADS};
 pub use options::{Committed, Phase, PhaseHook, TxnOptions};
 pub(crate) use recovery::{recover_root, RootState};
-pub use recovery::{TxnOutcome, TxnRecovery};
+pub use recovery::{Damage, RollbackReason, TxnOutcome, TxnRecovery};
 pub(crate) use root::{is_stage_name, CONTROL_DIR, STAGE_PREFIX};
 pub use snapshot::Snapshot;
 pub use stage::StagedFile;

@@ -9,9 +9,18 @@
 //! | absent, no `retired` (no transaction ever retired here) | sweep staged files (a lost `.fstx-txn/` can leave them) |
 //! | COMMIT, valid, seq > `retired`'s seq        | verify every staged file, redo, flush touched directories, retire |
 //! | COMMIT, valid, seq ≤ `retired`'s seq        | stale (already applied): remove it, never replay |
-//! | BEGIN, empty, torn, bad checksum, malformed | roll back: remove every staged file, flush, then remove the journal |
-//! | unknown version                             | refuse (error): it may be a newer fstx's committed journal |
+//! | BEGIN                                       | roll back: remove every staged file, flush, then remove the journal ([`RollbackReason::NoCommitRecord`]) |
+//! | empty, torn, trailing bytes, CRC mismatch (whatever the version byte says) | roll back ([`RollbackReason::Damaged`]) |
+//! | CRC-valid but malformed (wrong magic, unknown kind, a path that escapes the root, absurd count, ...) | quarantine: move the staged files found and the record to `.fstx-txn/quarantine/<seq>/` ([`TxnOutcome::Quarantined`]) |
+//! | CRC-valid, unknown version                  | refuse (error naming the version): it may be a newer fstx's committed journal |
 //! | COMMIT whose staged data fails verification | refuse (error), change nothing           |
+//! | COMMIT with a path the walker refuses (decoder bypassed) | refuse (error), change nothing |
+//!
+//! Paths of a record have two guards: the decoder rejects a record with an
+//! absolute path or an empty, `.` or `..` component, and the tree walker
+//! (`root::check_name`, through `Tree::dir`, `split` and `check_ops`)
+//! refuses such a component again, before anything is touched, wherever a
+//! path becomes names passed to the storage.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -20,11 +29,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::apply::{apply, remove_journal, retire};
+use super::apply::{apply, check_ops, remove_journal, retire};
 use super::bug;
 use super::flush::Flusher;
 use super::journal::{self, DecodeError, Kind, Op, Record, RelPath};
 use super::options::TxnOptions;
+use super::quarantine::quarantine;
 use super::root::{
     is_stage_name, open_control, split, Control, Tree, CONTROL_DIR, JOURNAL_FILE, RETIRED_FILE,
 };
@@ -32,8 +42,64 @@ use crate::error::{Error, Result, State, Step};
 use crate::io::read_small;
 use crate::storage::{Fd, FileKind, LockMode, OpenHow, Storage, SyncKind};
 
+/// How a journal record was damaged (see [`RollbackReason::Damaged`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Damage {
+    /// The journal file is empty (a crash just after it was created, or a
+    /// record larger than any fstx writes).
+    Empty,
+    /// Shorter than its header says: torn.
+    Torn,
+    /// The CRC does not match, or bytes follow the record (whatever its
+    /// version byte says).
+    BadChecksum,
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Damage::Empty => "empty",
+            Damage::Torn => "torn",
+            Damage::BadChecksum => "bad checksum",
+        })
+    }
+}
+
+/// Why recovery did not finish an interrupted transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RollbackReason {
+    /// The journal holds only the BEGIN record: the commit record was never
+    /// written.
+    NoCommitRecord,
+    /// There was no journal at all (and no transaction had retired in this
+    /// control directory), but staged files were found.
+    NoJournal,
+    /// The journal record is damaged: it never committed.
+    Damaged(Damage),
+    /// The journal record's checksum is valid but its content is malformed
+    /// (the defect named): a buggy or hostile writer. Never applied;
+    /// quarantined ([`TxnOutcome::Quarantined`]).
+    Malformed(&'static str),
+}
+
+impl fmt::Display for RollbackReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RollbackReason::NoCommitRecord => {
+                f.write_str("no commit record (the journal holds only the BEGIN record)")
+            }
+            RollbackReason::NoJournal => f.write_str("no commit record (no journal)"),
+            RollbackReason::Damaged(d) => write!(f, "the journal record is damaged: {d}"),
+            RollbackReason::Malformed(why) => write!(f, "the journal record is malformed: {why}"),
+        }
+    }
+}
+
 /// Which way an interrupted transaction went.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TxnOutcome {
     /// It had committed: recovery applied it to completion.
     Finished {
@@ -45,6 +111,20 @@ pub enum TxnOutcome {
     RolledBack {
         /// Staged files removed.
         staged_removed: Vec<PathBuf>,
+        /// Why it had not committed.
+        reason: RollbackReason,
+    },
+    /// Its journal record was checksum-valid but malformed: it was not
+    /// applied, and the record and the staged files found were moved into
+    /// `dir` (under `.fstx-txn/quarantine/`) as evidence. The tree is as
+    /// before the transaction.
+    Quarantined {
+        /// The quarantine directory (`ROOT/.fstx-txn/quarantine/<seq>`).
+        dir: PathBuf,
+        /// The staged files moved there, by their former paths.
+        staged: Vec<PathBuf>,
+        /// What is wrong with the record ([`RollbackReason::Malformed`]).
+        reason: RollbackReason,
     },
     /// A journal already applied and retired (left behind by a crash during
     /// retirement) was removed without being replayed.
@@ -74,11 +154,26 @@ impl fmt::Display for TxnRecovery {
                 "{}: {seq} had committed; finished applying its {operations} operation(s)",
                 self.root.display()
             ),
-            TxnOutcome::RolledBack { staged_removed } => write!(
+            TxnOutcome::RolledBack {
+                staged_removed,
+                reason,
+            } => write!(
                 f,
-                "{}: {seq} had not committed; rolled back ({} staged file(s) removed)",
+                "{}: {seq} had not committed ({reason}); rolled back ({} staged file(s) removed)",
                 self.root.display(),
                 staged_removed.len()
+            ),
+            TxnOutcome::Quarantined {
+                dir,
+                staged,
+                reason,
+            } => write!(
+                f,
+                "{}: {seq} was not applied ({reason}); quarantined its journal and {} staged \
+                 file(s) in {}",
+                self.root.display(),
+                staged.len(),
+                dir.display()
             ),
             TxnOutcome::DiscardedStale => write!(
                 f,
@@ -191,6 +286,7 @@ pub(crate) fn recover_locked(
                     None,
                     TxnOutcome::RolledBack {
                         staged_removed: removed.iter().map(|p| root_path.join(p)).collect(),
+                        reason: RollbackReason::NoJournal,
                     },
                 ));
             }
@@ -249,13 +345,38 @@ pub(crate) fn recover_locked(
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "the journal has format version {v}, which this fstx does not know; \
-                     refusing to redo or roll it back (use the fstx that wrote it)"
+                    "the journal holds a checksum-valid record of format version {v}, which \
+                     this fstx does not know (it reads version {}); refusing to redo or roll \
+                     it back (use the fstx that wrote it)",
+                    journal::VERSION
                 ),
             ),
         )),
+        Err(DecodeError::Malformed(why)) => {
+            let seq = journal::framed_seq(&bytes);
+            let moved = quarantine(st, tree, ctl, &mut flusher, durable, dry_run, seq)
+                .map_err(|(step, e)| fail(step, nc.clone(), e))?;
+            Ok(Last {
+                last_seq: retired,
+                report: Some(report(
+                    seq,
+                    TxnOutcome::Quarantined {
+                        dir: root_path.join(moved.dir),
+                        staged: moved.staged.iter().map(|p| root_path.join(p)).collect(),
+                        reason: RollbackReason::Malformed(why),
+                    },
+                )),
+            })
+        }
         other => {
-            let seq = other.ok().map(|r| r.seq);
+            let (seq, reason) = match other {
+                Ok(r) => (Some(r.seq), RollbackReason::NoCommitRecord),
+                Err(DecodeError::Truncated) if bytes.is_empty() => {
+                    (None, RollbackReason::Damaged(Damage::Empty))
+                }
+                Err(DecodeError::Truncated) => (None, RollbackReason::Damaged(Damage::Torn)),
+                Err(_) => (None, RollbackReason::Damaged(Damage::BadChecksum)),
+            };
             let removed = rollback(st, tree, ctl, &mut flusher, durable, dry_run)
                 .map_err(|(step, e)| fail(step, nc.clone(), e))?;
             Ok(Last {
@@ -264,6 +385,7 @@ pub(crate) fn recover_locked(
                     seq,
                     TxnOutcome::RolledBack {
                         staged_removed: removed.iter().map(|p| root_path.join(p)).collect(),
+                        reason,
                     },
                 )),
             })
@@ -311,7 +433,7 @@ fn rollback(
 
 /// Walks the tree (never following symlinks, skipping the control directory
 /// and nested transaction roots) and lists staged files.
-fn find_staging(
+pub(super) fn find_staging(
     st: &dyn Storage,
     tree: &mut Tree,
 ) -> io::Result<Vec<(RelPath, std::ffi::OsString)>> {
@@ -389,6 +511,7 @@ fn verify(
     tree: &mut Tree,
     ops: &[Op],
 ) -> std::result::Result<(), (Step, io::Error)> {
+    check_ops(ops).map_err(|e| (Step::CheckPath, e))?;
     for op in ops {
         let Op::Put {
             path,
@@ -412,7 +535,7 @@ fn verify(
         let ok = if let Some(f) = staged {
             crc_of(st, &f, *len).map_err(|e| (Step::ReadStagedFile, e))? == Some(*crc)
         } else {
-            let (parent, name) = split(path);
+            let (parent, name) = split(path).map_err(|e| (Step::CheckPath, e))?;
             match tree.dir(&parent) {
                 Ok(d) => match st.open(&d, &name, OpenHow::READ_NOFOLLOW) {
                     Ok(f) => crc_of(st, &f, *len).map_err(|e| (Step::ReadTarget, e))? == Some(*crc),

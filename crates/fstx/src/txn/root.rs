@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io::{self};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 use std::sync::Arc;
 
@@ -52,6 +53,7 @@ impl Tree {
         let Some((parent, name)) = p.split_last() else {
             return Ok(self.root());
         };
+        check_name(name)?;
         let parent = self.dir(&parent)?;
         let fd = match self.st.open_dir(Some(&parent), Path::new(name), false) {
             Ok(fd) => Arc::new(fd),
@@ -75,11 +77,39 @@ pub(super) fn is_not_dir(e: &io::Error) -> bool {
         || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error())
 }
 
-/// The parent and final name of a path from [`rel_path`] (never the root).
-pub(crate) fn split(rel: &RelPath) -> (RelPath, OsString) {
-    rel.split_last()
-        .map(|(p, n)| (p, n.to_os_string()))
-        .unwrap_or_default()
+/// The walker's guard, the second after the journal decoder's: `name` is
+/// about to be passed to the storage as one entry of a directory inside the
+/// root, so it must be exactly one name — not empty, `.` or `..`, without
+/// `/` or NUL. Whatever produced it (a decoded journal, a caller's path),
+/// anything else is refused with an error before anything is touched.
+pub(crate) fn check_name(name: &OsStr) -> io::Result<()> {
+    let b = name.as_bytes();
+    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') || b.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "refusing the path component {:?}: not a single name inside the transaction \
+                 root (it would escape the root)",
+                String::from_utf8_lossy(b)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks every component of `p` with [`check_name`].
+pub(crate) fn check_confined(p: &RelPath) -> io::Result<()> {
+    p.components().iter().try_for_each(|c| check_name(c))
+}
+
+/// The parent and final name of a path (never the root), the name checked
+/// with [`check_name`].
+pub(crate) fn split(rel: &RelPath) -> io::Result<(RelPath, OsString)> {
+    let (p, n) = rel
+        .split_last()
+        .ok_or_else(|| invalid(io::ErrorKind::InvalidInput, "the root itself has no name"))?;
+    check_name(n)?;
+    Ok((p, n.to_os_string()))
 }
 
 /// Parses a caller's path into a confined relative path.

@@ -174,7 +174,7 @@ impl Snapshot {
         let path = path.as_ref();
         let fail = |step, e| self.error(path, step, e);
         let rel = rel_path(path).map_err(|e| fail(Step::ParsePath, e))?;
-        let (parent, name) = split(&rel);
+        let (parent, name) = split(&rel).map_err(|e| fail(Step::ParsePath, e))?;
         let name = name.as_os_str();
         let dir = self
             .dir(&parent)

@@ -133,7 +133,7 @@ impl Transaction {
         let rel = rel_path(path).map_err(|e| fail(self, Step::ParsePath, e))?;
         self.claim(&rel)
             .map_err(|e| fail(self, Step::CheckPath, e))?;
-        let (parent, name) = split(&rel);
+        let (parent, name) = split(&rel).map_err(|e| fail(self, Step::ParsePath, e))?;
         let name = name.as_os_str();
         let name = name.to_os_string();
         let (stage_dir, exists) = self
@@ -221,7 +221,8 @@ impl Transaction {
         let rel = rel_path(path).map_err(|e| self.err("remove", path, Step::ParsePath, e))?;
         self.claim(&rel)
             .map_err(|e| self.err("remove", path, Step::CheckPath, e))?;
-        let (parent, name) = split(&rel);
+        let (parent, name) =
+            split(&rel).map_err(|e| self.err("remove", path, Step::ParsePath, e))?;
         let name = name.as_os_str();
         let (_, exists) = self
             .plan_dir(&parent, false)
@@ -272,7 +273,8 @@ impl Transaction {
             .map_err(|e| self.err("rename", from, Step::CheckPath, e))?;
         self.claim(&rt)
             .map_err(|e| self.err("rename", to, Step::CheckPath, e))?;
-        let (fparent, fname) = split(&rf);
+        let (fparent, fname) =
+            split(&rf).map_err(|e| self.err("rename", from, Step::ParsePath, e))?;
         let fname = fname.as_os_str();
         self.plan_dir(&fparent, false)
             .map_err(|e| self.err("rename", from, Step::OpenParentDirectory, e))?;
@@ -295,7 +297,8 @@ impl Transaction {
                 ),
             ));
         }
-        let (tparent, tname) = split(&rt);
+        let (tparent, tname) =
+            split(&rt).map_err(|e| self.err("rename", to, Step::ParsePath, e))?;
         let tname = tname.as_os_str();
         let (_, texists) = self
             .plan_dir(&tparent, true)

@@ -19,6 +19,26 @@
 //! ```
 //!
 //! The file holds exactly one record: its length must be `44 + body`.
+//!
+//! # The framing every version keeps
+//!
+//! Whatever a later format changes, these bytes stay where they are, so
+//! that any fstx can tell a damaged record from a valid record of a format
+//! it does not know:
+//!
+//! - bytes `0..8`: the magic `FSTXJRNL`;
+//! - bytes `8..10`: the version (`u16`);
+//! - bytes `36..40`: the body length (`u32`);
+//! - the whole file is `44 + body length` bytes, and its last 4 bytes are the
+//!   CRC-32C of every byte before them.
+//!
+//! The decoder checks the framing first — the file's length against the
+//! body length, then the CRC — and trusts no other byte, the version
+//! included, until both match. A record that fails them is damaged (torn,
+//! or corrupted) and never committed, whatever its version byte says: only
+//! a CRC-valid record can be of an unknown version
+//! ([`DecodeError::UnsupportedVersion`], which recovery refuses rather
+//! than roll back, since it may be a newer fstx's committed journal).
 //! A string (`str`) is a `u16` length followed by that many bytes. Operations
 //! start with a tag byte:
 //!
@@ -33,7 +53,10 @@
 //! the decoder rejects absolute paths, empty, `.` and `..` components, NUL
 //! bytes, components over 255 bytes and paths over 4096 bytes; `stage_dir`
 //! may be empty (the root itself); `stage_name` must be one fstx staging
-//! name.
+//! name and a single component (no `/`, no NUL). This is the first of two
+//! guards: the tree walker (`txn::root`) refuses the same components again
+//! where a path becomes names passed to the storage, whatever the decoder
+//! said.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -139,6 +162,9 @@ impl RelPath {
         if b.len() > MAX_PATH_LEN {
             return Err("path too long");
         }
+        if b[0] == b'/' {
+            return Err(ESCAPES_ABSOLUTE);
+        }
         let mut parts = Vec::new();
         for c in b.split(|&x| x == b'/') {
             check_component(c)?;
@@ -148,12 +174,19 @@ impl RelPath {
     }
 }
 
+/// The defect of an absolute path (its first component is empty).
+const ESCAPES_ABSOLUTE: &str = "path escapes the root (absolute path)";
+
+/// Checks one path component: the decoder's guard.
 fn check_component(c: &[u8]) -> Result<(), &'static str> {
     if c.is_empty() {
-        return Err("empty path component (absolute path or '//')");
+        return Err("empty path component ('//' or a trailing '/')");
     }
-    if c == b"." || c == b".." {
-        return Err("'.' or '..' in path");
+    if c == b".." {
+        return Err("path escapes the root ('..' component)");
+    }
+    if c == b"." {
+        return Err("'.' component in path");
     }
     if c.len() > MAX_NAME_LEN {
         return Err("path component longer than 255 bytes");
@@ -247,16 +280,19 @@ pub enum Kind {
 /// Why a journal was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodeError {
-    /// Shorter than a header and checksum: empty or torn.
+    /// Shorter than its framing says (a header, the body its length field
+    /// gives, and the checksum): empty or torn.
     Truncated,
-    /// Wrong magic: not a journal, or torn.
-    BadMagic,
-    /// A version this build does not know. Never rolled back or replayed:
-    /// it may be a committed journal of a newer fstx.
+    /// A CRC-valid record of a version this build does not know. Never
+    /// rolled back or replayed: it may be a committed journal of a newer
+    /// fstx. (A record whose CRC does not match is [`BadChecksum`](DecodeError::BadChecksum),
+    /// whatever its version byte says.)
     UnsupportedVersion(u16),
-    /// The checksum does not match: torn or corrupted.
+    /// The checksum does not match, or bytes follow the record: torn or
+    /// corrupted.
     BadChecksum,
-    /// Checksum fine but the content is malformed (hostile or buggy writer).
+    /// Checksum fine but the content is malformed (wrong magic, unknown
+    /// kind, a path that escapes the root, ...: a hostile or buggy writer).
     Malformed(&'static str),
 }
 
@@ -264,7 +300,6 @@ impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DecodeError::Truncated => f.write_str("journal is empty or truncated"),
-            DecodeError::BadMagic => f.write_str("journal has a wrong magic number"),
             DecodeError::UnsupportedVersion(v) => {
                 write!(
                     f,
@@ -340,25 +375,19 @@ impl Record {
 
     /// Decodes a whole journal file. Never panics, never allocates more
     /// than a small multiple of the input's length.
+    ///
+    /// The framing (length, then CRC) is checked before any other field is
+    /// read: see the module docs.
     pub fn decode(b: &[u8]) -> Result<Record, DecodeError> {
-        if b.len() < 10 {
-            return Err(if b.len() >= 8 && b[..8] != MAGIC {
-                DecodeError::BadMagic
-            } else {
-                DecodeError::Truncated
-            });
-        }
+        let total = framed_len(b)?;
         if b[..8] != MAGIC {
-            return Err(DecodeError::BadMagic);
+            return Err(DecodeError::Malformed("wrong magic number"));
         }
         let version = u16::from_le_bytes([b[8], b[9]]);
         if version != VERSION {
             return Err(DecodeError::UnsupportedVersion(version));
         }
-        if b.len() < HEADER_LEN + CRC_LEN {
-            return Err(DecodeError::Truncated);
-        }
-        if b.len() > MAX_RECORD_LEN {
+        if total > MAX_RECORD_LEN {
             return Err(DecodeError::Malformed("record longer than the limit"));
         }
         let mut r = Reader { b, pos: 10 };
@@ -368,22 +397,6 @@ impl Record {
         let seq = r.u64().ok_or(DecodeError::Truncated)?;
         let txn_id = r.u64().ok_or(DecodeError::Truncated)?;
         let count = r.u32().ok_or(DecodeError::Truncated)?;
-        let body_len = r.u32().ok_or(DecodeError::Truncated)? as usize;
-        let total = HEADER_LEN
-            .checked_add(body_len)
-            .and_then(|n| n.checked_add(CRC_LEN))
-            .ok_or(DecodeError::Malformed("absurd body length"))?;
-        if b.len() < total {
-            return Err(DecodeError::Truncated);
-        }
-        if b.len() > total {
-            // Trailing bytes: the checksum is not where the header says.
-            return Err(DecodeError::BadChecksum);
-        }
-        let stored = u32::from_le_bytes([b[total - 4], b[total - 3], b[total - 2], b[total - 1]]);
-        if crc32c::crc32c(&b[..total - CRC_LEN]) != stored {
-            return Err(DecodeError::BadChecksum);
-        }
         if flags != 0 || reserved != 0 {
             return Err(DecodeError::Malformed("unknown flags"));
         }
@@ -422,6 +435,9 @@ impl Record {
                     if !super::is_stage_name(OsStr::from_bytes(stage_name)) {
                         return Err(m("staged file name is not a staging name"));
                     }
+                    check_component(stage_name).map_err(|_| {
+                        m("staged file name is not a single name (path escapes the root)")
+                    })?;
                     let stage_name = OsString::from_vec(stage_name.to_vec());
                     let len = r.u64().ok_or(m("operation truncated"))?;
                     let crc = r.u32().ok_or(m("operation truncated"))?;
@@ -458,6 +474,42 @@ impl Record {
             ops,
         })
     }
+}
+
+/// Checks the framing every version keeps (module docs): the file is
+/// `44 + body length` bytes and its last 4 bytes are the CRC-32C of the
+/// rest. Returns the record's length. Reads no field but the body length.
+fn framed_len(b: &[u8]) -> Result<usize, DecodeError> {
+    if b.len() < HEADER_LEN + CRC_LEN {
+        return Err(DecodeError::Truncated);
+    }
+    let body_len = u32::from_le_bytes([b[36], b[37], b[38], b[39]]) as usize;
+    let Some(total) = (HEADER_LEN + CRC_LEN).checked_add(body_len) else {
+        return Err(DecodeError::Truncated);
+    };
+    if b.len() < total {
+        return Err(DecodeError::Truncated);
+    }
+    if b.len() > total {
+        // Trailing bytes: the checksum is not where the header says.
+        return Err(DecodeError::BadChecksum);
+    }
+    let stored = u32::from_le_bytes([b[total - 4], b[total - 3], b[total - 2], b[total - 1]]);
+    if crc32c::crc32c(&b[..total - CRC_LEN]) != stored {
+        return Err(DecodeError::BadChecksum);
+    }
+    Ok(total)
+}
+
+/// The sequence number (bytes `16..24`) of a record whose framing and CRC
+/// are valid, whatever else is wrong with it (to name a quarantine
+/// directory); `None` for a damaged record or one of another version.
+pub fn framed_seq(b: &[u8]) -> Option<u64> {
+    framed_len(b).ok()?;
+    if b[8..10] != VERSION.to_le_bytes() {
+        return None;
+    }
+    Some(u64::from_le_bytes(b[16..24].try_into().ok()?))
 }
 
 fn put_str(out: &mut Vec<u8>, s: &[u8]) {

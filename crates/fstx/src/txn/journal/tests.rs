@@ -125,18 +125,35 @@ fn golden_commit() {
 fn every_truncation_and_bit_flip_is_rejected() {
     let bytes = sample().encode().unwrap();
     for n in 0..bytes.len() {
-        assert!(Record::decode(&bytes[..n]).is_err(), "truncated to {n}");
+        let r = Record::decode(&bytes[..n]);
+        assert!(
+            matches!(r, Err(DecodeError::BadChecksum | DecodeError::Truncated)),
+            "truncated to {n}: {r:?}"
+        );
     }
     for i in 0..bytes.len() {
         for bit in 0..8 {
             let mut b = bytes.clone();
             b[i] ^= 1 << bit;
-            assert!(Record::decode(&b).is_err(), "flip byte {i} bit {bit}");
+            // Damaged, never "malformed" or "unknown version": the framing
+            // and CRC are checked before any field is trusted.
+            let r = Record::decode(&b);
+            assert!(
+                matches!(r, Err(DecodeError::BadChecksum | DecodeError::Truncated)),
+                "flip byte {i} bit {bit}: {r:?}"
+            );
         }
     }
     let mut longer = bytes.clone();
     longer.push(0);
     assert!(Record::decode(&longer).is_err());
+}
+
+/// Recomputes the CRC of an edited record (the last 4 bytes).
+fn reseal(rec: &mut [u8]) {
+    let n = rec.len() - CRC_LEN;
+    let crc = crc32c::crc32c(&rec[..n]);
+    rec[n..].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Records that carry a valid checksum but hostile content.
@@ -200,13 +217,43 @@ fn hostile_records_with_valid_checksums() {
     let mut rec = forge(KIND_COMMIT, 1, &remove(b"a"));
     rec[36..40].copy_from_slice(&u32::MAX.to_le_bytes());
     assert_eq!(Record::decode(&rec), Err(DecodeError::Truncated));
-    // A newer version is refused, never guessed at.
+    // A newer version is refused, never guessed at — but only when the
+    // record's CRC is valid.
     let mut rec = forge(KIND_COMMIT, 1, &remove(b"a"));
     rec[8] = 2;
+    assert_eq!(Record::decode(&rec), Err(DecodeError::BadChecksum));
+    reseal(&mut rec);
     assert_eq!(
         Record::decode(&rec),
         Err(DecodeError::UnsupportedVersion(2))
     );
+    // Wrong magic with a valid CRC: malformed, not "damaged".
+    let mut rec = forge(KIND_COMMIT, 1, &remove(b"a"));
+    rec[0] = b'X';
+    reseal(&mut rec);
+    assert_eq!(
+        Record::decode(&rec),
+        Err(DecodeError::Malformed("wrong magic number"))
+    );
+    // A staged name that is a staging name followed by a path.
+    for name in [
+        &b".fstx-stage.00000000000000ab./../../victim"[..],
+        b".fstx-stage.00000000000000ab.a/b",
+        b".fstx-stage.00000000000000ab.a\0",
+    ] {
+        let mut put = vec![OP_PUT, 1, 0, b'a', 0, 0];
+        put.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        put.extend_from_slice(name);
+        put.extend_from_slice(&[0; 12]);
+        assert!(
+            matches!(
+                Record::decode(&forge(KIND_COMMIT, 1, &put)),
+                Err(DecodeError::Malformed(_))
+            ),
+            "{:?}",
+            String::from_utf8_lossy(name)
+        );
+    }
     // And the good one decodes.
     assert!(Record::decode(&forge(KIND_COMMIT, 1, &remove(b"a"))).is_ok());
 }
