@@ -2,16 +2,16 @@
 //! crash: each step idempotent (it checks whether it is already done), then
 //! retiring the journal so it can never be applied again.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
 
+use super::flush::Flusher;
 use super::journal::{Op, RelPath};
 use super::root::{check_confined, check_name, split, Control, Tree, JOURNAL_FILE, RETIRED_FILE};
 use crate::error::{invalid, Step};
-use crate::storage::{Fd, FileKind, Storage};
+use crate::storage::{FileKind, Storage, SyncKind};
 
 pub(super) fn remove_journal(st: &dyn Storage, ctl: &Control, durable: bool) -> io::Result<()> {
     match st.unlink_at(&ctl.dir, OsStr::new(JOURNAL_FILE), false) {
@@ -73,9 +73,11 @@ pub(crate) fn apply(
     tree: &mut Tree,
     ops: &[Op],
     _root: &Path,
-) -> std::result::Result<Vec<Arc<Fd>>, (Step, io::Error)> {
+) -> std::result::Result<Vec<RelPath>, (Step, io::Error)> {
     check_ops(ops).map_err(|e| (Step::CheckPath, e))?;
-    let mut touched: BTreeMap<RelPath, Arc<Fd>> = BTreeMap::new();
+    // Paths, not handles: a transaction may touch more directories than a
+    // process may hold open.
+    let mut touched: BTreeSet<RelPath> = BTreeSet::new();
     let not_found = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
     for op in ops {
         match op {
@@ -90,9 +92,10 @@ pub(crate) fn apply(
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err((Step::CreateDirectory, e)),
                 }
-                let d = tree.dir(path).map_err(|e| (Step::OpenNewDirectory, e))?;
-                touched.insert(parent, pd);
-                touched.insert(path.clone(), d);
+                // Open it: an existing name must be a directory, not a symlink.
+                tree.dir(path).map_err(|e| (Step::OpenNewDirectory, e))?;
+                touched.insert(parent);
+                touched.insert(path.clone());
             }
             Op::Rename { from, to, ino } => {
                 let (fparent, fname) = split(from).map_err(|e| (Step::CheckPath, e))?;
@@ -104,11 +107,11 @@ pub(crate) fn apply(
                     Err(e) if not_found(&e) => continue,
                     Err(e) => return Err((Step::OpenSourceDirectory, e)),
                 };
-                touched.insert(fparent.clone(), fd.clone());
+                touched.insert(fparent.clone());
                 let td = tree
                     .dir(&tparent)
                     .map_err(|e| (Step::OpenDestinationDirectory, e))?;
-                touched.insert(tparent.clone(), td.clone());
+                touched.insert(tparent.clone());
                 let s = match st.stat_at(&fd, fname, false) {
                     Ok(s) if s.ino == *ino && s.kind != FileKind::Dir => s,
                     Ok(_) => continue,
@@ -140,8 +143,8 @@ pub(crate) fn apply(
                 let td = tree
                     .dir(&parent)
                     .map_err(|e| (Step::OpenTargetDirectory, e))?;
-                touched.insert(stage_dir.clone(), sd.clone());
-                touched.insert(parent.clone(), td.clone());
+                touched.insert(stage_dir.clone());
+                touched.insert(parent.clone());
                 let s = match st.stat_at(&sd, stage_name, false) {
                     Ok(s) => s,
                     Err(e) if not_found(&e) => continue,
@@ -170,7 +173,7 @@ pub(crate) fn apply(
                     Err(e) if not_found(&e) => continue,
                     Err(e) => return Err((Step::OpenDirectory, e)),
                 };
-                touched.insert(parent.clone(), pd.clone());
+                touched.insert(parent.clone());
                 match st.stat_at(&pd, name, false) {
                     Ok(s) if s.ino == *ino && s.kind != FileKind::Dir => {
                         match st.unlink_at(&pd, name, false) {
@@ -186,5 +189,28 @@ pub(crate) fn apply(
             }
         }
     }
-    Ok(touched.into_values().collect())
+    Ok(touched.into_iter().collect())
+}
+
+/// Flushes directories `dirs` in one round, opening each only when the
+/// flusher takes it, so that the handles open at once stay bounded (the
+/// flusher's queue, the tree's cache) whatever the number of directories.
+pub(super) fn flush_dirs(
+    flusher: &mut Flusher,
+    tree: &mut Tree,
+    dirs: impl IntoIterator<Item = RelPath>,
+) -> io::Result<bool> {
+    let mut failed = None;
+    let fds = dirs.into_iter().filter_map(|d| match tree.dir(&d) {
+        Ok(fd) => Some((fd, SyncKind::All)),
+        Err(e) => {
+            failed.get_or_insert(e);
+            None
+        }
+    });
+    let flushed = flusher.round(fds);
+    match failed {
+        Some(e) => Err(e),
+        None => flushed,
+    }
 }

@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::sync::atomic::Ordering;
 
-use super::apply::{apply, retire};
+use super::apply::{apply, flush_dirs, retire};
 use super::bug;
 use super::journal::{Kind, Op, Record, RelPath};
 use super::options::{Committed, Phase};
@@ -95,15 +95,23 @@ impl Transaction {
             if self.ctl.needs_root_flush && !self.stage_dirs.contains(&RelPath::root()) {
                 set.push((self.tree.root(), SyncKind::All));
             }
-            for d in &self.stage_dirs {
-                match self.tree.dir(d) {
-                    Ok(fd) => set.push((fd, SyncKind::All)),
+            // The staging directories: opened as the flusher takes them.
+            let dirs: Vec<RelPath> = self.stage_dirs.iter().cloned().collect();
+            let tree = &mut self.tree;
+            let mut failed = None;
+            let set = set
+                .into_iter()
+                .chain(dirs.iter().filter_map(|d| match tree.dir(d) {
+                    Ok(fd) => Some((fd, SyncKind::All)),
                     Err(e) => {
-                        return Err(self.roll_back(Step::OpenStagingDirectory, e));
+                        failed.get_or_insert(e);
+                        None
                     }
-                }
-            }
+                }));
             let r = self.flusher.round(set);
+            if let Some(e) = failed {
+                return Err(self.roll_back(Step::OpenStagingDirectory, e));
+            }
             match r {
                 Ok(true) => self.rounds += 1,
                 Ok(false) => {}
@@ -146,8 +154,7 @@ impl Transaction {
         let touched = apply(&*st, &mut self.tree, &record.ops, &root_path)
             .map_err(|(step, e)| pending(step, e))?;
         if durable {
-            let set: Vec<_> = touched.into_iter().map(|d| (d, SyncKind::All)).collect();
-            match self.flusher.round(set) {
+            match flush_dirs(&mut self.flusher, &mut self.tree, touched) {
                 Ok(true) => self.rounds += 1,
                 Ok(false) => {}
                 Err(e) => return Err(pending(Step::FlushDirectories, e)),

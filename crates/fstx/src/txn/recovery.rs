@@ -29,7 +29,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::apply::{apply, check_ops, remove_journal, retire};
+use super::apply::{apply, check_ops, flush_dirs, remove_journal, retire};
 use super::bug;
 use super::flush::Flusher;
 use super::journal::{self, DecodeError, Kind, Op, Record, RelPath};
@@ -311,8 +311,7 @@ pub(crate) fn recover_locked(
                 let touched = apply(st, tree, &rec.ops, root_path)
                     .map_err(|(s, e)| fail(s, pending.clone(), e))?;
                 if durable {
-                    flusher
-                        .round(touched.into_iter().map(|d| (d, SyncKind::All)))
+                    flush_dirs(&mut flusher, tree, touched)
                         .map_err(|e| fail(Step::FlushDirectories, pending.clone(), e))?;
                 }
                 retire(st, ctl, durable && !bug!(bugs, replay_retired))

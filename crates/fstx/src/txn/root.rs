@@ -27,6 +27,9 @@ pub(crate) fn is_stage_name(name: &OsStr) -> bool {
     is_temp_name(STAGE_PREFIX, name)
 }
 
+/// How many directory handles a [`Tree`] keeps open at most.
+const MAX_CACHED_DIRS: usize = 64;
+
 /// Directory handles by relative path, opened without following symlinks.
 pub(crate) struct Tree {
     pub(super) st: Arc<dyn Storage>,
@@ -67,6 +70,11 @@ impl Tree {
             }
             Err(e) => return Err(e),
         };
+        // A bounded cache: a transaction may reach more directories than a
+        // process may hold open (handles still in use elsewhere stay open).
+        if self.dirs.len() >= MAX_CACHED_DIRS {
+            self.dirs.retain(|k, _| k.is_root());
+        }
         self.dirs.insert(p.clone(), fd.clone());
         Ok(fd)
     }
