@@ -61,6 +61,7 @@ const SYNCFS: Txn = Txn {
     },
     flush_bugs: FlushBugs::NONE,
     flush: Flush::SyncFs,
+    wide: false,
 };
 
 /// The real default on Linux >= 5.8: one syncfs per flush round.
@@ -341,4 +342,17 @@ fn auto_flush_follows_the_kernel() {
         // Per-file rounds flush each of the three staged files.
         assert_eq!(get(fstx_sim::CallKind::Sync) >= 3, !syncfs, "{kernel:?}");
     }
+}
+
+/// Wider transactions (twelve paths, up to six operations each, the big
+/// run's main budget): every crash state passes.
+#[test]
+fn wide_transactions_pass_every_crash_state() {
+    let w = Txn {
+        wide: true,
+        ..serial()
+    };
+    let r = run(&w, 0..10, false);
+    assert_eq!(r.violation_count, 0);
+    assert!(r.protocol_distinct.len() > 1_000, "{}", r.summary());
 }

@@ -35,6 +35,31 @@ const ROOT: &str = "/r";
 /// Paths (relative to the root) the transactions work on.
 const POOL: [&str; 7] = ["a", "b", "sub/c", "sub/d", "sub/deep/e", "new/f", "new/g/h"];
 
+/// The wide variant's paths: more files, more of them existing at first.
+const WIDE_POOL: [&str; 12] = [
+    "a",
+    "b",
+    "c",
+    "sub/c",
+    "sub/d",
+    "sub/x",
+    "sub/deep/e",
+    "sub/deep/y",
+    "d",
+    "new/f",
+    "new/g/h",
+    "new/z",
+];
+
+/// The paths a workload works on, and how many of them may exist at first.
+fn pool(wide: bool) -> (&'static [&'static str], usize) {
+    if wide {
+        (&WIDE_POOL, 9)
+    } else {
+        (&POOL, 5)
+    }
+}
+
 /// The transaction workload. See the [module docs](self).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Txn {
@@ -48,6 +73,10 @@ pub struct Txn {
     /// production does, decided by the simulated kernel's capabilities),
     /// or a fixed strategy.
     pub flush: Flush,
+    /// Wider transactions: twelve paths instead of seven, up to six
+    /// operations per transaction instead of three. More situations per
+    /// crash point (the big run spends most of its budget here).
+    pub wide: bool,
 }
 
 /// The workload-name part for each flush strategy.
@@ -80,10 +109,14 @@ fn bug_flag<'a>(bugs: &'a mut TxnBugs, name: &str) -> Option<&'a mut bool> {
 }
 
 /// Parses a workload name made by [`Txn::name`](Workload::name):
-/// `txn[/serial|/syncfs|/threads][+bug...]`.
+/// `txn[/serial|/syncfs|/threads][/wide][+bug...]`.
 pub fn parse(name: &str) -> Option<Txn> {
     let mut parts = name.split('+');
     let first = parts.next()?;
+    let (first, wide) = match first.strip_suffix("/wide") {
+        Some(f) => (f, true),
+        None => (first, false),
+    };
     let flush = [
         Flush::Auto,
         Flush::Serial,
@@ -111,6 +144,7 @@ pub fn parse(name: &str) -> Option<Txn> {
         bugs,
         flush_bugs,
         flush,
+        wide,
     })
 }
 
@@ -119,9 +153,10 @@ fn abs(rel: &str) -> PathBuf {
 }
 
 /// The initial files: (path, content), from the seed.
-fn initial(seed: u64) -> Vec<(&'static str, Vec<u8>)> {
+fn initial(seed: u64, wide: bool) -> Vec<(&'static str, Vec<u8>)> {
     let mut r = Rng::new(seed);
-    POOL[..5]
+    let (pool, existing) = pool(wide);
+    pool[..existing]
         .iter()
         .filter_map(|p| {
             let keep = r.below(10) < 6;
@@ -132,12 +167,13 @@ fn initial(seed: u64) -> Vec<(&'static str, Vec<u8>)> {
 }
 
 /// One transaction's steps, given the current files.
-fn plan_txn(r: &mut Rng, i: usize, now: &BTreeMap<&'static str, Vec<u8>>) -> Vec<Step> {
+fn plan_txn(r: &mut Rng, i: usize, now: &BTreeMap<&'static str, Vec<u8>>, wide: bool) -> Vec<Step> {
     let mut claimed: Vec<&str> = Vec::new();
     let mut steps = Vec::new();
-    let n = 1 + r.below(3);
+    let n = 1 + r.below(if wide { 6 } else { 3 });
     for j in 0..n {
-        let free: Vec<&'static str> = POOL
+        let free: Vec<&'static str> = pool(wide)
+            .0
             .iter()
             .copied()
             .filter(|p| !claimed.contains(p))
@@ -179,6 +215,9 @@ fn plan_txn(r: &mut Rng, i: usize, now: &BTreeMap<&'static str, Vec<u8>>) -> Vec
 impl Workload for Txn {
     fn name(&self) -> String {
         let mut name = String::from(flush_name(self.flush));
+        if self.wide {
+            name.push_str("/wide");
+        }
         name_bugs(&mut name, self.flush_bugs);
         #[cfg(feature = "planted-bugs")]
         {
@@ -195,9 +234,9 @@ impl Workload for Txn {
 
     fn setup(&self, seed: u64, fs: &SimFs, history: &mut History) {
         fs.mkdir_p(abs("sub/deep")).expect("setup");
-        let init = initial(seed);
-        for p in POOL {
-            let c = init.iter().find(|(q, _)| *q == p).map(|(_, c)| c.clone());
+        let init = initial(seed, self.wide);
+        for p in pool(self.wide).0 {
+            let c = init.iter().find(|(q, _)| q == p).map(|(_, c)| c.clone());
             if let Some(c) = &c {
                 fs.put_file(abs(p), c, 0o644).expect("setup");
             }
@@ -208,12 +247,13 @@ impl Workload for Txn {
 
     fn run(&self, seed: u64, fs: &Arc<SimFs>, history: &mut History) {
         let mut rng = Rng::new(seed ^ 0x7478_6e00);
-        let mut now: BTreeMap<&'static str, Vec<u8>> = initial(seed).into_iter().collect();
+        let mut now: BTreeMap<&'static str, Vec<u8>> =
+            initial(seed, self.wide).into_iter().collect();
         let storage: Arc<dyn Storage> = self.flush_bugs.wrap(fs.clone());
         let mut temp_left = false;
         let count = 2 + rng.below(3);
         for i in 0..count {
-            let steps = plan_txn(&mut rng, i, &now);
+            let steps = plan_txn(&mut rng, i, &now, self.wide);
             let mut next = now.clone();
             let mut writes = Vec::new();
             let mut desc = Vec::new();
