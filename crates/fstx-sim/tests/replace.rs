@@ -1,5 +1,6 @@
 //! Crash and fault checks of the single-file replace protocol.
 
+mod common;
 use fstx_sim::bugs::{FlushBug, FlushBugs};
 use fstx_sim::workloads::replace::{Level, Replace};
 use fstx_sim::{campaign, explore, Config, Kernel, Profile, Report, Workload};
@@ -166,42 +167,6 @@ fn durable_replace_identifies_the_filesystem_once() {
     }
 }
 
-/// Runs `w` with every fault at every call under `profile` and `kernel`,
-/// the writers told `reported` (a planted bug) or the truth.
-fn faults_on(
-    w: &dyn Workload,
-    seeds: std::ops::Range<u64>,
-    profile: Profile,
-    kernel: Kernel,
-    reported: Option<Kernel>,
-) -> Report {
-    let mut total = Report::default();
-    for seed in seeds {
-        let mut cfg = Config::new(seed);
-        cfg.profile = profile;
-        cfg.kernel = kernel;
-        cfg.reported_kernel = reported;
-        cfg.states_per_crash = 16;
-        cfg.states_per_recovery_crash = 4;
-        total.merge(campaign::with_every_fault(w, &cfg));
-        if reported.is_some() && total.violation_count > 0 {
-            break;
-        }
-    }
-    println!(
-        "{} on {} Linux {} (told {:?}): {}",
-        w.name(),
-        profile.name(),
-        kernel.name(),
-        reported.map(Kernel::name),
-        total.summary()
-    );
-    for v in &total.violations {
-        println!("{v}");
-    }
-    total
-}
-
 /// Before Linux 5.17 a failed btrfs transaction commit makes `syncfs`
 /// return success, so there the directory flush is an `fsync` (whose
 /// error is reported) and then the `syncfs`. Every fault at every call,
@@ -209,7 +174,7 @@ fn faults_on(
 #[test]
 fn durable_replace_passes_every_fault_on_btrfs_under_every_kernel() {
     for kernel in Kernel::ALL {
-        let r = faults_on(&replace(Level::Durable), 0..2, Profile::Btrfs, kernel, None);
+        let r = common::faults_on(&replace(Level::Durable), 0..2, Profile::Btrfs, kernel, None);
         assert_eq!(r.violation_count, 0, "Linux {}", kernel.name());
         assert!(r.faults_injected > 30, "Linux {}", kernel.name());
     }
@@ -220,7 +185,7 @@ fn durable_replace_passes_every_fault_on_btrfs_under_every_kernel() {
 /// an acknowledged replace on Linux 5.10 when that `syncfs`'s commit fails.
 #[test]
 fn planted_btrfs_flush_for_the_wrong_kernel_is_caught() {
-    let r = faults_on(
+    let r = common::faults_on(
         &replace(Level::Durable),
         0..10,
         Profile::Btrfs,

@@ -1,5 +1,6 @@
 //! Crash and fault checks of multi-file transactions.
 
+mod common;
 use fstx::txn::Flush;
 use fstx_sim::bugs::{FlushBug, FlushBugs};
 use fstx_sim::workloads::txn::Txn;
@@ -238,42 +239,6 @@ fn transaction_identifies_the_filesystem_once() {
     }
 }
 
-/// Runs `w` crashed and with every fault at every call under `profile`
-/// and `kernel`, the writers told `reported` (a planted bug) or the truth.
-fn on_kernel(
-    w: &dyn Workload,
-    seeds: std::ops::Range<u64>,
-    profile: Profile,
-    kernel: Kernel,
-    reported: Option<Kernel>,
-) -> Report {
-    let mut total = Report::default();
-    for seed in seeds {
-        let mut cfg = Config::new(seed);
-        cfg.profile = profile;
-        cfg.kernel = kernel;
-        cfg.reported_kernel = reported;
-        cfg.states_per_crash = 16;
-        cfg.states_per_recovery_crash = 4;
-        total.merge(campaign::with_every_fault(w, &cfg));
-        if reported.is_some() && total.violation_count > 0 {
-            break;
-        }
-    }
-    println!(
-        "{} on {} Linux {} (told {:?}): {}",
-        w.name(),
-        profile.name(),
-        kernel.name(),
-        reported.map(Kernel::name),
-        total.summary()
-    );
-    for v in &total.violations {
-        println!("{v}");
-    }
-    total
-}
-
 /// Production's own flush choice (`Flush::Auto`: one `syncfs` per round
 /// where the kernel reports its errors, per-file flushes before Linux 5.8)
 /// under every simulated kernel, on ext4 and on btrfs: every crash state
@@ -282,7 +247,7 @@ fn on_kernel(
 fn auto_flush_passes_on_every_kernel() {
     for kernel in Kernel::ALL {
         for profile in [Profile::Weak, Profile::Btrfs] {
-            let r = on_kernel(&Txn::default(), 0..1, profile, kernel, None);
+            let r = common::faults_on(&Txn::default(), 0..1, profile, kernel, None);
             assert_eq!(r.violation_count, 0, "{profile:?} {kernel:?}");
             assert!(r.faults_injected > 50, "{profile:?} {kernel:?}");
         }
@@ -294,7 +259,7 @@ fn auto_flush_passes_on_every_kernel() {
 /// whose failure that kernel does not report, and commits data it lost.
 #[test]
 fn planted_auto_flush_for_the_wrong_kernel_is_caught() {
-    let r = on_kernel(
+    let r = common::faults_on(
         &Txn::default(),
         0..10,
         Profile::Weak,
