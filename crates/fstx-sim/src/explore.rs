@@ -18,7 +18,7 @@
 //! [`Workload::check_after_lie`] instead ("recovery never makes things
 //! worse"), and a recovery that refuses to go on ends the checks of that state.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -340,6 +340,9 @@ struct Explorer<'a> {
     trace: Vec<String>,
     report: Report,
     seen: HashSet<(u64, u64)>,
+    /// Protocol keys by image hash: the same image recurs at many crash
+    /// points, and its key needs a walk of the whole tree.
+    keys: HashMap<u64, u64>,
     rng: Rng,
     /// A lying flush is armed: [`Workload::check_after_lie`] replaces the checks.
     lying: bool,
@@ -372,6 +375,7 @@ pub fn explore(workload: &dyn Workload, cfg: &Config) -> Report {
         trace,
         report: Report::default(),
         seen: HashSet::new(),
+        keys: HashMap::new(),
         rng: Rng::new(mix(cfg.seed, 0x5eed)),
         lying: cfg.faults.iter().any(|f| f.error == FaultError::Lie),
     };
@@ -437,6 +441,15 @@ impl Explorer<'_> {
         });
     }
 
+    /// The protocol key of crash image `state`, whose image hash is `hash`.
+    fn situation(&mut self, state: &Tree, hash: u64) -> u64 {
+        let versions = &self.versions;
+        *self
+            .keys
+            .entry(hash)
+            .or_insert_with(|| protocol_key(state, versions))
+    }
+
     /// The machine after a power cut: `image` durable and live, under the
     /// configured profile and kernel.
     fn boot(&self, image: Tree, seed: u64) -> Arc<SimFs> {
@@ -453,7 +466,7 @@ impl Explorer<'_> {
         // Checked once per situation: images that differ only in what
         // recovery never looks at (temporary files' bytes, random name
         // parts, lock files) are one protocol state.
-        let situation = protocol_key(state, &self.versions);
+        let situation = self.situation(state, hash);
         self.report.protocol_distinct.insert(situation);
         if !self.seen.insert((situation, key)) {
             return;
@@ -515,7 +528,7 @@ impl Explorer<'_> {
             for rstate in states {
                 let h = rstate.image_hash();
                 self.report.distinct.insert(h);
-                let situation = protocol_key(&rstate, &self.versions);
+                let situation = self.situation(&rstate, h);
                 self.report.protocol_distinct.insert(situation);
                 if !self.seen.insert((situation, key)) {
                     continue;
