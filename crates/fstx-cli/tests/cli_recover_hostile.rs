@@ -91,7 +91,7 @@ fn recover_says_why_it_rolled_back_or_refused() {
     let root = d.join("root");
     // A flipped version byte, CRC not updated: damaged, rolled back, exit 0.
     let mut rec = j::record(1, j::COMMIT, 2, &[j::mkdir(b"new", 0o755)]);
-    rec[8] = 2;
+    rec[8] = 3;
     write_journal(&root, &rec);
     let (ok, out, err) = run(fstx().arg("recover").arg(&root));
     assert!(ok, "{out}{err}");
@@ -106,6 +106,6 @@ fn recover_says_why_it_rolled_back_or_refused() {
     write_journal(&root, &rec);
     let (ok, out, err) = run(fstx().arg("recover").arg(&root));
     assert!(!ok, "{out}");
-    assert!(err.contains("format version 2"), "{err}");
+    assert!(err.contains("format version 3"), "{err}");
     assert_eq!(std::fs::read(root.join(".fstx-txn/journal")).unwrap(), rec);
 }

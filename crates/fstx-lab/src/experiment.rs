@@ -285,11 +285,11 @@ fn boot_recover(dir: &Path) -> io::Result<()> {
 }
 
 /// The sentence for a redo recovery refused: the transaction is committed
-/// but not applied, and the root stays blocked.
+/// but not (fully) applied, and the root stays blocked.
 fn refused_redo_message(dir: &Path, step: fstx::Step, why: &io::Error) -> String {
     format!(
         "recover {}: {step}: {why} (recovery refused to apply the committed transaction: \
-         it is committed but NOT applied, and {} stays blocked -- every transaction \
+         it is committed but NOT fully applied, and {} stays blocked -- every transaction \
          there fails the same way -- until the transaction is resolved)",
         dir.display(),
         dir.display()
@@ -509,7 +509,7 @@ mod tests {
             fstx::Step::VerifyStagedFile,
             &io::Error::other("checksum mismatch"),
         );
-        assert!(m.contains("committed but NOT applied"), "{m}");
+        assert!(m.contains("committed but NOT fully applied"), "{m}");
         assert!(m.contains("/r stays blocked"), "{m}");
         assert!(!m.contains("will finish applying"), "{m}");
     }

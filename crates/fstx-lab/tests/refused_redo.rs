@@ -1,7 +1,8 @@
 //! When boot-time recovery refuses to redo a committed transaction (here:
-//! its staged data was damaged after the commit point), the experiment's
+//! one file applied, the other's staged data damaged after the commit
+//! point), the experiment's
 //! recovery step says the state the caller is really in: committed but NOT
-//! applied, the root blocked until it is resolved -- not "recovery will
+//! fully applied, the root blocked until it is resolved -- not "recovery will
 //! finish applying it", which is what the library's error state says.
 
 mod common;
@@ -18,6 +19,7 @@ fn a_refused_redo_is_reported_as_committed_not_applied_and_blocking() {
     let troot = d.join("t0");
     std::fs::create_dir_all(&troot).unwrap();
     std::fs::write(troot.join("a"), "old").unwrap();
+    std::fs::write(troot.join("b"), "old").unwrap();
     let src = d.join("src");
     std::fs::write(&src, "new content").unwrap();
     // A commit stopped at its commit point: journal durable, nothing applied.
@@ -25,7 +27,8 @@ fn a_refused_redo_is_reported_as_committed_not_applied_and_blocking() {
         .arg("__commit")
         .args(["--pause", "committed:20000"])
         .arg(&troot)
-        .args(["--put", &format!("a={}", src.display()), "--quiet"])
+        .args(["--put", &format!("a={}", src.display())])
+        .args(["--put", &format!("b={}", src.display()), "--quiet"])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -44,10 +47,19 @@ fn a_refused_redo_is_reported_as_committed_not_applied_and_blocking() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    // Damage the staged data: recovery must refuse to install it.
+    // Apply `a` by hand and damage `b`'s staged data: part of the
+    // transaction is in place, the rest cannot be, so recovery must refuse
+    // (with nothing applied it would roll back: a crash inside the commit
+    // round looks the same).
     let staged = fstx_testkit::dir::starting_with(&troot, ".fstx-stage.");
-    assert_eq!(staged.len(), 1, "{staged:?}");
-    std::fs::write(&staged[0], "damaged!!!!").unwrap();
+    assert_eq!(staged.len(), 2, "{staged:?}");
+    for s in &staged {
+        if s.to_string_lossy().ends_with(".a") {
+            std::fs::rename(s, troot.join("a")).unwrap();
+        } else {
+            std::fs::write(s, "damaged!!!!").unwrap();
+        }
+    }
 
     let out = lab()
         .args([
@@ -67,10 +79,17 @@ fn a_refused_redo_is_reported_as_committed_not_applied_and_blocking() {
         "recovery accepted damaged data: {stderr}"
     );
     assert!(stderr.contains("recovery refused"), "{stderr}");
-    assert!(stderr.contains("committed but NOT applied"), "{stderr}");
+    assert!(
+        stderr.contains("committed but NOT fully applied"),
+        "{stderr}"
+    );
     assert!(stderr.contains("stays blocked"), "{stderr}");
     assert!(!stderr.contains("will finish applying"), "{stderr}");
-    // And it is so: the old content is still there, the journal pending.
-    assert_eq!(std::fs::read_to_string(troot.join("a")).unwrap(), "old");
+    // And it is so: recovery changed nothing, the journal is pending.
+    assert_eq!(
+        std::fs::read_to_string(troot.join("a")).unwrap(),
+        "new content"
+    );
+    assert_eq!(std::fs::read_to_string(troot.join("b")).unwrap(), "old");
     assert!(journal.exists());
 }

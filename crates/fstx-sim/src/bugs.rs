@@ -47,15 +47,19 @@ pub enum FlushBug {
     /// becomes an `fsync` of the handle it was given.
     NoBtrfsCommit,
     /// Skip the directory flushes of a transaction between its first staged
-    /// file and its commit record (the staging directories and
-    /// `.fstx-txn/`, in per-file flush modes; a `syncfs` round flushes them
-    /// anyway).
+    /// file and its first rename into place: the commit round's flushes of
+    /// the staging directories and `.fstx-txn/` (per-file flush modes; a
+    /// `syncfs` round flushes them anyway).
     NoStageDirFlush,
-    /// Flush staged files only after the commit record is flushed (per-file
-    /// flush modes; a `syncfs` round would carry the data with it).
+    /// Flush staged files only after the commit round, once the first one
+    /// was renamed into place (per-file flush modes; a `syncfs` round would
+    /// carry the data with it). The commit round flushes the commit record
+    /// and the data together, in any order; applying before the data is
+    /// durable is the bug.
     CommitBeforeDataFlush,
-    /// Write staged files' data only after the commit record is flushed
-    /// (then write and flush it): no flush mode hides this one.
+    /// Write staged files' data only after the commit round, once the
+    /// first one was renamed into place (then write and flush it): no flush
+    /// mode hides this one.
     CommitBeforeDataWrite,
     /// Give a temporary file its mode, owner and xattrs only after it was
     /// renamed over the target (after its flush), so a power cut can leave
@@ -186,8 +190,8 @@ enum LastChange {
 struct Transaction {
     /// A staged file was created since the journal was (re)created.
     staging: bool,
-    /// Writes to the journal since it was created (1: BEGIN, 2: COMMIT).
-    journal_writes: u32,
+    /// A staged file was renamed into place (the transaction is applying).
+    applying: bool,
     /// Staged files whose flush is held back ([`FlushBug::CommitBeforeDataFlush`]).
     held_syncs: Vec<u64>,
     /// Staged data held back ([`FlushBug::CommitBeforeDataWrite`]): handle, offset, bytes.
@@ -312,7 +316,8 @@ impl Buggy {
         Fd::from_virtual(id, self.on_close.clone())
     }
 
-    /// After the commit record's flush: the deferred data and flushes.
+    /// After the first staged file was renamed into place: the deferred
+    /// data and flushes.
     fn release_held(&self) {
         let (writes, syncs, handles) = {
             let mut g = lock(&self.state);
@@ -388,7 +393,7 @@ impl Buggy {
         let last = std::mem::replace(&mut g.last, LastChange::None);
         (self.has(FlushBug::NoDirSync) && last == LastChange::TempRenamedInto(dir))
             || (self.has(FlushBug::BackupNoDirSync) && last == LastChange::BackupMade(dir))
-            || (self.has(FlushBug::NoStageDirFlush) && g.txn.staging && g.txn.journal_writes == 1)
+            || (self.has(FlushBug::NoStageDirFlush) && g.txn.staging && !g.txn.applying)
     }
 }
 
@@ -428,9 +433,6 @@ impl Storage for Buggy {
         let (inner, role, id) = self.handle(file)?;
         {
             let mut g = lock(&self.state);
-            if role == Role::Journal {
-                g.txn.journal_writes += 1;
-            }
             if role == Role::Staged && self.has(FlushBug::CommitBeforeDataWrite) {
                 // PLANTED: held back until the commit record is flushed.
                 g.txn.held_writes.push((id, offset, buf.to_vec()));
@@ -461,12 +463,6 @@ impl Storage for Buggy {
             _ => {}
         }
         let result = self.inner.sync(&inner, kind);
-        if role == Role::Journal && kind == SyncKind::Data && result.is_ok() {
-            let committed = lock(&self.state).txn.journal_writes >= 2;
-            if committed {
-                self.release_held();
-            }
-        }
         match result {
             Err(_) if !matches!(role, Role::Dir { .. }) && self.has(FlushBug::RetryFsync) => {
                 // PLANTED: the retry reports success on Linux, data lost.
@@ -512,6 +508,11 @@ impl Storage for Buggy {
         self.inner.rename_at(&fd, from, &td, to, noreplace)?;
         if fstx::internal_name(from) == Some(InternalName::Temp) {
             self.release_meta();
+        }
+        if fstx::internal_name(from) == Some(InternalName::Staged) {
+            // The first staged file is in place: the held data follows.
+            lock(&self.state).txn.applying = true;
+            self.release_held();
         }
         let mut g = lock(&self.state);
         g.last = if is_backup_name(to) {

@@ -215,13 +215,11 @@ pub enum Step {
     CreateJournal,
     /// Opening a directory that holds staged files.
     OpenStagingDirectory,
-    /// Flushing the staged files and their directories before the commit
-    /// record.
-    FlushStagedFiles,
     /// Writing the commit record to the journal.
     WriteCommitRecord,
-    /// Flushing the commit record (`fdatasync`): the commit point.
-    FsyncCommitRecord,
+    /// The commit round: flushing the commit record together with the
+    /// staged files and their directories; the commit point.
+    FlushCommitRound,
     /// Flushing the directories a transaction (or its rollback) changed.
     FlushDirectories,
     /// Retiring the journal after a transaction was applied.
@@ -358,9 +356,8 @@ impl Step {
             Step::EncodeJournal => "encode journal",
             Step::CreateJournal => "create journal",
             Step::OpenStagingDirectory => "open staging directory",
-            Step::FlushStagedFiles => "flush staged files",
             Step::WriteCommitRecord => "write commit record",
-            Step::FsyncCommitRecord => "fsync commit record",
+            Step::FlushCommitRound => "flush commit round",
             Step::FlushDirectories => "flush directories",
             Step::RetireJournal => "retire journal",
             Step::RemoveStagedFiles => "remove staged files",

@@ -93,7 +93,7 @@ pub(crate) fn carry_metadata(
 }
 
 /// Whether an xattr error means "not here / not allowed", which is skipped.
-fn unsupported(e: &io::Error) -> bool {
+pub(crate) fn unsupported(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Unsupported
         || e.kind() == io::ErrorKind::PermissionDenied
         || e.raw_os_error() == Some(rustix::io::Errno::NOTSUP.raw_os_error())

@@ -1,7 +1,7 @@
 //! Planted bugs: deliberate protocol errors, compiled in only with the
 //! `planted-bugs` feature, so that tests show their checks fail. Only the
 //! bugs that change the protocol's order or its decisions live here, all of
-//! them in recovery; the bugs that leave out, delay or retry a flush are a
+//! them in commit and recovery; the bugs that leave out, delay or retry a flush are a
 //! storage wrapper in the simulator crate (`fstx_sim::bugs`) and need no
 //! branch in the library.
 //!
@@ -26,6 +26,13 @@ pub struct TxnBugs {
     /// Recovery sweeps every staged file before looking at the journal, so
     /// a committed transaction's staging is removed before it is retired.
     pub sweep_staging_first: bool,
+    /// Commit retires the journal before the touched directories are
+    /// flushed: the retirement may reach the disk before the renames.
+    pub retire_before_dir_flush: bool,
+    /// Recovery refuses a commit record whose staged data did not reach the
+    /// disk even when none of it was applied (the ordinary outcome of a
+    /// crash inside the commit round), instead of rolling it back.
+    pub refuse_lost_data: bool,
 }
 
 /// Without the feature: no bug can be set.

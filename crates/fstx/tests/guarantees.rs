@@ -824,32 +824,61 @@ fn fd_state(fd: &Fd) -> (u32, u32, bool) {
 /// §3 recovery table: redo verifies each staged file's length **and CRC**.
 /// `redo_verifies_staged_files` damages a staged file to another length;
 /// here the damage keeps the length (one flipped byte), so only the CRC can
-/// tell. Recovery must refuse and change nothing. (The simulator checks it
-/// with lying flushes; this is the real-kernel test.)
+/// tell. With part of the transaction applied, recovery must refuse and
+/// change nothing; with none of it applied, it rolls back ("its data did
+/// not reach the disk"), the tree as before. (The simulator checks it with
+/// lying flushes; this is the real-kernel test.)
 #[test]
 fn redo_checks_the_staged_crc_on_the_real_kernel() {
-    let d = TempDir::new("crc");
-    std::fs::write(d.join("a"), b"old a").unwrap();
-    // Commit, and fail the first apply rename: committed, not applied.
-    let probe = txnkit::Probe::new();
-    let mut t = txnkit::opts(&probe).begin(d.path()).unwrap();
-    t.write("a", b"new a, same length as staged").unwrap();
-    t.write("b", b"new b").unwrap();
-    let base = probe.with(|s| s.op_counts.get("rename_at").copied().unwrap_or(0));
-    probe.with(|s| s.fault = Some(("rename_at", base, 5)));
-    let e = t.commit().unwrap_err();
-    assert_eq!(*e.state(), State::CommittedPendingRecovery, "{e}");
-    let staged = fstx_testkit::dir::starting_with(d.path(), ".fstx-stage.");
-    assert_eq!(staged.len(), 2, "{staged:?}");
-    for s in &staged {
-        let mut bytes = std::fs::read(s).unwrap();
-        bytes[3] ^= 0x20;
-        std::fs::write(s, &bytes).unwrap();
+    for applied in [1u64, 0] {
+        let d = TempDir::new("crc");
+        std::fs::write(d.join("a"), b"old a").unwrap();
+        std::fs::write(d.join("b"), b"old b").unwrap();
+        // Commit, and fail apply rename number `applied`: committed, and
+        // `applied` staged files in place.
+        let probe = txnkit::Probe::new();
+        let mut t = txnkit::opts(&probe).begin(d.path()).unwrap();
+        t.write("a", b"new a, same length as staged").unwrap();
+        t.write("b", b"new b").unwrap();
+        let base = probe.with(|s| s.op_counts.get("rename_at").copied().unwrap_or(0));
+        probe.with(|s| s.fault = Some(("rename_at", base + applied, 5)));
+        let e = t.commit().unwrap_err();
+        assert_eq!(*e.state(), State::CommittedPendingRecovery, "{e}");
+        let staged = fstx_testkit::dir::starting_with(d.path(), ".fstx-stage.");
+        assert_eq!(staged.len(), 2 - applied as usize, "{staged:?}");
+        for s in &staged {
+            let mut bytes = std::fs::read(s).unwrap();
+            bytes[3] ^= 0x20;
+            std::fs::write(s, &bytes).unwrap();
+        }
+        let before = txn_tree(d.path());
+        if applied == 1 {
+            let e = fstx::recover(d.path()).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+            assert_eq!(*e.state(), State::CommittedPendingRecovery, "{e}");
+            assert!(
+                e.to_string()
+                    .contains("part of the transaction is already applied"),
+                "{e}"
+            );
+            assert_eq!(txn_tree(d.path()), before, "recovery changed the tree");
+        } else {
+            let r = fstx::recover(d.path()).unwrap();
+            let t = &r.transactions[0];
+            assert!(
+                matches!(
+                    &t.outcome,
+                    fstx::TxnOutcome::RolledBack {
+                        reason: fstx::RollbackReason::DataNotDurable,
+                        ..
+                    }
+                ),
+                "{t}"
+            );
+            assert!(t.to_string().contains("did not reach the disk"), "{t}");
+            assert!(fstx_testkit::dir::starting_with(d.path(), ".fstx-stage.").is_empty());
+            assert_eq!(std::fs::read(d.join("a")).unwrap(), b"old a");
+            assert_eq!(std::fs::read(d.join("b")).unwrap(), b"old b");
+        }
     }
-    let before = txn_tree(d.path());
-    let e = fstx::recover(d.path()).unwrap_err();
-    assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
-    assert_eq!(*e.state(), State::CommittedPendingRecovery, "{e}");
-    assert_eq!(txn_tree(d.path()), before, "recovery changed the tree");
-    assert_eq!(std::fs::read(d.join("a")).unwrap(), b"old a");
 }

@@ -472,7 +472,7 @@ fn crc_valid_unknown_version_is_refused() {
     let s = Scene::new("version");
     let root = s.root();
     let rec = j::record(
-        2,
+        3,
         j::COMMIT,
         2,
         &[j::remove(b"a.conf", s.ino("root/a.conf"))],
@@ -483,7 +483,7 @@ fn crc_valid_unknown_version_is_refused() {
     let e = fstx::recover(&root).unwrap_err();
     let msg = e.to_string();
     assert!(
-        msg.contains("checksum-valid record of format version 2"),
+        msg.contains("checksum-valid record of format version 3"),
         "{msg}"
     );
     assert_eq!(e.state(), &fstx::State::CommittedPendingRecovery);

@@ -96,7 +96,13 @@ enum Step {
 }
 
 #[cfg(feature = "planted-bugs")]
-const BUGS: [&str; 3] = ["trust_staged", "replay_retired", "sweep_staging_first"];
+const BUGS: [&str; 5] = [
+    "trust_staged",
+    "replay_retired",
+    "sweep_staging_first",
+    "retire_before_dir_flush",
+    "refuse_lost_data",
+];
 
 #[cfg(feature = "planted-bugs")]
 fn bug_flag<'a>(bugs: &'a mut TxnBugs, name: &str) -> Option<&'a mut bool> {
@@ -104,6 +110,8 @@ fn bug_flag<'a>(bugs: &'a mut TxnBugs, name: &str) -> Option<&'a mut bool> {
         "trust_staged" => &mut bugs.trust_staged,
         "replay_retired" => &mut bugs.replay_retired,
         "sweep_staging_first" => &mut bugs.sweep_staging_first,
+        "retire_before_dir_flush" => &mut bugs.retire_before_dir_flush,
+        "refuse_lost_data" => &mut bugs.refuse_lost_data,
         _ => return None,
     })
 }
@@ -370,7 +378,17 @@ impl Workload for Txn {
                     && history.ops[**op].end <= k
                     && history.ops[**op].outcome == crate::history::Outcome::Durable
             });
-            if let Some((op, _)) = acked {
+            // Commit retires its journal without a flush; the next
+            // transaction's commit round makes the retirement durable. So a
+            // redo is a replay over later work only once a later
+            // transaction's commit had returned Ok.
+            let later_acked = acked.is_some()
+                && history.txn_seq.iter().any(|(&op, &s)| {
+                    s > seq
+                        && history.ops[op].end <= k
+                        && history.ops[op].outcome == crate::history::Outcome::Durable
+                });
+            if let (Some((op, _)), true) = (acked, later_acked) {
                 let later: Vec<&str> = history
                     .ops
                     .iter()
@@ -380,7 +398,9 @@ impl Workload for Txn {
                     .collect();
                 return Err(format!(
                     "replayed the journal of transaction {seq} ({}), whose commit had returned Ok \
-                     before the crash (a retired journal); transactions started after it: [{}]",
+                     before the crash, after a later transaction's commit had returned Ok too \
+                     (a retired journal replayed over later work); transactions started after \
+                     it: [{}]",
                     history.ops[*op].label,
                     later.join("; ")
                 ));

@@ -18,14 +18,18 @@ use crate::storage::{LockMode, OpenHow, SyncKind};
 impl Transaction {
     /// Commits: after it returns `Ok`, every staged change is in the tree
     /// and durable; after a crash at any instant, recovery leaves all of
-    /// them or none.
+    /// them or none. Two flush rounds: the commit round (the record, the
+    /// staged files and their directories together) and the flush of the
+    /// directories it changed.
     ///
     /// # Errors
     ///
     /// [`State::NotCommitted`]: nothing changed, staging removed (or, if
-    /// that failed too, left for recovery to remove).
-    /// [`State::CommittedPendingRecovery`]: the commit record is durable but
-    /// applying it failed; the tree may show part of it until recovery (run
+    /// that failed too, left for recovery to remove). A failed commit
+    /// round is in doubt: the record is first replaced durably by a BEGIN
+    /// record, then rolled back.
+    /// [`State::CommittedPendingRecovery`]: the commit round completed but
+    /// applying failed; the tree may show part of it until recovery (run
     /// by the next transaction, snapshot or `fstx recover`) finishes it.
     pub fn commit(mut self) -> Result<Committed> {
         let r = self.commit_inner();
@@ -75,7 +79,6 @@ impl Transaction {
                 return Err(self.roll_back(Step::EncodeJournal, e));
             }
         };
-        // R1: staged data and directory entries, and the journal's own entry.
         let journal = match self.journal.clone() {
             Some(j) => j,
             None => match self.create_journal() {
@@ -87,8 +90,31 @@ impl Transaction {
         };
         let durable = self.opts.durable();
         let bugs = self.opts.bugs;
+        self.opts.phase(Phase::Staged);
+        // Readers are held off from here to retirement.
+        if let Err(e) = st.lock(&self.ctl.view, LockMode::Exclusive, true) {
+            return Err(self.roll_back(Step::TakeReaderLock, e));
+        }
+        let written = write_all_at(&*st, &journal, &bytes, 0)
+            .and_then(|()| st.set_len(&journal, bytes.len() as u64));
+        if let Err(e) = written {
+            // In doubt, as for a failed flush below: a write may have landed
+            // whole before a later call failed (the `ftruncate`, or the
+            // second part of a short write), and the unflushed record may
+            // then survive a crash complete and valid. Rolling back by
+            // removing the staging first could leave a valid commit record
+            // whose staged files are gone, so the record is first replaced
+            // durably by a BEGIN record.
+            return Err(self.undo_and_roll_back(Step::WriteCommitRecord, e));
+        }
         if durable {
-            let mut set = Vec::new();
+            // The commit round: the commit record, the staged files (their
+            // flushes already queued), their directory entries, and the
+            // journal's own entry, all at once. A crash inside it may keep
+            // the record and lose staged data: the record's lengths and
+            // checksums let recovery see that and roll back (nothing is
+            // applied before this round ends).
+            let mut set = vec![(journal.clone(), SyncKind::Data)];
             if !self.ctl_assumed_durable() {
                 set.push((self.ctl.dir.clone(), SyncKind::All));
             }
@@ -110,42 +136,20 @@ impl Transaction {
                 }));
             let r = self.flusher.round(set);
             if let Some(e) = failed {
-                return Err(self.roll_back(Step::OpenStagingDirectory, e));
+                return Err(self.undo_and_roll_back(Step::OpenStagingDirectory, e));
             }
             match r {
                 Ok(true) => self.rounds += 1,
                 Ok(false) => {}
                 Err(e) => {
-                    return Err(self.roll_back(Step::FlushStagedFiles, e));
+                    // In doubt: the record may or may not be on disk, and a
+                    // second flush proves nothing. Nothing is applied: the
+                    // record is replaced durably by a BEGIN record, then
+                    // rolled back.
+                    return Err(self.undo_and_roll_back(Step::FlushCommitRound, e));
                 }
             }
-        }
-        self.opts.phase(Phase::Staged);
-        // The commit point. Readers are held off from here to retirement.
-        if let Err(e) = st.lock(&self.ctl.view, LockMode::Exclusive, true) {
-            return Err(self.roll_back(Step::TakeReaderLock, e));
-        }
-        let written = write_all_at(&*st, &journal, &bytes, 0)
-            .and_then(|()| st.set_len(&journal, bytes.len() as u64));
-        if let Err(e) = written {
-            // In doubt, as for a failed flush below: a write may have landed
-            // whole before a later call failed (the `ftruncate`, or the
-            // second part of a short write), and the unflushed record may
-            // then survive a crash complete and valid. Rolling back by
-            // removing the staging first could leave a valid commit record
-            // whose staged files are gone, so the record is first replaced
-            // durably by a BEGIN record.
-            return Err(self.undo_and_roll_back(Step::WriteCommitRecord, e));
-        }
-        if durable {
-            self.flusher.calls.fetch_add(1, Ordering::Relaxed);
-            self.rounds += 1;
-            if let Err(e) = st.sync(&journal, SyncKind::Data) {
-                // In doubt: the record may or may not be on disk, and a second
-                // flush proves nothing. Nothing is applied: the record is
-                // replaced durably by a BEGIN record, then rolled back.
-                return Err(self.undo_and_roll_back(Step::FsyncCommitRecord, e));
-            }
+            self.ctl.needs_root_flush = false;
         }
         drop(journal);
         self.journal = None;
@@ -153,6 +157,10 @@ impl Transaction {
         // Apply.
         let touched = apply(&*st, &mut self.tree, &record.ops, &root_path)
             .map_err(|(step, e)| pending(step, e))?;
+        if bug!(bugs, retire_before_dir_flush) {
+            // PLANTED BUG: the journal is retired before the renames are durable.
+            retire(&*st, &self.ctl, false).map_err(|e| pending(Step::RetireJournal, e))?;
+        }
         if durable {
             match flush_dirs(&mut self.flusher, &mut self.tree, touched) {
                 Ok(true) => self.rounds += 1,
@@ -161,14 +169,12 @@ impl Transaction {
             }
         }
         self.opts.phase(Phase::Applied);
-        // Retire.
+        // Retire, without a flush: the renames are durable now, so a crash
+        // that loses the retirement only redoes what is already done, and the
+        // next transaction's commit round flushes `.fstx-txn/` (making the
+        // retirement durable) before it applies anything.
         self.staged.clear();
-        retire(&*st, &self.ctl, durable && !bug!(bugs, replay_retired))
-            .map_err(|e| pending(Step::RetireJournal, e))?;
-        if durable && !bug!(bugs, replay_retired) {
-            self.rounds += 1;
-            self.flusher.calls.fetch_add(1, Ordering::Relaxed);
-        }
+        retire(&*st, &self.ctl, false).map_err(|e| pending(Step::RetireJournal, e))?;
         let _ = st.unlock(&self.ctl.view);
         let mut c = Committed {
             seq: self.seq,

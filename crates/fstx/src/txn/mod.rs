@@ -18,27 +18,41 @@
 //! 1. **Begin**: take `lock` exclusively (writers are serialized), recover
 //!    whatever a dead writer left, read the last sequence number from
 //!    `retired`.
-//! 2. **Intent** (before the first staged file, flush round R0): create
-//!    `journal` holding a BEGIN record; flush it and `.fstx-txn/`. From now on
-//!    a crash leaves a marker telling recovery to look for staging.
+//! 2. **Intent** (before the first staged file): create `journal` holding a
+//!    BEGIN record, not flushed: a later `begin` in the same boot finds it
+//!    when a writer died with staging in the tree. Only a root's first
+//!    transaction flushes it, with `.fstx-txn/` and the root (round R0),
+//!    since `.fstx-txn/` itself may be new.
 //! 3. **Stage**: each new file is written to `.fstx-stage.<random>.<name>`
 //!    beside its target (in the nearest existing ancestor when the target's
 //!    directory is new), with the target's metadata, and handed to the
 //!    flusher threads at once.
-//! 4. **R1**: wait for the staged files' flushes; flush every staging
-//!    directory (and `.fstx-txn/`) concurrently.
-//! 5. **Commit point (R2)**: take `view` exclusively, overwrite `journal`
-//!    with the COMMIT record (every operation, each staged file's length and
-//!    CRC-32C, the sequence number) and `fdatasync` it.
-//! 6. **Apply**: create directories, rename, rename staged files over their
-//!    targets, remove; each step idempotent. **R3**: flush every touched
+//! 4. **Commit round (R1, the commit point)**: take `view` exclusively,
+//!    overwrite `journal` with the COMMIT record (every operation, each
+//!    staged file's length, CRC-32C and metadata digest, the sequence
+//!    number), then flush, all at once: the staged files, the journal,
+//!    every staging directory and `.fstx-txn/`. A crash inside the round
+//!    may keep the record and lose some staged data or metadata; recovery
+//!    sees that by the checksums and rolls the transaction back, since
+//!    nothing is applied before the round ends.
+//! 5. **Apply**: create directories, rename, rename staged files over their
+//!    targets, remove; each step idempotent. **R2**: flush every touched
 //!    directory once, concurrently.
-//! 7. **Retire (R4)**: rename `journal` to `retired` and flush `.fstx-txn/`;
-//!    release `view` and `lock`.
+//! 6. **Retire**: rename `journal` to `retired`, not flushed: a crash that
+//!    loses it only redoes what is done, and the next transaction's commit
+//!    round flushes `.fstx-txn/` before it applies anything. Release `view`
+//!    and `lock`.
 //!
-//! Five flush rounds whatever the number of files N and directories D
-//! (four without new file content); `docs/design.md` §3 has the decision
-//! table and the tests behind every claim.
+//! Two flush rounds whatever the number of files N and directories D
+//! (three on a root's first transaction); with `Flush::SyncFs`, two
+//! `syncfs` calls. `docs/design.md` §3 has the decision table and the
+//! tests behind every claim.
+//!
+//! Recovery: `begin` and [`Snapshot`] recover the journal they find. The
+//! explicit recovery ([`TxnOptions::recover`], [`crate::recover`], what a
+//! device runs at boot) also sweeps the whole tree for staged files: a
+//! power cut can keep a later transaction's staged files and lose its
+//! unflushed BEGIN record.
 
 mod apply;
 mod commit;

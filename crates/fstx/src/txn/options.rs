@@ -169,7 +169,7 @@ impl TxnOptions {
         st.lock(&ctl.lock, LockMode::Exclusive, true)
             .map_err(|e| fail(Step::TakeWriterLock, e))?;
         let mut tree = Tree::new(st.clone(), root);
-        let r = recover_locked(&*st, &mut tree, root_path, &ctl, self, false);
+        let r = recover_locked(&*st, &mut tree, root_path, &ctl, self, false, true);
         let _ = st.unlock(&ctl.lock);
         Ok(r?.report)
     }

@@ -78,6 +78,11 @@ pub enum RollbackReason {
     NoJournal,
     /// The journal record is damaged: it never committed.
     Damaged(Damage),
+    /// The commit record reached the disk but some of its staged data did
+    /// not, and nothing of it had been applied: the crash came inside the
+    /// commit round, which flushes the record and the data together. The
+    /// transaction had not committed (its `commit` had not returned).
+    DataNotDurable,
     /// The journal record's checksum is valid but its content is malformed
     /// (the defect named): a buggy or hostile writer. Never applied;
     /// quarantined ([`TxnOutcome::Quarantined`]).
@@ -91,6 +96,9 @@ impl fmt::Display for RollbackReason {
                 f.write_str("no commit record (the journal holds only the BEGIN record)")
             }
             RollbackReason::NoJournal => f.write_str("no commit record (no journal)"),
+            RollbackReason::DataNotDurable => f.write_str(
+                "its data did not reach the disk (the commit record did; nothing was applied)",
+            ),
             RollbackReason::Damaged(d) => write!(f, "the journal record is damaged: {d}"),
             RollbackReason::Malformed(why) => write!(f, "the journal record is malformed: {why}"),
         }
@@ -140,6 +148,11 @@ pub struct TxnRecovery {
     pub seq: Option<u64>,
     /// Which way it went (in a dry run: which way it would go).
     pub outcome: TxnOutcome,
+    /// Staged files of a later transaction that never committed, removed by
+    /// the explicit recovery's sweep after the journal was dealt with (a
+    /// power cut can keep staged files and lose the BEGIN record that
+    /// marks them; see the module docs).
+    pub swept: Vec<PathBuf>,
 }
 
 impl fmt::Display for TxnRecovery {
@@ -148,7 +161,7 @@ impl fmt::Display for TxnRecovery {
             Some(s) => format!("transaction {s}"),
             None => "an uncommitted transaction".to_string(),
         };
-        match &self.outcome {
+        let r = match &self.outcome {
             TxnOutcome::Finished { operations } => write!(
                 f,
                 "{}: {seq} had committed; finished applying its {operations} operation(s)",
@@ -180,7 +193,16 @@ impl fmt::Display for TxnRecovery {
                 "{}: {seq} was already applied; removed its stale journal",
                 self.root.display()
             ),
+        };
+        r?;
+        if !self.swept.is_empty() {
+            write!(
+                f,
+                "; removed {} staged file(s) of a later transaction that never committed",
+                self.swept.len()
+            )?;
         }
+        Ok(())
     }
 }
 
@@ -240,6 +262,7 @@ pub(crate) fn recover_locked(
     ctl: &Control,
     opts: &TxnOptions,
     dry_run: bool,
+    sweep: bool,
 ) -> Result<Last> {
     let fail = |step, state, e| Error::new("recover", root_path, step, state, e);
     let nc = State::NotCommitted;
@@ -262,6 +285,7 @@ pub(crate) fn recover_locked(
         root: root_path.to_path_buf(),
         seq,
         outcome,
+        swept: Vec::new(),
     };
     let Some(bytes) = read_small(
         st,
@@ -276,9 +300,14 @@ pub(crate) fn recover_locked(
         // transaction's staging still in the tree. No committed transaction
         // can be pending without its journal, so any staging is garbage:
         // sweep it. Once a transaction has retired, `retired` stays, and
-        // begin no longer walks the tree.
+        // begin no longer walks the tree; the explicit recovery (`sweep`)
+        // always does: a power cut may have kept a transaction's staged
+        // files and lost its BEGIN record, which is not flushed.
         let mut report_sweep = None;
-        if !retired_exists(st, ctl).map_err(|e| fail(Step::ReadRetiredJournal, nc.clone(), e))? {
+        if sweep
+            || !retired_exists(st, ctl)
+                .map_err(|e| fail(Step::ReadRetiredJournal, nc.clone(), e))?
+        {
             let removed = rollback(st, tree, ctl, &mut flusher, durable, dry_run)
                 .map_err(|(step, e)| fail(step, nc.clone(), e))?;
             if !removed.is_empty() {
@@ -301,9 +330,45 @@ pub(crate) fn recover_locked(
             if rec.kind == Kind::Commit && (rec.seq > retired || bug!(bugs, replay_retired)) =>
         {
             let pending = State::CommittedPendingRecovery;
-            if !bug!(bugs, trust_staged) {
-                verify(st, tree, &rec.ops).map_err(|(step, e)| fail(step, pending.clone(), e))?;
+            let verdict = if bug!(bugs, trust_staged) {
+                Verdict::Complete
+            } else {
+                verify(st, tree, &rec.ops).map_err(|(step, e)| fail(step, pending.clone(), e))?
+            };
+            if let Verdict::Lost { path, applied } = verdict {
+                if applied || bug!(bugs, refuse_lost_data) {
+                    // Part of it is in the tree and the rest is lost:
+                    // storage lost data it had flushed. Change nothing.
+                    return Err(fail(
+                        Step::VerifyStagedFile,
+                        pending,
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "the staged content for {path} does not match the journal \
+                                 (length or checksum), the target does not hold it either, and \
+                                 part of the transaction is already applied: refusing to apply \
+                                 or roll back the transaction (storage lost flushed data?)"
+                            ),
+                        ),
+                    ));
+                }
+                // The crash came inside the commit round: the record reached
+                // the disk, some of the data did not, nothing was applied.
+                let removed = rollback(st, tree, ctl, &mut flusher, durable, dry_run)
+                    .map_err(|(step, e)| fail(step, nc.clone(), e))?;
+                return Ok(Last {
+                    last_seq: retired,
+                    report: Some(report(
+                        Some(rec.seq),
+                        TxnOutcome::RolledBack {
+                            staged_removed: removed.iter().map(|p| root_path.join(p)).collect(),
+                            reason: RollbackReason::DataNotDurable,
+                        },
+                    )),
+                });
             }
+            let mut swept = Vec::new();
             if !dry_run {
                 // Readers are held off while the tree changes.
                 st.lock(&ctl.view, LockMode::Exclusive, true)
@@ -314,28 +379,43 @@ pub(crate) fn recover_locked(
                     flush_dirs(&mut flusher, tree, touched)
                         .map_err(|e| fail(Step::FlushDirectories, pending.clone(), e))?;
                 }
+                // Staging left now belongs to a later, uncommitted
+                // transaction: remove it before the journal goes.
+                if sweep {
+                    swept = remove_staging(st, tree, &mut flusher, durable, false)
+                        .map_err(|(s, e)| fail(s, pending.clone(), e))?;
+                }
                 retire(st, ctl, durable && !bug!(bugs, replay_retired))
                     .map_err(|e| fail(Step::RetireJournal, pending.clone(), e))?;
                 let _ = st.unlock(&ctl.view);
             }
+            let mut r = report(
+                Some(rec.seq),
+                TxnOutcome::Finished {
+                    operations: rec.ops.len(),
+                },
+            );
+            r.swept = swept.iter().map(|p| root_path.join(p)).collect();
             Ok(Last {
                 last_seq: rec.seq,
-                report: Some(report(
-                    Some(rec.seq),
-                    TxnOutcome::Finished {
-                        operations: rec.ops.len(),
-                    },
-                )),
+                report: Some(r),
             })
         }
         Ok(rec) if rec.kind == Kind::Commit => {
+            let mut swept = Vec::new();
+            if sweep {
+                swept = remove_staging(st, tree, &mut flusher, durable, dry_run)
+                    .map_err(|(s, e)| fail(s, nc.clone(), e))?;
+            }
             if !dry_run {
                 remove_journal(st, ctl, durable)
                     .map_err(|e| fail(Step::RemoveStaleJournal, nc.clone(), e))?;
             }
+            let mut r = report(Some(rec.seq), TxnOutcome::DiscardedStale);
+            r.swept = swept.iter().map(|p| root_path.join(p)).collect();
             Ok(Last {
                 last_seq: retired,
-                report: Some(report(Some(rec.seq), TxnOutcome::DiscardedStale)),
+                report: Some(r),
             })
         }
         Err(DecodeError::UnsupportedVersion(v)) => Err(fail(
@@ -345,8 +425,9 @@ pub(crate) fn recover_locked(
                 io::ErrorKind::InvalidData,
                 format!(
                     "the journal holds a checksum-valid record of format version {v}, which \
-                     this fstx does not know (it reads version {}); refusing to redo or roll \
-                     it back (use the fstx that wrote it)",
+                     this fstx does not know (it reads versions {} to {}); refusing to redo or \
+                     roll it back (use the fstx that wrote it)",
+                    journal::OLDEST_VERSION,
                     journal::VERSION
                 ),
             ),
@@ -403,12 +484,28 @@ fn rollback(
     durable: bool,
     dry_run: bool,
 ) -> std::result::Result<Vec<PathBuf>, (Step, io::Error)> {
+    let paths = remove_staging(st, tree, flusher, durable, dry_run)?;
+    if !dry_run {
+        remove_journal(st, ctl, durable).map_err(|e| (Step::RemoveJournal, e))?;
+    }
+    Ok(paths)
+}
+
+/// Removes every staged file under the root and flushes the directories
+/// they were in. Returns the staged files' paths (in a dry run: only lists).
+fn remove_staging(
+    st: &dyn Storage,
+    tree: &mut Tree,
+    flusher: &mut Flusher,
+    durable: bool,
+    dry_run: bool,
+) -> std::result::Result<Vec<PathBuf>, (Step, io::Error)> {
     let found = find_staging(st, tree).map_err(|e| (Step::FindStagedFiles, e))?;
     let paths: Vec<PathBuf> = found
         .iter()
         .map(|(d, n)| PathBuf::from(d.to_string()).join(n))
         .collect();
-    if dry_run {
+    if dry_run || found.is_empty() {
         return Ok(paths);
     }
     let mut dirs = BTreeMap::new();
@@ -426,7 +523,6 @@ fn rollback(
             .round(dirs.into_values().map(|d| (d, SyncKind::All)))
             .map_err(|e| (Step::FlushDirectories, e))?;
     }
-    remove_journal(st, ctl, durable).map_err(|e| (Step::RemoveJournal, e))?;
     Ok(paths)
 }
 
@@ -502,6 +598,16 @@ fn crc_of(st: &dyn Storage, f: &Fd, len: u64) -> io::Result<Option<u32>> {
     Ok((off == len).then_some(crc))
 }
 
+/// What [`verify`] found.
+enum Verdict {
+    /// Every write can be completed.
+    Complete,
+    /// The write to `path` cannot: neither its staged file nor its target
+    /// holds the recorded content. `applied`: some operation of the record
+    /// is already in the tree.
+    Lost { path: String, applied: bool },
+}
+
 /// Checks, before anything is applied, that every write can be completed:
 /// its staged file holds the recorded length and checksum, or the target
 /// already does (applied before the crash).
@@ -509,57 +615,92 @@ fn verify(
     st: &dyn Storage,
     tree: &mut Tree,
     ops: &[Op],
-) -> std::result::Result<(), (Step, io::Error)> {
+) -> std::result::Result<Verdict, (Step, io::Error)> {
     check_ops(ops).map_err(|e| (Step::CheckPath, e))?;
+    let mut lost = None;
+    let mut applied = false;
     for op in ops {
-        let Op::Put {
-            path,
-            stage_dir,
-            stage_name,
-            len,
-            crc,
-        } = op
-        else {
-            continue;
-        };
-        let staged = match tree.dir(stage_dir) {
-            Ok(d) => match st.open(&d, stage_name, OpenHow::READ_NOFOLLOW) {
-                Ok(f) => Some(f),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                Err(e) => return Err((Step::OpenStagedFile, e)),
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err((Step::OpenStagingDirectory, e)),
-        };
-        let ok = if let Some(f) = staged {
-            crc_of(st, &f, *len).map_err(|e| (Step::ReadStagedFile, e))? == Some(*crc)
-        } else {
-            let (parent, name) = split(path).map_err(|e| (Step::CheckPath, e))?;
-            match tree.dir(&parent) {
-                Ok(d) => match st.open(&d, &name, OpenHow::READ_NOFOLLOW) {
-                    Ok(f) => crc_of(st, &f, *len).map_err(|e| (Step::ReadTarget, e))? == Some(*crc),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-                    Err(e) => return Err((Step::OpenTarget, e)),
-                },
-                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-                Err(e) => return Err((Step::OpenTargetDirectory, e)),
+        match op {
+            Op::Put {
+                path,
+                stage_dir,
+                stage_name,
+                len,
+                crc,
+                meta,
+            } => {
+                let staged = match tree.dir(stage_dir) {
+                    Ok(d) => match st.open(&d, stage_name, OpenHow::READ_NOFOLLOW) {
+                        Ok(f) => Some(f),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                        Err(e) => return Err((Step::OpenStagedFile, e)),
+                    },
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                    Err(e) => return Err((Step::OpenStagingDirectory, e)),
+                };
+                let ok = if let Some(f) = staged {
+                    crc_of(st, &f, *len).map_err(|e| (Step::ReadStagedFile, e))? == Some(*crc)
+                        && match meta {
+                            Some(m) => {
+                                super::stage::meta_digest(st, &f)
+                                    .map_err(|e| (Step::ReadStagedFile, e))?
+                                    == *m
+                            }
+                            None => true,
+                        }
+                } else {
+                    let (parent, name) = split(path).map_err(|e| (Step::CheckPath, e))?;
+                    let in_place = match tree.dir(&parent) {
+                        Ok(d) => match st.open(&d, &name, OpenHow::READ_NOFOLLOW) {
+                            Ok(f) => {
+                                crc_of(st, &f, *len).map_err(|e| (Step::ReadTarget, e))?
+                                    == Some(*crc)
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                            Err(e) => return Err((Step::OpenTarget, e)),
+                        },
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                        Err(e) => return Err((Step::OpenTargetDirectory, e)),
+                    };
+                    applied |= in_place;
+                    in_place
+                };
+                if !ok && lost.is_none() {
+                    lost = Some(path.to_string());
+                }
             }
-        };
-        if !ok {
-            return Err((
-                Step::VerifyStagedFile,
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "the staged content for {path} does not match the journal (length or \
-                         checksum), and the target does not hold it either: refusing to apply \
-                         the transaction (storage lost flushed data?)"
-                    ),
-                ),
-            ));
+            Op::Rename { from, to, ino } => {
+                // Applied: the source is gone and its inode is at the target.
+                let mut at = |p: &RelPath| -> std::result::Result<Option<u64>, (Step, io::Error)> {
+                    let (parent, name) = split(p).map_err(|e| (Step::CheckPath, e))?;
+                    match tree.dir(&parent) {
+                        Ok(d) => match st.stat_at(&d, &name, false) {
+                            Ok(s) => Ok(Some(s.ino)),
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                            Err(e) => Err((Step::InspectSource, e)),
+                        },
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                        Err(e) => Err((Step::OpenSourceDirectory, e)),
+                    }
+                };
+                if at(from)? != Some(*ino) && at(to)? == Some(*ino) {
+                    applied = true;
+                }
+            }
+            // A directory the record creates did not exist when it was
+            // staged: if it exists now, applying had begun.
+            Op::Mkdir { path, .. } => match tree.dir(path) {
+                Ok(_) => applied = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err((Step::OpenDirectory, e)),
+            },
+            Op::Remove { .. } => {}
         }
     }
-    Ok(())
+    Ok(match lost {
+        None => Verdict::Complete,
+        Some(path) => Verdict::Lost { path, applied },
+    })
 }
 
 /// What recovering one directory as a transaction root found.
@@ -601,7 +742,7 @@ pub(crate) fn recover_root(
     let mut opts = TxnOptions::new();
     opts.storage(st.clone());
     let mut tree = Tree::new(st.clone(), root);
-    let r = recover_locked(&**st, &mut tree, root_path, &ctl, &opts, dry_run);
+    let r = recover_locked(&**st, &mut tree, root_path, &ctl, &opts, dry_run, true);
     let _ = st.unlock(&ctl.lock);
     Ok(RootState::Done(r?.report))
 }

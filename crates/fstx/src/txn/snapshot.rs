@@ -112,7 +112,7 @@ impl Snapshot {
                         .map_err(|e| fail(Step::ReleaseReaderLock, e))?;
                     st.lock(&ctl.lock, LockMode::Exclusive, true)
                         .map_err(|e| fail(Step::TakeWriterLock, e))?;
-                    let r = recover_locked(&*st, &mut tree, root_path, &ctl, opts, false);
+                    let r = recover_locked(&*st, &mut tree, root_path, &ctl, opts, false, false);
                     let _ = st.unlock(&ctl.lock);
                     if let Err(e) = r {
                         let ro = e.kind() == io::ErrorKind::ReadOnlyFilesystem

@@ -89,7 +89,13 @@ impl Transaction {
         Ok(())
     }
 
-    /// Writes the BEGIN record before the first staged file (flush round R0).
+    /// Writes the BEGIN record before the first staged file. It tells a
+    /// later `begin` that a writer died with staging in the tree; it is
+    /// flushed (with `.fstx-txn/` and the root, round R0) only for a root's
+    /// first transaction, when `.fstx-txn/` itself may be new. After that a
+    /// power cut may lose the BEGIN record and keep staged files: the
+    /// explicit recovery (`recover`, what a device runs at boot) sweeps
+    /// those (see the module docs).
     pub(super) fn ensure_intent(&mut self) -> io::Result<()> {
         if self.journal.is_some() {
             return Ok(());
@@ -98,13 +104,13 @@ impl Transaction {
         let rec = self.begin_record()?;
         let f = self.create_journal()?;
         write_all_at(&*st, &f, &rec, 0)?;
-        if self.opts.durable() {
-            let mut set = vec![(f.clone(), SyncKind::All)];
-            if !self.ctl_assumed_durable() {
-                set.push((self.ctl.dir.clone(), SyncKind::All));
-                if self.ctl.needs_root_flush {
-                    set.push((self.tree.root(), SyncKind::All));
-                }
+        if self.opts.durable() && self.seq == 1 {
+            let mut set = vec![
+                (f.clone(), SyncKind::All),
+                (self.ctl.dir.clone(), SyncKind::All),
+            ];
+            if self.ctl.needs_root_flush {
+                set.push((self.tree.root(), SyncKind::All));
             }
             if self.flusher.round(set)? {
                 self.rounds += 1;
@@ -399,6 +405,13 @@ impl StagedFile<'_> {
             self.fd = Some(fd);
             return Err(self.txn.err("stage", &self.path, Step::CarryMetadata, e));
         }
+        let meta = match meta_digest(&*st, &fd) {
+            Ok(m) => m,
+            Err(e) => {
+                self.fd = Some(fd);
+                return Err(self.txn.err("stage", &self.path, Step::CarryMetadata, e));
+            }
+        };
         self.done = true;
         if self.txn.opts.durable() {
             self.txn.flusher.submit(Arc::new(fd), SyncKind::All);
@@ -409,6 +422,7 @@ impl StagedFile<'_> {
             stage_name: self.stage_name.clone(),
             len: self.pos,
             crc: self.crc,
+            meta: Some(meta),
         });
         Ok(())
     }
@@ -486,4 +500,39 @@ pub(super) fn carry_metadata(
             xattrs: opts.preserve_xattrs,
         },
     )
+}
+
+/// The metadata digest a PUT operation records: CRC-32C of the file's
+/// permission bits, owner, group and extended attributes (sorted by name,
+/// each name and value length-prefixed). The commit round flushes the
+/// commit record together with the staged files, so a crash inside it can
+/// keep a staged file's data and lose its `chmod`, `chown` or `setxattr`;
+/// recovery compares this digest as it compares the data's checksum.
+pub(super) fn meta_digest(st: &dyn Storage, f: &Fd) -> io::Result<u32> {
+    let s = st.stat(f)?;
+    let mut b = Vec::with_capacity(64);
+    b.extend_from_slice(&(s.mode & 0o7777).to_le_bytes());
+    b.extend_from_slice(&s.uid.to_le_bytes());
+    b.extend_from_slice(&s.gid.to_le_bytes());
+    let mut names = match st.list_xattr(f) {
+        Ok(n) => n,
+        Err(e) if crate::metadata::unsupported(&e) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    names.sort();
+    for name in names {
+        let value = match st.get_xattr(f, &name) {
+            Ok(v) => v,
+            Err(e) if crate::metadata::unsupported(&e) || e.kind() == io::ErrorKind::NotFound => {
+                continue
+            }
+            Err(e) => return Err(e),
+        };
+        let name = name.as_encoded_bytes();
+        b.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        b.extend_from_slice(name);
+        b.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        b.extend_from_slice(&value);
+    }
+    Ok(crc32c::crc32c(&b))
 }

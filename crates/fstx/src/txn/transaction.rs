@@ -142,7 +142,7 @@ impl Transaction {
             Err(e) => return Err(fail(Step::TakeWriterLock, e)),
         }
         let mut tree = Tree::new(st.clone(), root.clone());
-        let last = recover_locked(&*st, &mut tree, root_path, &ctl, opts, false)?;
+        let last = recover_locked(&*st, &mut tree, root_path, &ctl, opts, false, false)?;
         let seq = last.last_seq + 1;
         let txn_id = st
             .random()

@@ -44,7 +44,8 @@
 //!
 //! ```text
 //! 1 MKDIR   path: str, mode: u32
-//! 2 PUT     path: str, stage_dir: str, stage_name: str, length: u64, crc32c: u32
+//! 2 PUT     path: str, stage_dir: str, stage_name: str, length: u64, crc32c: u32,
+//!           meta: u32 (version 2 only)
 //! 3 REMOVE  path: str, inode: u64
 //! 4 RENAME  from: str, to: str, inode: u64
 //! ```
@@ -64,8 +65,12 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 /// The journal's magic bytes.
 pub const MAGIC: [u8; 8] = *b"FSTXJRNL";
-/// The only journal format version this build reads and writes.
-pub const VERSION: u16 = 1;
+/// The journal format version this build writes. It reads version 1 too
+/// (the same record without PUT's metadata digest, from fstx before the
+/// one-round commit).
+pub const VERSION: u16 = 2;
+/// The oldest version this build reads.
+pub const OLDEST_VERSION: u16 = 1;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 40;
 /// Size of the trailing checksum.
@@ -236,6 +241,12 @@ pub enum Op {
         len: u64,
         /// The staged file's CRC-32C.
         crc: u32,
+        /// The staged file's metadata digest: a CRC-32C of its mode,
+        /// owner and extended attributes as fstx set them. The commit record
+        /// is flushed in the same round as the staged files, so recovery
+        /// checks their metadata as it checks their data. `None` in a
+        /// version 1 record (not checked); the encoder requires it.
+        meta: Option<u32>,
     },
     /// Remove `path` if it is still inode `ino`.
     Remove {
@@ -329,13 +340,16 @@ impl Record {
                     stage_name,
                     len,
                     crc,
+                    meta,
                 } => {
+                    let meta = meta.ok_or("a PUT operation without its metadata digest")?;
                     body.push(OP_PUT);
                     put_str(&mut body, &path.to_bytes());
                     put_str(&mut body, &stage_dir.to_bytes());
                     put_str(&mut body, stage_name.as_bytes());
                     body.extend_from_slice(&len.to_le_bytes());
                     body.extend_from_slice(&crc.to_le_bytes());
+                    body.extend_from_slice(&meta.to_le_bytes());
                 }
                 Op::Remove { path, ino } => {
                     body.push(OP_REMOVE);
@@ -384,7 +398,7 @@ impl Record {
             return Err(DecodeError::Malformed("wrong magic number"));
         }
         let version = u16::from_le_bytes([b[8], b[9]]);
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(DecodeError::UnsupportedVersion(version));
         }
         if total > MAX_RECORD_LEN {
@@ -441,12 +455,18 @@ impl Record {
                     let stage_name = OsString::from_vec(stage_name.to_vec());
                     let len = r.u64().ok_or(m("operation truncated"))?;
                     let crc = r.u32().ok_or(m("operation truncated"))?;
+                    let meta = if version >= 2 {
+                        Some(r.u32().ok_or(m("operation truncated"))?)
+                    } else {
+                        None
+                    };
                     Op::Put {
                         path,
                         stage_dir,
                         stage_name,
                         len,
                         crc,
+                        meta,
                     }
                 }
                 OP_REMOVE => {
@@ -503,10 +523,12 @@ fn framed_len(b: &[u8]) -> Result<usize, DecodeError> {
 
 /// The sequence number (bytes `16..24`) of a record whose framing and CRC
 /// are valid, whatever else is wrong with it (to name a quarantine
-/// directory); `None` for a damaged record or one of another version.
+/// directory); `None` for a damaged record or one of a version this build
+/// does not read.
 pub fn framed_seq(b: &[u8]) -> Option<u64> {
     framed_len(b).ok()?;
-    if b[8..10] != VERSION.to_le_bytes() {
+    let version = u16::from_le_bytes([b[8], b[9]]);
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return None;
     }
     Some(u64::from_le_bytes(b[16..24].try_into().ok()?))

@@ -23,6 +23,7 @@ fn sample() -> Record {
                 stage_name: ".fstx-stage.00000000000000aa.f".into(),
                 len: 5,
                 crc: crc32c::crc32c(b"hello"),
+                meta: Some(0xAABB_CCDD),
             },
             Op::Remove {
                 path: p("old"),
@@ -51,7 +52,7 @@ fn golden_begin() {
     let bytes = rec.encode().unwrap();
     let mut want = Vec::new();
     want.extend_from_slice(b"FSTXJRNL");
-    want.extend_from_slice(&[1, 0]); // version 1
+    want.extend_from_slice(&[2, 0]); // version 2
     want.extend_from_slice(&[1, 0]); // BEGIN, flags
     want.extend_from_slice(&[0, 0, 0, 0]); // reserved
     want.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]); // seq
@@ -64,36 +65,32 @@ fn golden_begin() {
     // Pin the checksum itself (CRC-32C of the 40 header bytes above).
     // Computed independently (bitwise CRC-32C in Python).
     assert_eq!(
-        crc, 0xCB06_BB97_u32,
+        crc, 0x8DED_CACA_u32,
         "crc32c of the golden header is {crc:#x}"
     );
     assert_eq!(Record::decode(&bytes).unwrap(), rec);
 }
 
-#[test]
-fn golden_commit() {
-    let bytes = sample().encode().unwrap();
-    let hex: String = bytes.iter().fold(String::new(), |mut s, b| {
-        use std::fmt::Write as _;
-        let _ = write!(s, "{b:02x}");
-        s
-    });
-    let want = concat!(
-        "465354584a524e4c", // magic
-        "0100",             // version
-        "02",               // COMMIT
-        "00",               // flags
-        "00000000",         // reserved
-        "0807060504030201", // seq
-        "8877665544332211", // txn id
-        "04000000",         // 4 ops
-        "59000000",         // body length 89
+/// The sample's encoding, as hex, in format `version` (1: PUT without the
+/// metadata digest, as fstx wrote before the one-round commit).
+fn sample_hex(version: u16) -> String {
+    let v2 = version == 2;
+    [
+        "465354584a524e4c",                       // magic
+        if v2 { "0200" } else { "0100" },         // version
+        "02",                                     // COMMIT
+        "00",                                     // flags
+        "00000000",                               // reserved
+        "0807060504030201",                       // seq
+        "8877665544332211",                       // txn id
+        "04000000",                               // 4 ops
+        if v2 { "5d000000" } else { "59000000" }, // body length 93 / 89
         // MKDIR "d" 0o755
         "01",
         "0100",
         "64",
         "ed010000",
-        // PUT "d/f" "" ".fstx-stage.00000000000000aa.f" 5 crc("hello")
+        // PUT "d/f" "" ".fstx-stage.00000000000000aa.f" 5 crc("hello") [meta]
         "02",
         "0300",
         "642f66",
@@ -101,7 +98,8 @@ fn golden_commit() {
         "1e00",
         "2e667374782d73746167652e303030303030303030303030303061612e66",
         "0500000000000000",
-        "4cbb719a", // crc32c("hello") = 0x9a71bb4c
+        "4cbb719a",                       // crc32c("hello") = 0x9a71bb4c
+        if v2 { "ddccbbaa" } else { "" }, // metadata digest 0xaabbccdd
         // REMOVE "old" 42
         "03",
         "0300",
@@ -114,11 +112,44 @@ fn golden_commit() {
         "0100",
         "62",
         "0700000000000000",
-    );
-    assert_eq!(&hex[..hex.len() - 8], want);
-    // The record's own CRC-32C, computed independently (Python).
-    assert_eq!(&hex[hex.len() - 8..], "aa137ffc");
+        // The record's own CRC-32C, computed independently (Python).
+        if v2 { "f215fb55" } else { "aa137ffc" },
+    ]
+    .concat()
+}
+
+#[test]
+fn golden_commit() {
+    let bytes = sample().encode().unwrap();
+    let hex: String = bytes.iter().fold(String::new(), |mut s, b| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+        s
+    });
+    assert_eq!(hex, sample_hex(2));
     assert_eq!(Record::decode(&bytes).unwrap(), sample());
+}
+
+/// A version 1 record (written before the one-round commit) still
+/// decodes, its PUT without a metadata digest; it is never written.
+#[test]
+fn golden_commit_version_1_still_decodes() {
+    let hex = sample_hex(1);
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let mut want = sample();
+    for op in &mut want.ops {
+        if let Op::Put { meta, .. } = op {
+            *meta = None;
+        }
+    }
+    assert_eq!(Record::decode(&bytes).unwrap(), want);
+    assert!(
+        want.encode().is_err(),
+        "a PUT without its digest is never written"
+    );
 }
 
 #[test]
@@ -220,12 +251,12 @@ fn hostile_records_with_valid_checksums() {
     // A newer version is refused, never guessed at — but only when the
     // record's CRC is valid.
     let mut rec = forge(KIND_COMMIT, 1, &remove(b"a"));
-    rec[8] = 2;
+    rec[8] = 3;
     assert_eq!(Record::decode(&rec), Err(DecodeError::BadChecksum));
     reseal(&mut rec);
     assert_eq!(
         Record::decode(&rec),
-        Err(DecodeError::UnsupportedVersion(2))
+        Err(DecodeError::UnsupportedVersion(3))
     );
     // Wrong magic with a valid CRC: malformed, not "damaged".
     let mut rec = forge(KIND_COMMIT, 1, &remove(b"a"));
