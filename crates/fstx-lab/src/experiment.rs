@@ -44,8 +44,9 @@ pub(crate) enum Contender {
 
 /// The transaction options of the `commit-before-data` contender: fstx's
 /// transactions through a storage that holds each staged file's data back
-/// until the commit record is flushed (`fstx_sim::bugs`, a planted flush
-/// bug; the library itself has no branch for it).
+/// until the commit round is over and the first staged file is renamed into
+/// place (`fstx_sim::bugs`, a planted flush bug; the library itself has no
+/// branch for it).
 pub(crate) fn commit_before_data_options() -> fstx::TxnOptions {
     use fstx_sim::bugs::{FlushBug, FlushBugs};
     let mut opts = fstx::TxnOptions::new();
@@ -75,7 +76,7 @@ impl Contender {
             Contender::NoFlush => "temp file + rename, no fsync at all (tempfile persist)",
             Contender::InPlace => "truncate, then write in place 4 KiB at a time, fsync after each",
             Contender::CommitBeforeData => {
-                "transactions whose commit record is flushed before the staged data is written"
+                "transactions applied before their staged data is written (after the commit round)"
             }
         }
     }

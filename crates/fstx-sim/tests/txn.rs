@@ -125,9 +125,15 @@ fn planted_commit_before_data_write_is_caught() {
 
 #[test]
 fn planted_no_stage_dir_flush_is_caught() {
-    // Staged files whose names were not durable: gone after the crash.
+    // Staged files whose names were not durable: gone after the crash, a
+    // rename of the same transaction applied (redo cannot tell a lost entry
+    // from a file replaced since, and skips it: half applied).
     let r = run(&bug(FlushBug::NoStageDirFlush), 0..20, false);
-    assert!(r.caught("verify staged file"), "{}", r.summary());
+    assert!(
+        r.caught("not the state after any allowed prefix"),
+        "{}",
+        r.summary()
+    );
 }
 
 fn lying(w: &dyn Workload, seeds: std::ops::Range<u64>) -> Report {
@@ -197,13 +203,17 @@ fn planted_replay_retired_is_caught() {
 #[cfg(feature = "planted-bugs")]
 #[test]
 fn planted_sweep_staging_first_is_caught() {
-    // The committed transaction's staging is gone before redo.
+    // The committed transaction's staging is gone before redo: half applied.
     let r = run(
         &recovery_bug(|b| b.sweep_staging_first = true),
         0..20,
         false,
     );
-    assert!(r.caught("verify staged file"), "{}", r.summary());
+    assert!(
+        r.caught("not the state after any allowed prefix"),
+        "{}",
+        r.summary()
+    );
 }
 
 /// Commit retires the journal before the touched directories are flushed:

@@ -990,3 +990,50 @@ fn staging_without_a_control_directory_is_swept() {
     drop(Transaction::begin(d.path()).unwrap());
     assert!(stale[0].exists());
 }
+
+/// The retirement is not flushed, so a crash can bring back an applied
+/// transaction's journal after another writer replaced one of its files
+/// (`fstx::write`). Recovery must neither refuse nor undo the later write:
+/// the target is another inode than the staged one, and the rest of the
+/// record shows it was applied. When every file it wrote was replaced, no
+/// evidence is left; rolling back then removes nothing but the journal.
+#[test]
+fn redo_after_a_later_replace_keeps_the_later_file() {
+    for replace_all in [false, true] {
+        let d = TempDir::new("later");
+        let mut t = Transaction::begin(d.path()).unwrap();
+        t.write("a", "a1").unwrap();
+        t.write("b", "b1").unwrap();
+        t.commit().unwrap();
+        let retired_before = std::fs::read(d.join(".fstx-txn/retired")).unwrap();
+        let mut t = Transaction::begin(d.path()).unwrap();
+        t.write("a", "a2").unwrap();
+        t.write("b", "b2").unwrap();
+        t.commit().unwrap();
+        fstx::write(d.join("a"), "a3").unwrap();
+        if replace_all {
+            fstx::write(d.join("b"), "b3").unwrap();
+        }
+        // The crash lost the retirement: the journal is back, `retired` as before.
+        std::fs::rename(d.join(".fstx-txn/retired"), d.join(".fstx-txn/journal")).unwrap();
+        std::fs::write(d.join(".fstx-txn/retired"), &retired_before).unwrap();
+        let r = fstx::recover(d.path()).unwrap();
+        let t = &r.transactions[0];
+        if replace_all {
+            assert!(
+                matches!(&t.outcome, fstx::TxnOutcome::RolledBack { staged_removed, .. } if staged_removed.is_empty()),
+                "{t}"
+            );
+        } else {
+            assert!(
+                matches!(t.outcome, fstx::TxnOutcome::Finished { .. }),
+                "{t}"
+            );
+        }
+        assert_eq!(std::fs::read(d.join("a")).unwrap(), b"a3");
+        let b: &[u8] = if replace_all { b"b3" } else { b"b2" };
+        assert_eq!(std::fs::read(d.join("b")).unwrap(), b);
+        assert!(no_journal(d.path()));
+        assert!(Transaction::begin(d.path()).is_ok());
+    }
+}

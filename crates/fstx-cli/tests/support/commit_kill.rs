@@ -200,12 +200,14 @@ pub(crate) fn sigkill_loop(
                 3 => ("applied", 5000),
                 _ => ("committed", 200),
             };
-            child = commit(stage, Some(&format!("{which}:{ms}")));
+            // The paused commit creates `flag` when its pause begins.
+            let flag = d.join("pause-began");
+            let _ = std::fs::remove_file(&flag);
+            child = commit(stage, Some(&format!("{which}:{ms}:{}", flag.display())));
             // Wait until the writer is in that phase (or finished/failed).
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                let big = std::fs::metadata(&journal).is_ok_and(|m| m.len() > 44);
-                let there = big && (which == "committed" || version_of(&root, FILES) == Ok(next));
+                let there = flag.exists();
                 if there || child.try_wait().unwrap().is_some() || Instant::now() > deadline {
                     break;
                 }

@@ -600,24 +600,53 @@ fn crc_of(st: &dyn Storage, f: &Fd, len: u64) -> io::Result<Option<u32>> {
 
 /// What [`verify`] found.
 enum Verdict {
-    /// Every write can be completed.
+    /// Every write can be completed (or was applied).
     Complete,
-    /// The write to `path` cannot: neither its staged file nor its target
-    /// holds the recorded content. `applied`: some operation of the record
-    /// is already in the tree.
+    /// The write to `path` cannot: its staged file is damaged or missing
+    /// and its target does not hold it. `applied`: some operation of the
+    /// record is already in the tree.
     Lost { path: String, applied: bool },
 }
 
-/// Checks, before anything is applied, that every write can be completed:
-/// its staged file holds the recorded length and checksum, or the target
-/// already does (applied before the crash).
+/// The inode at `p` under the root, if any.
+fn ino_at(
+    st: &dyn Storage,
+    tree: &mut Tree,
+    p: &RelPath,
+) -> std::result::Result<Option<u64>, (Step, io::Error)> {
+    let (parent, name) = split(p).map_err(|e| (Step::CheckPath, e))?;
+    match tree.dir(&parent) {
+        Ok(d) => match st.stat_at(&d, &name, false) {
+            Ok(s) => Ok(Some(s.ino)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err((Step::InspectTarget, e)),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err((Step::OpenTargetDirectory, e)),
+    }
+}
+
+/// Checks, before anything is applied, that every write can be completed.
+///
+/// A PUT whose staged file is still there must hold the recorded length,
+/// CRC-32C, inode and metadata digest. A PUT whose staged file is gone (in
+/// a version 2 record) was applied if its target is the staged inode.
+/// Otherwise its staged entry was lost by a crash inside the commit round
+/// (then nothing of the record is applied, and it is rolled back, which
+/// leaves the target alone), or it was applied and replaced since by another
+/// writer (the retirement is not flushed, so a later `fstx write` to the
+/// same path can outlive it; then other operations show the record applied,
+/// and redo skips it). Inode numbers are reused, so the old target's inode
+/// cannot tell the two apart; the rest of the record can. Version 1 records
+/// compare the target's content instead.
 fn verify(
     st: &dyn Storage,
     tree: &mut Tree,
     ops: &[Op],
 ) -> std::result::Result<Verdict, (Step, io::Error)> {
     check_ops(ops).map_err(|e| (Step::CheckPath, e))?;
-    let mut lost = None;
+    let mut damaged = None;
+    let mut missing = None;
     let mut applied = false;
     for op in ops {
         match op {
@@ -638,16 +667,31 @@ fn verify(
                     Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                     Err(e) => return Err((Step::OpenStagingDirectory, e)),
                 };
-                let ok = if let Some(f) = staged {
-                    crc_of(st, &f, *len).map_err(|e| (Step::ReadStagedFile, e))? == Some(*crc)
+                if let Some(f) = staged {
+                    let ok = crc_of(st, &f, *len).map_err(|e| (Step::ReadStagedFile, e))?
+                        == Some(*crc)
                         && match meta {
                             Some(m) => {
-                                super::stage::meta_digest(st, &f)
-                                    .map_err(|e| (Step::ReadStagedFile, e))?
-                                    == *m
+                                let now = super::stage::meta_digest(st, &f)
+                                    .map_err(|e| (Step::ReadStagedFile, e))?;
+                                (now.ino, now.digest) == (m.ino, m.digest)
                             }
                             None => true,
-                        }
+                        };
+                    if !ok {
+                        damaged.get_or_insert_with(|| path.to_string());
+                    }
+                    continue;
+                }
+                if let Some(m) = meta {
+                    if ino_at(st, tree, path)? == Some(m.ino) {
+                        applied = true;
+                    } else {
+                        // Its staged entry was lost inside the commit
+                        // round (then nothing is applied), or it was
+                        // applied and replaced since by another writer.
+                        missing.get_or_insert_with(|| path.to_string());
+                    }
                 } else {
                     let (parent, name) = split(path).map_err(|e| (Step::CheckPath, e))?;
                     let in_place = match tree.dir(&parent) {
@@ -662,28 +706,16 @@ fn verify(
                         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
                         Err(e) => return Err((Step::OpenTargetDirectory, e)),
                     };
-                    applied |= in_place;
-                    in_place
-                };
-                if !ok && lost.is_none() {
-                    lost = Some(path.to_string());
+                    if in_place {
+                        applied = true;
+                    } else {
+                        damaged.get_or_insert_with(|| path.to_string());
+                    }
                 }
             }
+            // Applied: the source is gone and its inode is at the target.
             Op::Rename { from, to, ino } => {
-                // Applied: the source is gone and its inode is at the target.
-                let mut at = |p: &RelPath| -> std::result::Result<Option<u64>, (Step, io::Error)> {
-                    let (parent, name) = split(p).map_err(|e| (Step::CheckPath, e))?;
-                    match tree.dir(&parent) {
-                        Ok(d) => match st.stat_at(&d, &name, false) {
-                            Ok(s) => Ok(Some(s.ino)),
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                            Err(e) => Err((Step::InspectSource, e)),
-                        },
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                        Err(e) => Err((Step::OpenSourceDirectory, e)),
-                    }
-                };
-                if at(from)? != Some(*ino) && at(to)? == Some(*ino) {
+                if ino_at(st, tree, from)? != Some(*ino) && ino_at(st, tree, to)? == Some(*ino) {
                     applied = true;
                 }
             }
@@ -697,9 +729,16 @@ fn verify(
             Op::Remove { .. } => {}
         }
     }
-    Ok(match lost {
-        None => Verdict::Complete,
-        Some(path) => Verdict::Lost { path, applied },
+    Ok(match (damaged, missing) {
+        (Some(path), _) => Verdict::Lost { path, applied },
+        // Nothing applied: the crash came inside the commit round.
+        (None, Some(path)) if !applied => Verdict::Lost {
+            path,
+            applied: false,
+        },
+        // Part applied: the commit round had completed, so every staged
+        // entry was durable; a missing one was applied and replaced since.
+        _ => Verdict::Complete,
     })
 }
 

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::journal::{Op, RelPath};
+use super::journal::{Op, RelPath, StagedMeta};
 use super::options::TxnOptions;
 use super::root::{rel_path, split};
 use super::transaction::{Staged, Transaction, Use};
@@ -508,7 +508,8 @@ pub(super) fn carry_metadata(
 /// commit record together with the staged files, so a crash inside it can
 /// keep a staged file's data and lose its `chmod`, `chown` or `setxattr`;
 /// recovery compares this digest as it compares the data's checksum.
-pub(super) fn meta_digest(st: &dyn Storage, f: &Fd) -> io::Result<u32> {
+/// Returned with the file's inode number.
+pub(super) fn meta_digest(st: &dyn Storage, f: &Fd) -> io::Result<StagedMeta> {
     let s = st.stat(f)?;
     let mut b = Vec::with_capacity(64);
     b.extend_from_slice(&(s.mode & 0o7777).to_le_bytes());
@@ -534,5 +535,8 @@ pub(super) fn meta_digest(st: &dyn Storage, f: &Fd) -> io::Result<u32> {
         b.extend_from_slice(&(value.len() as u32).to_le_bytes());
         b.extend_from_slice(&value);
     }
-    Ok(crc32c::crc32c(&b))
+    Ok(StagedMeta {
+        ino: s.ino,
+        digest: crc32c::crc32c(&b),
+    })
 }

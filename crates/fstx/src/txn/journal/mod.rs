@@ -45,7 +45,7 @@
 //! ```text
 //! 1 MKDIR   path: str, mode: u32
 //! 2 PUT     path: str, stage_dir: str, stage_name: str, length: u64, crc32c: u32,
-//!           meta: u32 (version 2 only)
+//!           staged inode: u64, meta: u32 (version 2 only)
 //! 3 REMOVE  path: str, inode: u64
 //! 4 RENAME  from: str, to: str, inode: u64
 //! ```
@@ -66,7 +66,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 /// The journal's magic bytes.
 pub const MAGIC: [u8; 8] = *b"FSTXJRNL";
 /// The journal format version this build writes. It reads version 1 too
-/// (the same record without PUT's metadata digest, from fstx before the
+/// (the same record without PUT's staged inode and metadata digest, from
+/// fstx before the
 /// one-round commit).
 pub const VERSION: u16 = 2;
 /// The oldest version this build reads.
@@ -218,6 +219,15 @@ impl fmt::Display for RelPath {
     }
 }
 
+/// What a version 2 PUT records of its staged file besides its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StagedMeta {
+    /// Its inode number.
+    pub ino: u64,
+    /// CRC-32C of its permission bits, owner, group and extended attributes.
+    pub digest: u32,
+}
+
 /// One operation of a committed transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -241,12 +251,15 @@ pub enum Op {
         len: u64,
         /// The staged file's CRC-32C.
         crc: u32,
-        /// The staged file's metadata digest: a CRC-32C of its mode,
+        /// The staged file's inode and metadata digest. The digest is a
+        /// CRC-32C of its mode,
         /// owner and extended attributes as fstx set them. The commit record
         /// is flushed in the same round as the staged files, so recovery
-        /// checks their metadata as it checks their data. `None` in a
-        /// version 1 record (not checked); the encoder requires it.
-        meta: Option<u32>,
+        /// checks their metadata as it checks their data. The inode tells
+        /// an applied PUT (the target is the staged inode) from one whose
+        /// staged entry was lost or whose target was replaced since. `None` in a version 1 record (not
+        /// checked); the encoder requires it.
+        meta: Option<StagedMeta>,
     },
     /// Remove `path` if it is still inode `ino`.
     Remove {
@@ -342,14 +355,15 @@ impl Record {
                     crc,
                     meta,
                 } => {
-                    let meta = meta.ok_or("a PUT operation without its metadata digest")?;
+                    let meta = meta.ok_or("a PUT operation without its staged inode and digest")?;
                     body.push(OP_PUT);
                     put_str(&mut body, &path.to_bytes());
                     put_str(&mut body, &stage_dir.to_bytes());
                     put_str(&mut body, stage_name.as_bytes());
                     body.extend_from_slice(&len.to_le_bytes());
                     body.extend_from_slice(&crc.to_le_bytes());
-                    body.extend_from_slice(&meta.to_le_bytes());
+                    body.extend_from_slice(&meta.ino.to_le_bytes());
+                    body.extend_from_slice(&meta.digest.to_le_bytes());
                 }
                 Op::Remove { path, ino } => {
                     body.push(OP_REMOVE);
@@ -456,7 +470,9 @@ impl Record {
                     let len = r.u64().ok_or(m("operation truncated"))?;
                     let crc = r.u32().ok_or(m("operation truncated"))?;
                     let meta = if version >= 2 {
-                        Some(r.u32().ok_or(m("operation truncated"))?)
+                        let ino = r.u64().ok_or(m("operation truncated"))?;
+                        let digest = r.u32().ok_or(m("operation truncated"))?;
+                        Some(StagedMeta { ino, digest })
                     } else {
                         None
                     };

@@ -23,7 +23,10 @@ fn sample() -> Record {
                 stage_name: ".fstx-stage.00000000000000aa.f".into(),
                 len: 5,
                 crc: crc32c::crc32c(b"hello"),
-                meta: Some(0xAABB_CCDD),
+                meta: Some(StagedMeta {
+                    ino: 99,
+                    digest: 0xAABB_CCDD,
+                }),
             },
             Op::Remove {
                 path: p("old"),
@@ -72,7 +75,7 @@ fn golden_begin() {
 }
 
 /// The sample's encoding, as hex, in format `version` (1: PUT without the
-/// metadata digest, as fstx wrote before the one-round commit).
+/// staged inode and metadata digest, as fstx wrote before the one-round commit).
 fn sample_hex(version: u16) -> String {
     let v2 = version == 2;
     [
@@ -84,7 +87,7 @@ fn sample_hex(version: u16) -> String {
         "0807060504030201",                       // seq
         "8877665544332211",                       // txn id
         "04000000",                               // 4 ops
-        if v2 { "5d000000" } else { "59000000" }, // body length 93 / 89
+        if v2 { "65000000" } else { "59000000" }, // body length 101 / 89
         // MKDIR "d" 0o755
         "01",
         "0100",
@@ -98,8 +101,8 @@ fn sample_hex(version: u16) -> String {
         "1e00",
         "2e667374782d73746167652e303030303030303030303030303061612e66",
         "0500000000000000",
-        "4cbb719a",                       // crc32c("hello") = 0x9a71bb4c
-        if v2 { "ddccbbaa" } else { "" }, // metadata digest 0xaabbccdd
+        "4cbb719a",                                       // crc32c("hello") = 0x9a71bb4c
+        if v2 { "6300000000000000ddccbbaa" } else { "" }, // staged inode 99, digest
         // REMOVE "old" 42
         "03",
         "0300",
@@ -113,7 +116,7 @@ fn sample_hex(version: u16) -> String {
         "62",
         "0700000000000000",
         // The record's own CRC-32C, computed independently (Python).
-        if v2 { "f215fb55" } else { "aa137ffc" },
+        if v2 { "e2272b33" } else { "aa137ffc" },
     ]
     .concat()
 }
