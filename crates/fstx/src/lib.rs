@@ -106,6 +106,8 @@ macro_rules! internals_fn {
 mod atomic;
 mod backup;
 mod durability;
+#[cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
+mod envelope;
 mod error;
 pub mod fskind;
 mod io;
@@ -114,6 +116,9 @@ mod metadata;
 mod names;
 mod paths;
 mod planted;
+#[cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
+// the decoders: public with `internals` (`fstx::formats`)
+mod record;
 mod recover;
 #[cfg(feature = "internals")]
 pub mod storage;
@@ -129,11 +134,27 @@ mod update;
 
 pub use atomic::{write, AtomicFile, Durability, HardLinks, Options, Symlinks};
 pub use backup::{BackupKind, BackupMethod};
+pub use envelope::{read, ReadOptions, ReadOutcome, Rejected};
 pub use error::{Error, Result, State, Step};
 pub use lock::{FileLock, Wait};
 pub use names::{internal_name, internal_target, is_internal_name, InternalName};
 pub use paths::MAX_SYMLINK_HOPS;
+pub use record::{
+    read_record, RecordOptions, RecordValue, RecordWritten, SlotState, RECORD_MAX_VALUE,
+};
 pub use recover::{recover, RecoverOptions, Recovery};
+/// The on-disk formats' decoders, for the fuzz target.
+#[cfg(feature = "internals")]
+pub mod formats {
+    pub use crate::envelope::{
+        decode_envelope, decode_envelope_header, has_envelope_magic, EnvelopeHeader,
+        ENVELOPE_HEADER_LEN, ENVELOPE_MAGIC, ENVELOPE_VERSION,
+    };
+    pub use crate::record::{
+        decode_slot_header, slot_size_for, SlotHeader, RECORD_HEADER_LEN, RECORD_MAGIC,
+        RECORD_MAX_VALUE, RECORD_PAGE, RECORD_VERSION,
+    };
+}
 #[cfg(feature = "planted-bugs")]
 pub use txn::TxnBugs;
 pub use txn::{
