@@ -107,6 +107,8 @@ pub struct Options {
     keep_privileges: bool,
     pub(crate) allow_weak_fs: bool,
     pub(crate) verified: bool,
+    /// An update's backup suffix, for a verified write's sequence number.
+    pub(crate) backup_suffix: Option<std::ffi::OsString>,
     pub(crate) storage: Arc<dyn Storage>,
 }
 
@@ -131,6 +133,7 @@ impl Options {
             keep_privileges: false,
             allow_weak_fs: false,
             verified: false,
+            backup_suffix: None,
             storage: storage::os(),
         }
     }
@@ -474,8 +477,13 @@ impl AtomicFile {
     /// Writes the verified envelope's header (see [`crate::envelope`]).
     fn seal(&self) -> std::result::Result<(), (Step, io::Error)> {
         let st = &*self.opts.storage;
-        let seq = crate::envelope::next_seq(st, &self.dir, &self.name)
-            .map_err(|e| (Step::ReadSequenceNumber, e))?;
+        let seq = crate::envelope::next_seq(
+            st,
+            &self.dir,
+            &self.name,
+            self.opts.backup_suffix.as_deref(),
+        )
+        .map_err(|e| (Step::ReadSequenceNumber, e))?;
         crate::envelope::seal(st, self.temp(), seq).map_err(|e| (Step::WriteTemporaryFile, e))
     }
 

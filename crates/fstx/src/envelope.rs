@@ -438,35 +438,51 @@ fn read_payload(
 }
 
 /// The sequence number for a new version of `name` in `dir`: one more
-/// than the highest that it and `name~` carry in a header that verifies.
-pub(crate) fn next_seq(st: &dyn Storage, dir: &Fd, name: &OsStr) -> io::Result<u64> {
-    let mut max = 0u64;
-    for k in 0..=1 {
-        let cname = if k == 0 {
-            name.to_os_string()
-        } else {
-            crate::backup::backup_name(name, OsStr::new("~"), 1)
-        };
-        let how = OpenHow {
-            follow: true,
-            ..OpenHow::READ_NOFOLLOW
-        };
-        let fd = match st.open(dir, &cname, how) {
-            Ok(fd) => fd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        let stat = st.stat(&fd)?;
-        if stat.kind != FileKind::Regular {
-            continue;
-        }
-        let mut hb = [0u8; ENVELOPE_HEADER_LEN as usize];
-        let n = read_full(st, &fd, &mut hb, 0)?;
-        if let Ok(h) = decode_envelope_header(&hb[..n], stat.size) {
-            max = max.max(h.seq);
+/// than the highest that it and its backups carry in a header that
+/// verifies — `name~`, `name~2`, … while they exist, and the same with
+/// `suffix` (an update's own backup suffix) — so that no version a reader
+/// could fall back to outranks the new one.
+pub(crate) fn next_seq(
+    st: &dyn Storage,
+    dir: &Fd,
+    name: &OsStr,
+    suffix: Option<&OsStr>,
+) -> io::Result<u64> {
+    let mut max = header_seq(st, dir, name)?.unwrap_or(0);
+    let mut suffixes = vec![OsStr::new("~")];
+    suffixes.extend(suffix.filter(|s| *s != OsStr::new("~")));
+    for sfx in suffixes {
+        for k in 1..=DEFAULT_GENERATIONS {
+            match header_seq(st, dir, &crate::backup::backup_name(name, sfx, k))? {
+                None => break,
+                Some(seq) => max = max.max(seq),
+            }
         }
     }
     Ok(max.saturating_add(1))
+}
+
+/// The sequence number in `name`'s envelope header, 0 if it has none that
+/// verifies; `None` if `name` does not exist.
+fn header_seq(st: &dyn Storage, dir: &Fd, name: &OsStr) -> io::Result<Option<u64>> {
+    let how = OpenHow {
+        follow: true,
+        ..OpenHow::READ_NOFOLLOW
+    };
+    let fd = match st.open(dir, name, how) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let stat = st.stat(&fd)?;
+    if stat.kind != FileKind::Regular {
+        return Ok(Some(0));
+    }
+    let mut hb = [0u8; ENVELOPE_HEADER_LEN as usize];
+    let n = read_full(st, &fd, &mut hb, 0)?;
+    Ok(Some(
+        decode_envelope_header(&hb[..n], stat.size).map_or(0, |h| h.seq),
+    ))
 }
 
 /// Seals a temporary file holding `ENVELOPE_HEADER_LEN` reserved bytes and

@@ -168,7 +168,7 @@ impl UpdateOptions {
                 backup: None,
             });
         };
-        let mut file = AtomicFile::open_resolved("update", path, target, &self.opts)?;
+        let mut file = AtomicFile::open_resolved("update", path, target, &self.replace_options())?;
         if let Err(e) = file.write_all(&new) {
             let state = file.cleanup();
             return Err(Error::new(
@@ -190,7 +190,7 @@ impl UpdateOptions {
         let path = path.as_ref();
         let (lock, target) = acquire("update", path, &self.opts, self.wait)?;
         let mut old = self.open_old(path, &target)?;
-        let mut file = AtomicFile::open_resolved("update", path, target, &self.opts)?;
+        let mut file = AtomicFile::open_resolved("update", path, target, &self.replace_options())?;
         let commit = match f(old.as_mut(), &mut file) {
             Ok(commit) => commit,
             Err(e) => {
@@ -206,6 +206,14 @@ impl UpdateOptions {
             });
         }
         self.finish(path, file, old.as_ref(), lock)
+    }
+
+    /// The replace's options, knowing the backup suffix (a verified
+    /// write's sequence number is above every backup's).
+    fn replace_options(&self) -> Options {
+        let mut opts = self.opts.clone();
+        opts.backup_suffix.clone_from(&self.backup);
+        opts
     }
 
     /// The newest verified version among the target and its backups
