@@ -5,6 +5,7 @@
 //! a regular file — each a clear error, no panic, no allocation of the
 //! claimed length (the forged headers are built here byte by byte, with the
 //! test kit's own CRC-32C).
+#![allow(clippy::many_single_char_names)]
 
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
