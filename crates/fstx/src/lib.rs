@@ -156,6 +156,8 @@ pub mod formats {
     };
 }
 #[cfg(feature = "planted-bugs")]
+pub use planted::RecordBugs;
+#[cfg(feature = "planted-bugs")]
 pub use txn::TxnBugs;
 pub use txn::{
     Committed, Damage, Phase, RollbackReason, Snapshot, StagedFile, Transaction, TxnOptions,

@@ -107,8 +107,12 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 /// Decodes the header of slot `slot` found at byte `offset` of a target of
 /// `target_len` bytes. Checks everything the header alone can show: magic,
 /// header checksum, version, slot index, slot size (a multiple of 4096 that
-/// fits `max`, slot 1 at offset `slot_size`, two slots within the target),
-/// and a length within `max`. Never allocates; never panics.
+/// fits `max`, slot 1 at offset `slot_size`; on a block device (`device`),
+/// two slots within it), and a length within `max` whose value lies within
+/// the target. Never allocates; never panics.
+///
+/// A regular file may be shorter than two slots (a lost `ftruncate` after a
+/// failed flush): only the value read must be there.
 ///
 /// # Errors
 ///
@@ -118,6 +122,7 @@ pub fn decode_slot_header(
     slot: u16,
     offset: u64,
     target_len: u64,
+    device: bool,
 ) -> std::result::Result<SlotHeader, String> {
     if bytes.len() < RECORD_HEADER_LEN as usize {
         return Err(format!("truncated header ({} bytes)", bytes.len()));
@@ -169,7 +174,7 @@ pub fn decode_slot_header(
             h.slot_size
         ));
     }
-    if h.slot_size.saturating_mul(2) > target_len {
+    if device && h.slot_size.saturating_mul(2) > target_len {
         return Err(format!(
             "two slots of {} bytes do not fit in {target_len} bytes",
             h.slot_size
@@ -179,6 +184,12 @@ pub fn decode_slot_header(
         return Err(format!(
             "claims a value of {} bytes, more than its largest {}",
             h.len, h.max_len
+        ));
+    }
+    if offset + RECORD_HEADER_LEN + h.len > target_len {
+        return Err(format!(
+            "claims a value of {} bytes, beyond the end of the target ({target_len} bytes)",
+            h.len
         ));
     }
     Ok(h)
@@ -241,6 +252,7 @@ pub struct RecordOptions {
     max_len: Option<u64>,
     init: bool,
     storage: Arc<dyn Storage>,
+    bugs: crate::planted::RecordBugs,
 }
 
 impl Default for RecordOptions {
@@ -277,7 +289,16 @@ impl RecordOptions {
             max_len: None,
             init: false,
             storage: storage::os(),
+            #[allow(clippy::default_constructed_unit_structs)] // without `planted-bugs`
+            bugs: crate::planted::RecordBugs::default(),
         }
+    }
+
+    /// Test-only: deliberate protocol bugs (see `crates/fstx/src/planted.rs`).
+    #[cfg(feature = "planted-bugs")]
+    pub fn planted_bugs(&mut self, bugs: crate::planted::RecordBugs) -> &mut RecordOptions {
+        self.bugs = bugs;
+        self
     }
 
     /// The largest value (bytes): required to create a record, and must
@@ -362,7 +383,7 @@ impl RecordOptions {
             }
         }
         let t = self.open_target(op, path, true)?;
-        let found = if t.created || (t.kind == FileKind::Regular && t.len == 0) {
+        let found = if t.created {
             None
         } else {
             Some(scan(st, &t).map_err(|e| fail(op, path, Step::ReadRecord, e))?)
@@ -426,6 +447,9 @@ impl RecordOptions {
         }
         let (slot, seq) = match found.as_ref() {
             Some(f) if !fresh => match &f.newest {
+                Some((h, _)) if crate::planted::bug!(self.bugs, write_newest_slot) => {
+                    (h.slot, f.max_seq.max(h.seq) + 1)
+                }
                 Some((h, _)) => (1 - h.slot, f.max_seq.max(h.seq) + 1),
                 None => (0, f.max_seq + 1),
             },
@@ -456,11 +480,31 @@ impl RecordOptions {
         } else {
             SyncKind::Data
         };
+        // A failed flush: the new value may or may not be on the disk
+        // (Linux may have dropped it, and a later flush will not bring it
+        // back), while the page cache shows it. Left so, the next write
+        // would take the other slot — the one holding the last durable
+        // value. So the new slot is invalidated in the cache (its header
+        // zeroed; a new file emptied, to be created again with its
+        // directory flushed), best effort, and the error says "committed,
+        // durability unconfirmed".
+        let undo = |e: io::Error, step: Step| {
+            let _ = if t.created {
+                st.set_len(&t.fd, 0)
+            } else {
+                crate::io::write_all_at(
+                    st,
+                    &t.fd,
+                    &[0u8; RECORD_HEADER_LEN as usize],
+                    u64::from(slot) * slot_size,
+                )
+            };
+            Error::new(op, path, step, State::CommittedNotDurable, e)
+        };
         st.sync(&t.fd, kind)
-            .map_err(|e| Error::new(op, path, Step::FlushRecord, State::CommittedNotDurable, e))?;
+            .map_err(|e| undo(e, Step::FlushRecord))?;
         if t.created {
-            crate::durability::sync_dir(st, &t.dir, None)
-                .map_err(|(step, e)| Error::new(op, path, step, State::CommittedNotDurable, e))?;
+            crate::durability::sync_dir(st, &t.dir, None).map_err(|(step, e)| undo(e, step))?;
         }
         Ok(RecordWritten {
             slot,
@@ -532,6 +576,10 @@ impl RecordOptions {
             FileKind::BlockDevice => st.end_offset(&fd).map_err(|e| f(Step::InspectTarget, e))?,
             _ => return Err(f(Step::InspectTarget, not_a_record_target())),
         };
+        // An empty file holds nothing to lose and may be what a failed
+        // creating write left, its name not yet flushed into the directory:
+        // it is written as a new record (its directory flushed too).
+        let created = created || (stat.kind == FileKind::Regular && len == 0);
         Ok(Target {
             fd,
             dir,
@@ -604,7 +652,13 @@ struct SlotRead {
 fn read_slot(st: &dyn Storage, t: &Target, slot: u16, offset: u64) -> io::Result<SlotRead> {
     let mut hb = [0u8; RECORD_HEADER_LEN as usize];
     let n = read_exact_at(st, &t.fd, &mut hb, offset)?;
-    let h = match decode_slot_header(&hb[..n], slot, offset, t.len) {
+    let h = match decode_slot_header(
+        &hb[..n],
+        slot,
+        offset,
+        t.len,
+        t.kind == FileKind::BlockDevice,
+    ) {
         Ok(h) => h,
         Err(d) => {
             return Ok(SlotRead {
@@ -678,13 +732,20 @@ fn scan(st: &dyn Storage, t: &Target) -> io::Result<Found> {
         found.consider(1, g.slot_size, s1);
     }
     if g0.is_none() || found.newest.is_none() {
-        let limit = (t.len / 2).min(slot_size_for(RECORD_MAX_VALUE));
+        let limit = if t.kind == FileKind::BlockDevice {
+            t.len / 2
+        } else {
+            t.len.saturating_sub(RECORD_HEADER_LEN)
+        }
+        .min(slot_size_for(RECORD_MAX_VALUE));
         let mut hb = [0u8; RECORD_HEADER_LEN as usize];
         let mut off = RECORD_PAGE;
         while off <= limit {
             if Some(off) != g0.map(|g| g.slot_size) {
                 let n = read_exact_at(st, &t.fd, &mut hb, off)?;
-                if decode_slot_header(&hb[..n], 1, off, t.len).is_ok() {
+                if decode_slot_header(&hb[..n], 1, off, t.len, t.kind == FileKind::BlockDevice)
+                    .is_ok()
+                {
                     let s1 = read_slot(st, t, 1, off)?;
                     found.consider(1, off, s1);
                 }

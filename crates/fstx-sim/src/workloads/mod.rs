@@ -1,6 +1,7 @@
 //! The workloads: fstx's protocols driven on the simulator, with what they
 //! promise recorded for the checks.
 
+pub mod record;
 pub mod replace;
 pub mod txn;
 pub mod update;
@@ -14,6 +15,9 @@ pub fn by_name(name: &str) -> Option<Box<dyn Workload>> {
         return Some(Box::new(w));
     }
     if let Some(w) = update::parse(name) {
+        return Some(Box::new(w));
+    }
+    if let Some(w) = record::parse(name) {
         return Some(Box::new(w));
     }
     if let Some(w) = txn::parse(name) {
