@@ -169,13 +169,17 @@ fn record_hostile_headers_are_clear_errors() {
     assert!(read_err(&p).to_string().contains("wrong slot size"));
     put(&p, 0, &forge(1, 0, 4095, 100, 1, 0, 0));
     assert!(read_err(&p).to_string().contains("wrong slot size"));
-    // Two slots that do not fit in the target.
-    put(&p, 0, &forge(1, 0, 8192, 5000, 1, 0, 0));
+    // A value beyond the end of the file (a regular file may be shorter
+    // than two slots; the value must be there).
+    let short = d.join("short-file");
+    put(&short, 0, &forge(1, 0, 8192, 5000, 1, 4500, 0));
+    put(&short, 4095, b"\0");
     assert!(
-        read_err(&p).to_string().contains("do not fit"),
+        read_err(&short).to_string().contains("beyond the end"),
         "{}",
-        read_err(&p)
+        read_err(&short)
     );
+
     // Slot 1 copied into slot 0.
     put(&p, 0, &forge(1, 1, 4096, 100, 1, 0, 0));
     assert!(read_err(&p).to_string().contains("names slot 1"));
@@ -282,6 +286,13 @@ fn mount_record_on_a_block_device() {
             .unwrap_err();
         assert!(e.to_string().contains("smaller than two slots"), "{e}");
         assert_eq!(fstx::read_record(&link).unwrap().value, b"b");
+        // A header claiming slots larger than the device: a clear error.
+        let f = std::fs::OpenOptions::new().write(true).open(&dev).unwrap();
+        f.write_all_at(&forge(1, 0, 40960, 40000, 9, 0, 0), 0).unwrap();
+        f.write_all_at(&[0u8; 64], 4096).unwrap();
+        f.sync_all().unwrap();
+        let e = read_err(Path::new(&dev));
+        assert!(e.to_string().contains("do not fit"), "{e}");
     });
     let _ = std::process::Command::new("losetup")
         .arg("-d")
