@@ -288,7 +288,8 @@ fn mount_record_on_a_block_device() {
         assert_eq!(fstx::read_record(&link).unwrap().value, b"b");
         // A header claiming slots larger than the device: a clear error.
         let f = std::fs::OpenOptions::new().write(true).open(&dev).unwrap();
-        f.write_all_at(&forge(1, 0, 40960, 40000, 9, 0, 0), 0).unwrap();
+        f.write_all_at(&forge(1, 0, 40960, 40000, 9, 0, 0), 0)
+            .unwrap();
         f.write_all_at(&[0u8; 64], 4096).unwrap();
         f.sync_all().unwrap();
         let e = read_err(Path::new(&dev));
