@@ -186,7 +186,11 @@ pub fn decode_slot_header(
             h.len, h.max_len
         ));
     }
-    if offset + RECORD_HEADER_LEN + h.len > target_len {
+    if offset
+        .saturating_add(RECORD_HEADER_LEN)
+        .saturating_add(h.len)
+        > target_len
+    {
         return Err(format!(
             "claims a value of {} bytes, beyond the end of the target ({target_len} bytes)",
             h.len
