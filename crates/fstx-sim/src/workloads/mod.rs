@@ -5,6 +5,7 @@ pub mod record;
 pub mod replace;
 pub mod txn;
 pub mod update;
+pub mod verified;
 
 use crate::explore::Workload;
 use crate::rng::Rng;
@@ -15,6 +16,9 @@ pub fn by_name(name: &str) -> Option<Box<dyn Workload>> {
         return Some(Box::new(w));
     }
     if let Some(w) = update::parse(name) {
+        return Some(Box::new(w));
+    }
+    if let Some(w) = verified::parse(name) {
         return Some(Box::new(w));
     }
     if let Some(w) = record::parse(name) {
