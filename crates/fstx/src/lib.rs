@@ -71,6 +71,17 @@
 //! hard link where possible: complete at every instant, also after a crash.
 //! Readers need no lock: every replace is an atomic rename.
 //!
+//! # After a power cut: verified reads and two-slot records
+//!
+//! [`Options::verified`] wraps the content in an envelope (checksum and a
+//! growing sequence number); [`read()`] returns the newest version that
+//! verifies among a file and its backups and says which candidates it
+//! rejected and why. [`RecordOptions`] keeps one bounded value in two slots
+//! of a file or block device, written in place into the older slot: no
+//! rename, so it holds on vfat, exfat and raw partitions
+//! ([`read_record`]). `docs/design.md` §7 states what holds after a cut,
+//! also with torn sectors and lying flushes.
+//!
 //! # Errors
 //!
 //! Every failure is an [`Error`] naming the operation, the path and the step,
