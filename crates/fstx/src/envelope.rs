@@ -247,9 +247,12 @@ impl ReadOptions {
         self
     }
 
-    /// Reads the newest version of `path` that verifies. See the [module
-    /// docs](self). Needs no lock: every candidate is read through one open
-    /// handle, and every name fstx writes is replaced by a rename.
+    /// Reads the newest version of `path` that verifies among it and its
+    /// backups: the highest sequence number whose envelope verifies (FILE
+    /// wins a tie); a plain file only when no candidate carries an envelope
+    /// (`docs/design.md` §7.1). Needs no lock: every candidate is read
+    /// through one open handle, and every name fstx writes is replaced by a
+    /// rename.
     ///
     /// # Errors
     ///

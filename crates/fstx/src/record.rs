@@ -57,7 +57,7 @@ pub fn slot_size_for(max: u64) -> u64 {
     (RECORD_HEADER_LEN + max).div_ceil(RECORD_PAGE) * RECORD_PAGE
 }
 
-/// A decoded slot header (see the [module docs](self)).
+/// A decoded slot header (layout: `docs/design.md` §7.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotHeader {
     /// 0 or 1.
@@ -236,7 +236,10 @@ pub struct RecordWritten {
     pub created: bool,
 }
 
-/// Reads and writes two-slot records. See the [module docs](self).
+/// Reads and writes two-slot records: one value of bounded size in two slots
+/// of a regular file or block device, written in place into the slot not
+/// holding the newest valid value, then flushed; a read picks the newest
+/// valid slot (`docs/design.md` §7.2).
 ///
 /// # Examples
 ///
