@@ -52,6 +52,9 @@ pub const RECORD_PAGE: u64 = 4096;
 /// header can make a reader allocate or scan.
 pub const RECORD_MAX_VALUE: u64 = 64 << 20;
 
+/// Extra looks a reader takes when no slot is valid (see [`RecordOptions::read`]).
+const READ_RETRIES: usize = 2;
+
 /// The slot size for values of at most `max` bytes.
 pub fn slot_size_for(max: u64) -> u64 {
     (RECORD_HEADER_LEN + max).div_ceil(RECORD_PAGE) * RECORD_PAGE
@@ -341,7 +344,16 @@ impl RecordOptions {
         let path = path.as_ref();
         let st = &*self.storage;
         let t = self.open_target("record read", path, false)?;
-        let found = scan(st, &t).map_err(|e| fail("record read", path, Step::ReadRecord, e))?;
+        // A reader that races writers can find the slot being written
+        // invalid and, if a second write started meanwhile, the other one
+        // too: a few more looks before calling the record damaged.
+        let mut found = scan(st, &t).map_err(|e| fail("record read", path, Step::ReadRecord, e))?;
+        for _ in 0..READ_RETRIES {
+            if found.newest.is_some() {
+                break;
+            }
+            found = scan(st, &t).map_err(|e| fail("record read", path, Step::ReadRecord, e))?;
+        }
         match found.newest {
             Some((h, value)) => Ok(RecordValue {
                 value,
