@@ -1,6 +1,7 @@
 //! `fstx`: crash-safe file writes, updates and transactions for shell scripts.
 //!
-//! The device tool: `write`, `update`, `commit`, `recover`, nothing else (the
+//! The device tool: `write`, `read`, `record`, `update`, `commit`, `recover`,
+//! nothing else (the
 //! test harnesses live in `fstx-lab`). A thin shell over the `fstx` library:
 //! each subcommand parses its arguments, calls the library, and prints what
 //! happened. `main` prints one clean error line and exits non-zero on
@@ -26,6 +27,8 @@ enum Command {
     Recover(cmd::recover::Args),
     Commit(cmd::commit::Args),
     Update(cmd::update::Args),
+    Read(cmd::read::Args),
+    Record(cmd::record::Args),
 }
 
 fn try_main() -> Result<ExitCode, Failure> {
@@ -35,6 +38,8 @@ fn try_main() -> Result<ExitCode, Failure> {
         Command::Recover(args) => cmd::recover::run(&args),
         Command::Commit(args) => cmd::commit::run(&args),
         Command::Update(args) => cmd::update::run(&args),
+        Command::Read(args) => cmd::read::run(&args),
+        Command::Record(args) => cmd::record::run(&args),
     }
 }
 

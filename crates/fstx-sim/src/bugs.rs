@@ -442,6 +442,10 @@ impl Storage for Buggy {
         self.inner.write_at(&inner, buf, offset)
     }
 
+    fn end_offset(&self, file: &Fd) -> io::Result<u64> {
+        self.inner.end_offset(&*self.inner_of(file)?)
+    }
+
     fn set_len(&self, file: &Fd, len: u64) -> io::Result<()> {
         self.inner.set_len(&*self.inner_of(file)?, len)
     }

@@ -14,6 +14,7 @@ pub enum CallKind {
     ReadAt,
     WriteAt,
     SetLen,
+    EndOffset,
     Sync,
     SyncFs,
     Stat,
@@ -37,12 +38,13 @@ pub enum CallKind {
 
 impl CallKind {
     /// Every kind.
-    pub const ALL: [CallKind; 24] = [
+    pub const ALL: [CallKind; 25] = [
         CallKind::OpenDir,
         CallKind::Open,
         CallKind::ReadAt,
         CallKind::WriteAt,
         CallKind::SetLen,
+        CallKind::EndOffset,
         CallKind::Sync,
         CallKind::SyncFs,
         CallKind::Stat,
@@ -72,6 +74,7 @@ impl CallKind {
             CallKind::ReadAt => "read_at",
             CallKind::WriteAt => "write_at",
             CallKind::SetLen => "set_len",
+            CallKind::EndOffset => "end_offset",
             CallKind::Sync => "sync",
             CallKind::SyncFs => "sync_fs",
             CallKind::Stat => "stat",
@@ -115,6 +118,7 @@ impl CallKind {
             CallKind::Lock => &[Eio, Eintr],
             CallKind::ReadAt | CallKind::ReadDir | CallKind::OpenDir => &[Eio],
             CallKind::Stat
+            | CallKind::EndOffset
             | CallKind::StatAt
             | CallKind::FsType
             | CallKind::ReadLink

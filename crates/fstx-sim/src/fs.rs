@@ -842,6 +842,21 @@ impl Storage for SimFs {
         )
     }
 
+    fn end_offset(&self, file: &Fd) -> io::Result<u64> {
+        self.call(
+            CallKind::EndOffset,
+            |g| format!("({})", g.hpath(file)),
+            |g, _| {
+                let h = g.handle(file)?;
+                match &g.live.get(h.ino).body {
+                    Body::File(d) => Ok(d.len() as u64),
+                    Body::Dir(_) => Err(err(Errno::ISDIR)),
+                    _ => Err(err(Errno::SPIPE)),
+                }
+            },
+        )
+    }
+
     fn set_len(&self, file: &Fd, len: u64) -> io::Result<()> {
         self.call(
             CallKind::SetLen,

@@ -83,6 +83,12 @@ pub enum Profile {
     Btrfs,
     /// Weak, on "btrfs", with directory flushes that persist nothing.
     BtrfsDirRace,
+    /// Weak, and a write may also be torn at 512-byte sectors: the last
+    /// kept write of a file keeps only some of its sectors (every other
+    /// one, all but the first, only the first, all but the last), as a
+    /// disk without atomic multi-sector writes leaves it. For the two-slot
+    /// records and verified files (`--torn` of powercut, in memory).
+    TornSectors,
 }
 
 impl Profile {
@@ -94,6 +100,7 @@ impl Profile {
             "prefix" => Some(Profile::Prefix),
             "btrfs" => Some(Profile::Btrfs),
             "btrfs-dir-race" => Some(Profile::BtrfsDirRace),
+            "torn-sectors" => Some(Profile::TornSectors),
             _ => None,
         }
     }
@@ -106,6 +113,7 @@ impl Profile {
             Profile::Prefix => "prefix",
             Profile::Btrfs => "btrfs",
             Profile::BtrfsDirRace => "btrfs-dir-race",
+            Profile::TornSectors => "torn-sectors",
         }
     }
 
@@ -225,7 +233,14 @@ enum Tear {
     Half,
     /// Only the growth, as zeros.
     Zeros,
+    /// Some of its 512-byte sectors ([`Profile::TornSectors`]): pattern 0
+    /// keeps the even sectors, 1 the odd ones, 2 all but the first, 3 only
+    /// the first, 4 all but the last.
+    Sectors(u8),
 }
+
+/// The sector size of [`Tear::Sectors`].
+const SECTOR: u64 = 512;
 
 /// The durable image plus the pending changes.
 #[derive(Debug, Clone, Default)]
@@ -287,7 +302,7 @@ impl Persist {
         };
         let mut keep = vec![false; self.pending.len()];
         match profile {
-            Profile::Weak | Profile::Btrfs | Profile::BtrfsDirRace => {
+            Profile::Weak | Profile::Btrfs | Profile::BtrfsDirRace | Profile::TornSectors => {
                 for (i, op) in self.pending.iter().enumerate() {
                     if covers(&op.stream) {
                         keep[i] = true;
@@ -411,7 +426,10 @@ impl Persist {
             return vec![self.durable.reachable()];
         }
         let choices = match profile {
-            Profile::Weak | Profile::Btrfs | Profile::BtrfsDirRace => self.weak_choices(limit, rng),
+            Profile::Weak | Profile::Btrfs | Profile::BtrfsDirRace => {
+                self.weak_choices(limit, rng, false)
+            }
+            Profile::TornSectors => self.weak_choices(limit, rng, true),
             Profile::Ordered => self.ordered_choices(),
             Profile::Prefix => (0..=self.pending.len())
                 .map(|n| {
@@ -447,7 +465,7 @@ impl Persist {
 
     /// Rule 1–4: per stream, a prefix (with tearing of its last write);
     /// combinations across streams, filtered by the rename rule.
-    fn weak_choices(&self, limit: usize, rng: &mut Rng) -> Vec<Vec<Option<Tear>>> {
+    fn weak_choices(&self, limit: usize, rng: &mut Rng, sectors: bool) -> Vec<Vec<Option<Tear>>> {
         // Streams in order of first appearance, with their op indices.
         let mut streams: Vec<(Stream, Vec<usize>)> = Vec::new();
         for (i, op) in self.pending.iter().enumerate() {
@@ -459,7 +477,7 @@ impl Persist {
         // Per stream: its variants as (prefix length, tear of the last op).
         let variants: Vec<Vec<(usize, Tear)>> = streams
             .iter()
-            .map(|(stream, ops)| self.stream_variants(stream, ops))
+            .map(|(stream, ops)| self.stream_variants(stream, ops, sectors))
             .collect();
         let total = variants
             .iter()
@@ -538,7 +556,7 @@ impl Persist {
         out
     }
 
-    fn stream_variants(&self, stream: &Stream, ops: &[usize]) -> Vec<(usize, Tear)> {
+    fn stream_variants(&self, stream: &Stream, ops: &[usize], sectors: bool) -> Vec<(usize, Tear)> {
         let mut out = vec![(0, Tear::Full)];
         // Track the file's size to know which writes grew it.
         let mut size = match stream {
@@ -560,6 +578,10 @@ impl Persist {
                     }
                     if end > size {
                         out.push((n, Tear::Zeros));
+                    }
+                    // Torn at sectors: only for writes spanning several.
+                    if sectors && end.div_ceil(SECTOR) - offset / SECTOR >= 2 {
+                        out.extend((0..5).map(|p| (n, Tear::Sectors(p))));
                     }
                     size = size.max(end);
                 }
@@ -615,6 +637,26 @@ fn apply(tree: &mut Tree, op: &Op, tear: Tear) {
                 Tear::Full => bytes.len(),
                 Tear::Half => bytes.len() / 2,
                 Tear::Zeros => 0,
+                Tear::Sectors(pattern) => {
+                    let first = offset as u64 / SECTOR;
+                    let last = (end as u64 - 1) / SECTOR;
+                    for sector in first..=last {
+                        let j = sector - first;
+                        let keep = match pattern {
+                            0 => j % 2 == 0,
+                            1 => j % 2 == 1,
+                            2 => j != 0,
+                            3 => j == 0,
+                            _ => sector != last,
+                        };
+                        if keep {
+                            let a = (sector * SECTOR).max(offset as u64) as usize;
+                            let b = ((sector + 1) * SECTOR).min(end as u64) as usize;
+                            data[a..b].copy_from_slice(&bytes[a - offset..b - offset]);
+                        }
+                    }
+                    0
+                }
             };
             data[offset..offset + kept].copy_from_slice(&bytes[..kept]);
             // Growth beyond what was kept reads as zeros (already zero from resize),

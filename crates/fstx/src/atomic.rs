@@ -106,6 +106,9 @@ pub struct Options {
     preserve_xattrs: bool,
     keep_privileges: bool,
     pub(crate) allow_weak_fs: bool,
+    pub(crate) verified: bool,
+    /// An update's backup suffix, for a verified write's sequence number.
+    pub(crate) backup_suffix: Option<std::ffi::OsString>,
     pub(crate) storage: Arc<dyn Storage>,
 }
 
@@ -129,6 +132,8 @@ impl Options {
             preserve_xattrs: true,
             keep_privileges: false,
             allow_weak_fs: false,
+            verified: false,
+            backup_suffix: None,
             storage: storage::os(),
         }
     }
@@ -191,6 +196,15 @@ impl Options {
     /// [`io::ErrorKind::Unsupported`].
     pub fn allow_weak_filesystems(&mut self, yes: bool) -> &mut Options {
         self.allow_weak_fs = yes;
+        self
+    }
+
+    /// Wrap the content in a verified envelope (magic, version, length,
+    /// CRC-32C, a sequence number one higher than the replaced version's),
+    /// which [`read`](crate::read()) checks (default `false`). The bytes
+    /// written are the payload; positions and seeks are relative to it.
+    pub fn verified(&mut self, yes: bool) -> &mut Options {
+        self.verified = yes;
         self
     }
 
@@ -451,6 +465,28 @@ impl AtomicFile {
         }
     }
 
+    /// Bytes before the payload: the envelope's header when verified.
+    fn base(&self) -> u64 {
+        if self.opts.verified {
+            crate::envelope::ENVELOPE_HEADER_LEN
+        } else {
+            0
+        }
+    }
+
+    /// Writes the verified envelope's header (see [`crate::envelope`]).
+    fn seal(&self) -> std::result::Result<(), (Step, io::Error)> {
+        let st = &*self.opts.storage;
+        let seq = crate::envelope::next_seq(
+            st,
+            &self.dir,
+            &self.name,
+            self.opts.backup_suffix.as_deref(),
+        )
+        .map_err(|e| (Step::ReadSequenceNumber, e))?;
+        crate::envelope::seal(st, self.temp(), seq).map_err(|e| (Step::WriteTemporaryFile, e))
+    }
+
     /// Gives the new file the old file's metadata (see [`carry_metadata`]).
     fn carry_metadata(&self) -> io::Result<()> {
         carry_metadata(
@@ -479,6 +515,12 @@ impl AtomicFile {
     /// flush failed). A failed flush is never retried.
     pub fn commit(mut self) -> Result<()> {
         let st = self.opts.storage.clone();
+        if self.opts.verified {
+            if let Err((step, e)) = self.seal() {
+                let state = self.cleanup();
+                return Err(self.error(step, state, e));
+            }
+        }
         if let Err(e) = self.carry_metadata() {
             let state = self.cleanup();
             return Err(self.error(Step::CarryMetadataToNewFile, state, e));
@@ -533,7 +575,8 @@ impl Drop for AtomicFile {
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.opts.storage.write_at(self.temp(), buf, self.pos)?;
+        let at = self.pos + self.base();
+        let n = self.opts.storage.write_at(self.temp(), buf, at)?;
         self.pos += n as u64;
         Ok(n)
     }
@@ -553,6 +596,7 @@ impl Seek for AtomicFile {
                 .storage
                 .stat(self.temp())?
                 .size
+                .saturating_sub(self.base())
                 .checked_add_signed(d),
         };
         let new = new.ok_or_else(|| {

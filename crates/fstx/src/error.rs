@@ -289,6 +289,27 @@ pub enum Step {
     RenameStagedFileOverTarget,
     /// Removing a file as a transaction's removal.
     RemoveFile,
+    /// Creating a record's file.
+    CreateRecord,
+    /// Reading a record's slots.
+    ReadRecord,
+    /// Finding a valid value in a record: no slot holds one.
+    VerifyRecord,
+    /// Checking a record's size: a value larger than the record's largest,
+    /// no size for a new record, a size that does not match, a target that
+    /// holds no record, a device smaller than two slots.
+    CheckRecordSize,
+    /// Writing a value into a record's slot.
+    WriteRecordSlot,
+    /// Flushing a record's slot (`fdatasync`, `fsync` for a block device).
+    FlushRecord,
+    /// Reading a verified file's candidates (the file and its backups).
+    ReadCandidate,
+    /// Finding a candidate whose envelope verifies: none does.
+    VerifyContent,
+    /// Reading the sequence number of the version being replaced (for a
+    /// verified write's envelope).
+    ReadSequenceNumber,
 }
 
 impl Step {
@@ -388,6 +409,15 @@ impl Step {
             Step::RemoveHardLinkedStagedFile => "remove hard-linked staged file",
             Step::RenameStagedFileOverTarget => "rename staged file over target",
             Step::RemoveFile => "remove file",
+            Step::CreateRecord => "create record",
+            Step::ReadRecord => "read record",
+            Step::VerifyRecord => "verify record",
+            Step::CheckRecordSize => "check record size",
+            Step::WriteRecordSlot => "write record slot",
+            Step::FlushRecord => "flush record",
+            Step::ReadCandidate => "read candidate",
+            Step::VerifyContent => "verify content",
+            Step::ReadSequenceNumber => "read sequence number",
         }
     }
 }

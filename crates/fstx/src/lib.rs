@@ -71,6 +71,17 @@
 //! hard link where possible: complete at every instant, also after a crash.
 //! Readers need no lock: every replace is an atomic rename.
 //!
+//! # After a power cut: verified reads and two-slot records
+//!
+//! [`Options::verified`] wraps the content in an envelope (checksum and a
+//! growing sequence number); [`read()`] returns the newest version that
+//! verifies among a file and its backups and says which candidates it
+//! rejected and why. [`RecordOptions`] keeps one bounded value in two slots
+//! of a file or block device, written in place into the older slot: no
+//! rename, so it holds on vfat, exfat and raw partitions
+//! ([`read_record`]). `docs/design.md` §7 states what holds after a cut,
+//! also with torn sectors and lying flushes.
+//!
 //! # Errors
 //!
 //! Every failure is an [`Error`] naming the operation, the path and the step,
@@ -106,6 +117,8 @@ macro_rules! internals_fn {
 mod atomic;
 mod backup;
 mod durability;
+#[cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
+mod envelope;
 mod error;
 pub mod fskind;
 mod io;
@@ -114,6 +127,9 @@ mod metadata;
 mod names;
 mod paths;
 mod planted;
+#[cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
+// the decoders: public with `internals` (`fstx::formats`)
+mod record;
 mod recover;
 #[cfg(feature = "internals")]
 pub mod storage;
@@ -129,11 +145,29 @@ mod update;
 
 pub use atomic::{write, AtomicFile, Durability, HardLinks, Options, Symlinks};
 pub use backup::{BackupKind, BackupMethod};
+pub use envelope::{read, ReadOptions, ReadOutcome, Rejected};
 pub use error::{Error, Result, State, Step};
 pub use lock::{FileLock, Wait};
 pub use names::{internal_name, internal_target, is_internal_name, InternalName};
 pub use paths::MAX_SYMLINK_HOPS;
+pub use record::{
+    read_record, RecordOptions, RecordValue, RecordWritten, SlotState, RECORD_MAX_VALUE,
+};
 pub use recover::{recover, RecoverOptions, Recovery};
+/// The on-disk formats' decoders, for the fuzz target.
+#[cfg(feature = "internals")]
+pub mod formats {
+    pub use crate::envelope::{
+        decode_envelope, decode_envelope_header, has_envelope_magic, EnvelopeHeader,
+        ENVELOPE_HEADER_LEN, ENVELOPE_MAGIC, ENVELOPE_VERSION,
+    };
+    pub use crate::record::{
+        decode_slot_header, slot_size_for, SlotHeader, RECORD_HEADER_LEN, RECORD_MAGIC,
+        RECORD_MAX_VALUE, RECORD_PAGE, RECORD_VERSION,
+    };
+}
+#[cfg(feature = "planted-bugs")]
+pub use planted::RecordBugs;
 #[cfg(feature = "planted-bugs")]
 pub use txn::TxnBugs;
 pub use txn::{

@@ -1,7 +1,8 @@
 //! Planted bugs: deliberate protocol errors, compiled in only with the
 //! `planted-bugs` feature, so that tests show their checks fail. Only the
-//! bugs that change the protocol's order or its decisions live here, all of
-//! them in commit and recovery; the bugs that leave out, delay or retry a flush are a
+//! bugs that change the protocol's order or its decisions live here (in
+//! transaction commit and recovery, and the two-slot record's choice of
+//! slot); the bugs that leave out, delay or retry a flush are a
 //! storage wrapper in the simulator crate (`fstx_sim::bugs`) and need no
 //! branch in the library.
 //!
@@ -39,6 +40,20 @@ pub struct TxnBugs {
 #[cfg(not(feature = "planted-bugs"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct TxnBugs;
+
+/// Deliberate protocol bugs of two-slot records.
+#[cfg(feature = "planted-bugs")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecordBugs {
+    /// Write into the slot that holds the newest valid value (in place over
+    /// it), instead of the other one.
+    pub write_newest_slot: bool,
+}
+
+/// Without the feature: no bug can be set.
+#[cfg(not(feature = "planted-bugs"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct RecordBugs;
 
 /// The string every build with planted bugs contains.
 #[cfg(feature = "planted-bugs")]

@@ -272,6 +272,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn read_at(&self, file: &Fd, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     /// Writes at an offset (`pwrite`); may write less than `buf.len()`.
     fn write_at(&self, file: &Fd, buf: &[u8], offset: u64) -> io::Result<usize>;
+    /// The offset of the end of a file or block device (`lseek(fd, 0,
+    /// SEEK_END)`): a block device's size, which `fstat` does not report.
+    fn end_offset(&self, file: &Fd) -> io::Result<u64>;
     /// Sets the file's length (`ftruncate`).
     fn set_len(&self, file: &Fd, len: u64) -> io::Result<()>;
     /// Flushes a file or directory to stable storage (`fsync`/`fdatasync`).

@@ -150,6 +150,8 @@ impl UpdateOptions {
         let (lock, target) = acquire("update", path, &self.opts, self.wait)?;
         let mut old = self.open_old(path, &target)?;
         let old_bytes = match old.as_mut() {
+            // Verified: the newest version that verifies, FILE or a backup.
+            _ if self.opts.verified => self.read_verified(path)?,
             Some(file) => Some(
                 crate::io::read_to_end(&*file.storage, &file.fd, file.len)
                     .map_err(|e| fail(path, Step::ReadCurrentContent, e))?,
@@ -166,7 +168,7 @@ impl UpdateOptions {
                 backup: None,
             });
         };
-        let mut file = AtomicFile::open_resolved("update", path, target, &self.opts)?;
+        let mut file = AtomicFile::open_resolved("update", path, target, &self.replace_options())?;
         if let Err(e) = file.write_all(&new) {
             let state = file.cleanup();
             return Err(Error::new(
@@ -188,7 +190,7 @@ impl UpdateOptions {
         let path = path.as_ref();
         let (lock, target) = acquire("update", path, &self.opts, self.wait)?;
         let mut old = self.open_old(path, &target)?;
-        let mut file = AtomicFile::open_resolved("update", path, target, &self.opts)?;
+        let mut file = AtomicFile::open_resolved("update", path, target, &self.replace_options())?;
         let commit = match f(old.as_mut(), &mut file) {
             Ok(commit) => commit,
             Err(e) => {
@@ -204,6 +206,29 @@ impl UpdateOptions {
             });
         }
         self.finish(path, file, old.as_ref(), lock)
+    }
+
+    /// The replace's options, knowing the backup suffix (a verified
+    /// write's sequence number is above every backup's).
+    fn replace_options(&self) -> Options {
+        let mut opts = self.opts.clone();
+        opts.backup_suffix.clone_from(&self.backup);
+        opts
+    }
+
+    /// The newest verified version among the target and its backups
+    /// (`None` if none exists), for a verified update's function.
+    fn read_verified(&self, path: &Path) -> Result<Option<Vec<u8>>> {
+        let mut r = crate::envelope::ReadOptions::new();
+        r.storage_(self.opts.storage.clone());
+        if let Some(suffix) = &self.backup {
+            r.backup(suffix).generations(self.generations);
+        }
+        match r.read(path) {
+            Ok(out) => Ok(Some(out.content)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(fail(path, Step::ReadCurrentContent, e.into_io_error())),
+        }
     }
 
     /// Opens the current version of the target, if there is one.

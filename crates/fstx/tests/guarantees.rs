@@ -126,6 +126,9 @@ impl Storage for Spy {
     fn write_at(&self, file: &Fd, buf: &[u8], offset: u64) -> io::Result<usize> {
         self.file("write_at", file, || self.os.write_at(file, buf, offset))
     }
+    fn end_offset(&self, file: &Fd) -> io::Result<u64> {
+        self.os.end_offset(file)
+    }
     fn set_len(&self, file: &Fd, len: u64) -> io::Result<()> {
         self.file("set_len", file, || self.os.set_len(file, len))
     }

@@ -238,24 +238,29 @@ pub fn record(cfg: &Config, fs: FsConfig) -> io::Result<Recording> {
         },
     );
     let mut stack = DiskStack::new(Arc::clone(&rec))?;
-    // mkfs of a 64-320 MiB RAM disk takes well under a second; a stuck one
-    // is stopped by the watchdog rather than waiting for the long timeout.
-    let mkfs_timeout = cfg.timeout.min(Duration::from_secs(60));
-    if let Err(e) = run_tool(fs.mkfs(&stack.dev), &format!("mkfs for {fs}"), mkfs_timeout) {
-        stack.abort();
-        return Err(e);
+    if fs.has_fs() {
+        // mkfs of a 64-320 MiB RAM disk takes well under a second; a stuck one
+        // is stopped by the watchdog rather than waiting for the long timeout.
+        let mkfs_timeout = cfg.timeout.min(Duration::from_secs(60));
+        if let Err(e) = run_tool(fs.mkfs(&stack.dev), &format!("mkfs for {fs}"), mkfs_timeout) {
+            stack.abort();
+            return Err(e);
+        }
+        stack.mount(
+            fs.fstype(),
+            &fs.record_options(cfg.short_commit),
+            cfg.timeout,
+        )?;
     }
-    stack.mount(
-        fs.fstype(),
-        &fs.record_options(cfg.short_commit),
-        cfg.timeout,
-    )?;
+    // Where the commands run: the filesystem, or (raw) a scratch directory.
+    let cwd = work_dir(&stack, fs)?;
     let env = [
         ("POWERCUT_CTL", stack.ctl().to_string_lossy().into_owned()),
         ("POWERCUT_FS", fs.name().to_string()),
+        ("POWERCUT_DEV", stack.dev.to_string_lossy().into_owned()),
     ];
     if let Some(setup) = &cfg.setup {
-        let r = run_with_timeout(&mut shell(setup, &stack.mnt, &env), cfg.timeout)?;
+        let r = run_with_timeout(&mut shell(setup, &cwd, &env), cfg.timeout)?;
         if r.code != Some(0) {
             return Err(err(format!(
                 "setup failed on {fs} ({}): {}",
@@ -264,19 +269,25 @@ pub fn record(cfg: &Config, fs: FsConfig) -> io::Result<Recording> {
             )));
         }
     }
-    let dirf = fs::File::open(&stack.mnt)?;
-    rustix::fs::syncfs(&dirf).map_err(|e| err(format!("syncfs: {e}")))?;
-    drop(dirf);
+    if fs.has_fs() {
+        let dirf = fs::File::open(&stack.mnt)?;
+        rustix::fs::syncfs(&dirf).map_err(|e| err(format!("syncfs: {e}")))?;
+    } else {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&stack.dev)?
+            .sync_all()?;
+    }
     let base = rec.start();
     let old_xfs = (cfg.short_commit && fs == FsConfig::Xfs)
         .then(|| set_xfs_sync_centisecs(100))
         .flatten();
     let noise = match cfg.noise {
-        Some(iv) => Some(Noise::start(&stack.mnt, iv)?),
-        None => None,
+        Some(iv) if fs.has_fs() => Some(Noise::start(&stack.mnt, iv)?),
+        _ => None,
     };
     let t_workload = Instant::now();
-    let result = run_with_timeout(&mut shell(&cfg.workload, &stack.mnt, &env), cfg.timeout);
+    let result = run_with_timeout(&mut shell(&cfg.workload, &cwd, &env), cfg.timeout);
     let workload_secs = t_workload.elapsed().as_secs_f64();
     let noise_fsyncs = noise.map_or(0, Noise::stop);
     if let Some(old) = old_xfs {
@@ -310,6 +321,17 @@ pub fn record(cfg: &Config, fs: FsConfig) -> io::Result<Recording> {
         workload_secs,
         max_in_flight,
     })
+}
+
+/// The directory commands run in: the mounted filesystem, or for `raw` a
+/// scratch directory beside the stack (the device is `$POWERCUT_DEV`).
+fn work_dir(stack: &DiskStack, fs: FsConfig) -> io::Result<std::path::PathBuf> {
+    if fs.has_fs() {
+        return Ok(stack.mnt.clone());
+    }
+    let d = stack.dir.join("scratch");
+    fs::create_dir_all(&d)?;
+    Ok(d)
 }
 
 struct Slot {
@@ -365,17 +387,24 @@ fn check_one(
     }
     fs::write(&slot.marks_file, text)?;
     lap(0, &mut t);
-    if let Err(e) = slot
-        .stack
-        .mount(fs.fstype(), fs.replay_options(), cfg.timeout)
-    {
-        return Ok(Verdict::Fail {
-            stage: "mount",
-            message: e.to_string(),
-        });
+    if fs.has_fs() {
+        if let Err(e) = slot
+            .stack
+            .mount(fs.fstype(), fs.replay_options(), cfg.timeout)
+        {
+            return Ok(Verdict::Fail {
+                stage: "mount",
+                message: e.to_string(),
+            });
+        }
     }
     lap(1, &mut t);
+    let cwd = work_dir(&slot.stack, fs)?;
     let env = [
+        (
+            "POWERCUT_DEV",
+            slot.stack.dev.to_string_lossy().into_owned(),
+        ),
         (
             "POWERCUT_MARKS",
             slot.marks_file.to_string_lossy().into_owned(),
@@ -390,7 +419,7 @@ fn check_one(
     ];
     for (stage, cmd) in stages {
         let Some(cmd) = cmd else { continue };
-        let r = run_with_timeout(&mut shell(cmd, &slot.stack.mnt, &env), cfg.timeout)?;
+        let r = run_with_timeout(&mut shell(cmd, &cwd, &env), cfg.timeout)?;
         if r.code != Some(0) {
             verdict = Verdict::Fail {
                 stage,
@@ -404,7 +433,7 @@ fn check_one(
         return Err(err(format!("{fs} state {spec}: {e}")));
     }
     lap(3, &mut t);
-    if cfg.fsck && matches!(verdict, Verdict::Pass) {
+    if cfg.fsck && fs.has_fs() && matches!(verdict, Verdict::Pass) {
         let r = run_with_timeout(&mut fs.fsck(&slot.stack.dev), cfg.timeout)?;
         if r.code != Some(0) {
             let tail: String = r

@@ -33,6 +33,10 @@ pub enum FsConfig {
     Xfs,
     /// btrfs.
     Btrfs,
+    /// No filesystem: the recorded block device itself, as a raw partition
+    /// (`$POWERCUT_DEV`; commands run in a scratch directory; no mount, no
+    /// fsck). Not in [`ALL`](Self::ALL): `--fs raw` asks for it.
+    Raw,
 }
 
 impl FsConfig {
@@ -53,7 +57,13 @@ impl FsConfig {
             FsConfig::Ext4Journal => "ext4-journal",
             FsConfig::Xfs => "xfs",
             FsConfig::Btrfs => "btrfs",
+            FsConfig::Raw => "raw",
         }
+    }
+
+    /// Whether there is a filesystem to make, mount and check.
+    pub fn has_fs(self) -> bool {
+        self != FsConfig::Raw
     }
 
     /// Parses a name as printed by [`FsConfig::name`] (`ext4-ordered` is accepted too).
@@ -64,6 +74,7 @@ impl FsConfig {
             "ext4-journal" => FsConfig::Ext4Journal,
             "xfs" => FsConfig::Xfs,
             "btrfs" => FsConfig::Btrfs,
+            "raw" => FsConfig::Raw,
             _ => return None,
         })
     }
@@ -74,6 +85,7 @@ impl FsConfig {
             FsConfig::Ext4 | FsConfig::Ext4Writeback | FsConfig::Ext4Journal => "ext4",
             FsConfig::Xfs => "xfs",
             FsConfig::Btrfs => "btrfs",
+            FsConfig::Raw => "raw",
         }
     }
 
@@ -82,6 +94,7 @@ impl FsConfig {
         match self {
             FsConfig::Xfs => 320 << 20,
             FsConfig::Btrfs => 256 << 20,
+            FsConfig::Raw => 4 << 20,
             _ => 64 << 20,
         }
     }
@@ -122,10 +135,10 @@ impl FsConfig {
             FsConfig::Ext4 => vec!["data=ordered"],
             FsConfig::Ext4Writeback => vec!["data=writeback"],
             FsConfig::Ext4Journal => vec!["data=journal"],
-            FsConfig::Xfs => vec![],
+            FsConfig::Xfs | FsConfig::Raw => vec![],
             FsConfig::Btrfs => vec!["nodiscard"],
         };
-        if short_commit && self != FsConfig::Xfs {
+        if short_commit && self != FsConfig::Xfs && self.has_fs() {
             o.push("commit=1");
         }
         o.join(",")
@@ -140,6 +153,7 @@ impl FsConfig {
             // Crash images share the original's UUID.
             FsConfig::Xfs => "nouuid",
             FsConfig::Btrfs => "nodiscard",
+            FsConfig::Raw => "",
         }
     }
 
@@ -171,6 +185,7 @@ impl FsConfig {
         match self.fstype() {
             "ext4" => &[("mkfs.ext4", "e2fsprogs"), ("e2fsck", "e2fsprogs")],
             "xfs" => &[("mkfs.xfs", "xfsprogs"), ("xfs_repair", "xfsprogs")],
+            "raw" => &[],
             _ => &[("mkfs.btrfs", "btrfs-progs"), ("btrfs", "btrfs-progs")],
         }
     }

@@ -1,6 +1,8 @@
 //! One module per subcommand; each has `Args` and `run`.
 
 pub mod commit;
+pub mod read;
+pub mod record;
 pub mod recover;
 pub mod update;
 pub mod write;

@@ -47,6 +47,10 @@ pub struct Args {
     /// Accept filesystems where a replace cannot be crash-atomic (vfat, NFS, ...).
     #[arg(long)]
     allow_weak_fs: bool,
+    /// Wrap the content in a verified envelope (checksum and sequence
+    /// number) that `fstx read` checks.
+    #[arg(long)]
+    verified: bool,
 }
 
 /// Runs `fstx write`.
@@ -60,7 +64,8 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
         .symlinks(args.symlinks.into())
         .preserve_xattrs(!args.no_xattrs)
         .keep_privileges(args.keep_privileges)
-        .allow_weak_filesystems(args.allow_weak_fs);
+        .allow_weak_filesystems(args.allow_weak_fs)
+        .verified(args.verified);
     if let Some(mode) = args.mode {
         opts.mode(mode);
     }

@@ -1,9 +1,11 @@
 //! The workloads: fstx's protocols driven on the simulator, with what they
 //! promise recorded for the checks.
 
+pub mod record;
 pub mod replace;
 pub mod txn;
 pub mod update;
+pub mod verified;
 
 use crate::explore::Workload;
 use crate::rng::Rng;
@@ -14,6 +16,12 @@ pub fn by_name(name: &str) -> Option<Box<dyn Workload>> {
         return Some(Box::new(w));
     }
     if let Some(w) = update::parse(name) {
+        return Some(Box::new(w));
+    }
+    if let Some(w) = verified::parse(name) {
+        return Some(Box::new(w));
+    }
+    if let Some(w) = record::parse(name) {
         return Some(Box::new(w));
     }
     if let Some(w) = txn::parse(name) {

@@ -119,6 +119,10 @@ impl Storage for OsStorage {
         Ok(rustix::io::pwrite(os(file)?, buf, offset)?)
     }
 
+    fn end_offset(&self, file: &Fd) -> io::Result<u64> {
+        Ok(rfs::seek(os(file)?, rfs::SeekFrom::End(0))?)
+    }
+
     fn set_len(&self, file: &Fd, len: u64) -> io::Result<()> {
         Ok(rfs::ftruncate(os(file)?, len)?)
     }

@@ -106,6 +106,9 @@ impl Storage for Hooked {
     fn write_at(&self, file: &Fd, buf: &[u8], offset: u64) -> io::Result<usize> {
         self.inner.write_at(file, buf, offset)
     }
+    fn end_offset(&self, file: &Fd) -> io::Result<u64> {
+        self.inner.end_offset(file)
+    }
     fn set_len(&self, file: &Fd, len: u64) -> io::Result<()> {
         self.inner.set_len(file, len)
     }

@@ -131,6 +131,10 @@ impl Storage for Probe {
         self.gate("write_at", true, self.name(file), String::new())?;
         self.os.write_at(file, buf, offset)
     }
+    fn end_offset(&self, file: &Fd) -> io::Result<u64> {
+        self.os.end_offset(file)
+    }
+
     fn set_len(&self, file: &Fd, len: u64) -> io::Result<()> {
         self.gate("set_len", true, self.name(file), String::new())?;
         self.os.set_len(file, len)
