@@ -28,6 +28,8 @@ pub enum CallKind {
     Chown,
     ListXattr,
     GetXattr,
+    ListXattrAt,
+    GetXattrAt,
     SetXattr,
     Lock,
     Unlock,
@@ -37,7 +39,7 @@ pub enum CallKind {
 
 impl CallKind {
     /// Every kind.
-    pub const ALL: [CallKind; 24] = [
+    pub const ALL: [CallKind; 26] = [
         CallKind::OpenDir,
         CallKind::Open,
         CallKind::ReadAt,
@@ -57,6 +59,8 @@ impl CallKind {
         CallKind::Chown,
         CallKind::ListXattr,
         CallKind::GetXattr,
+        CallKind::ListXattrAt,
+        CallKind::GetXattrAt,
         CallKind::SetXattr,
         CallKind::Lock,
         CallKind::Unlock,
@@ -86,6 +90,8 @@ impl CallKind {
             CallKind::Chown => "chown",
             CallKind::ListXattr => "list_xattr",
             CallKind::GetXattr => "get_xattr",
+            CallKind::ListXattrAt => "list_xattr_at",
+            CallKind::GetXattrAt => "get_xattr_at",
             CallKind::SetXattr => "set_xattr",
             CallKind::Lock => "lock",
             CallKind::Unlock => "unlock",
@@ -120,6 +126,8 @@ impl CallKind {
             | CallKind::ReadLink
             | CallKind::ListXattr
             | CallKind::GetXattr
+            | CallKind::ListXattrAt
+            | CallKind::GetXattrAt
             | CallKind::Unlock
             | CallKind::Random => &[],
         }
