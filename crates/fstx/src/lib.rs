@@ -105,6 +105,7 @@ macro_rules! internals_fn {
 
 mod atomic;
 mod backup;
+mod dir;
 mod durability;
 mod error;
 pub mod fskind;
@@ -129,6 +130,7 @@ mod update;
 
 pub use atomic::{write, AtomicFile, Durability, HardLinks, Options, Symlinks};
 pub use backup::{BackupKind, BackupMethod};
+pub use dir::Dir;
 pub use error::{Error, Result, State, Step};
 pub use lock::{FileLock, Wait};
 pub use names::{internal_name, internal_target, is_internal_name, InternalName};
