@@ -312,6 +312,14 @@ impl Dir {
         &self.shared.path
     }
 
+    internals_fn! {
+        /// How many replaces are waiting for a directory flush (for tests
+        /// that build exact interleavings).
+        fn flush_waiters(&self) -> usize {
+            lock(&self.shared.group).waiting
+        }
+    }
+
     /// Replaces file `name` in this directory with `contents` (see
     /// [`fstx::write`](crate::write())).
     pub fn write(&self, name: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> Result<()> {
@@ -332,14 +340,8 @@ impl Dir {
         let path = self.shared.path.join(name);
         let name = one_name(name)
             .map_err(|e| Error::new(op, &path, Step::ParsePath, State::NotCommitted, e))?;
+        // A failed directory flush is final for the handle (its errno, its step).
         if let Some((step, e)) = self.shared.failed_flush() {
-            let e = io::Error::new(
-                e.kind(),
-                format!(
-                    "an earlier directory flush through this handle failed ({e}); \
-                     open the directory again"
-                ),
-            );
             return Err(Error::new(op, &path, step, State::NotCommitted, e));
         }
         let target = crate::paths::resolve_in(op, &path, &self.opts, self.shared.clone(), name)?;
