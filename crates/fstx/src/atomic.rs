@@ -488,6 +488,9 @@ impl AtomicFile {
             let state = self.cleanup();
             return Err(self.error(Step::CarryMetadataToNewFile, state, e));
         }
+        // From here until its rename, a durable replace is pending: a
+        // concurrent replace about to flush the directory lets it join.
+        let pending = (self.opts.durability == Durability::Durable).then(|| self.dir.pending());
         if self.opts.durability != Durability::None {
             if let Err(e) = st.sync(self.temp(), SyncKind::All) {
                 let state = self.cleanup();
@@ -503,7 +506,7 @@ impl AtomicFile {
         let temp = self.temp.take();
         if self.opts.durability == Durability::Durable {
             // Shared with concurrent replaces in this directory (group commit).
-            if let Err((step, e)) = self.dir.flush_after_rename(&*st) {
+            if let Err((step, e)) = self.dir.flush_after_rename(&*st, pending) {
                 return Err(self.error(step, State::CommittedNotDurable, e));
             }
         }

@@ -7,6 +7,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::atomic::{AtomicFile, Durability, Options};
 use crate::error::{invalid, Error, Result, State, Step};
@@ -44,6 +45,9 @@ struct Group {
     in_flight: bool,
     /// Callers waiting on `flushed` (no wake-up call when there are none).
     waiting: usize,
+    /// Replaces between the start of their file flush and the end of their
+    /// rename ([`Pending`]): a leader lets these join its flush.
+    pending: usize,
     /// The first flush that failed: its number, step and error. Final: no
     /// flush starts after it, and every replace waiting for it or a later
     /// one gets its error.
@@ -145,11 +149,25 @@ impl DirShared {
     /// caller that flush covered and to every later caller, and no flush
     /// starts after it (a retried flush could "succeed" with the renames
     /// lost).
+    ///
+    /// A leader does not start its flush while other replaces are
+    /// [`Pending`] (their file flush started, their rename not done yet), up
+    /// to [`GATHER_MAX`]: their renames are imminent, would need a flush of
+    /// their own right after this one, and so join this one instead.
+    /// `pending` is the caller's own (it is over: the rename is done).
     pub(crate) fn flush_after_rename(
         &self,
         st: &dyn Storage,
+        pending: Option<Pending>,
     ) -> std::result::Result<(), (Step, io::Error)> {
         let mut g = lock(&self.group);
+        if let Some(mut p) = pending {
+            p.live = false;
+            g.pending -= 1;
+            if g.waiting > 0 {
+                self.flushed.notify_all();
+            }
+        }
         // The first flush to start from now on covers our rename.
         let need = g.started + 1;
         loop {
@@ -166,6 +184,22 @@ impl DirShared {
             }
             if !g.in_flight {
                 g.in_flight = true;
+                // Let the imminent renames join (they wait: `in_flight`).
+                let mut deadline = None;
+                while g.pending > 0 {
+                    let now = Instant::now();
+                    let until = *deadline.get_or_insert(now + GATHER_MAX);
+                    if now >= until {
+                        break;
+                    }
+                    g.waiting += 1;
+                    g = self
+                        .flushed
+                        .wait_timeout(g, until - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                    g.waiting -= 1;
+                }
                 g.started += 1;
                 let n = g.started;
                 debug_assert_eq!(n, need);
@@ -185,11 +219,47 @@ impl DirShared {
         }
     }
 
+    /// Marks a replace as pending: its file flush is about to start and its
+    /// rename will follow (see [`flush_after_rename`](Self::flush_after_rename)).
+    pub(crate) fn pending(self: &Arc<DirShared>) -> Pending {
+        lock(&self.group).pending += 1;
+        Pending {
+            dir: self.clone(),
+            live: true,
+        }
+    }
+
     /// One directory flush: `fsync`, or on btrfs `syncfs` (see
     /// [`sync_dir`](crate::durability::sync_dir)).
     fn sync(&self, st: &dyn Storage) -> std::result::Result<(), (Step, io::Error)> {
         let magic = self.magic(st).map_err(|e| (Step::IdentifyFilesystem, e))?;
         crate::durability::sync_dir(st, &self.fd, Some(magic))
+    }
+}
+
+/// How long a leader waits at most for pending replaces to rename (a
+/// bound for a file flush that hangs; normally the wait ends when the last
+/// pending rename is done).
+const GATHER_MAX: Duration = Duration::from_millis(50);
+
+/// A replace between the start of its file flush and the end of its rename;
+/// dropped without reaching [`DirShared::flush_after_rename`] (a failed
+/// flush or rename, a durability without directory flush), it just leaves.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    dir: Arc<DirShared>,
+    live: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.live {
+            let mut g = lock(&self.dir.group);
+            g.pending -= 1;
+            if g.waiting > 0 {
+                self.dir.flushed.notify_all();
+            }
+        }
     }
 }
 
