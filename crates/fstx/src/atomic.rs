@@ -2,21 +2,28 @@
 //!
 //! The protocol (see `docs/design.md` for why each step is there):
 //!
-//! 1. open the target's parent directory once; every later path operation is
-//!    relative to that directory handle (`openat`, `renameat`, `unlinkat`);
+//! 1. open the target's parent directory once (or use a [`Dir`]'s handle);
+//!    every later path operation is relative to that directory handle
+//!    (`openat`, `renameat`, `unlinkat`);
 //! 2. resolve the target according to the [`Symlinks`] policy (at most
 //!    [`MAX_SYMLINK_HOPS`](crate::MAX_SYMLINK_HOPS) links), refuse
-//!    directories, FIFOs and devices;
-//! 3. create a temporary file beside the target, exclusively
+//!    directories, FIFOs and devices; identify the filesystem (once per
+//!    directory handle) and refuse those where the guarantee cannot hold;
+//! 3. list the old file's extended attributes through the directory handle
+//!    (without opening the file);
+//! 4. create a temporary file beside the target, exclusively
 //!    (`O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`), under an unpredictable name
 //!    starting with [`TEMP_PREFIX`](crate::TEMP_PREFIX), with a mode no
-//!    wider than the final one;
-//! 4. take an exclusive `flock` on it and check that the name still refers
-//!    to the locked inode (closes the race with [`recover`](crate::recover()));
-//! 5. the caller writes the new content;
-//! 6. on commit: carry owner, group, mode and extended attributes over from
-//!    the old file, `fsync` the temporary file, `rename` it over the target,
-//!    `fsync` the directory.
+//!    wider than the final one for anyone, whoever ends up owning it;
+//! 5. take an exclusive `flock` on it and `fstat` it: a link count of 0
+//!    means [`recover`](crate::recover()) removed it in the window before the
+//!    lock (start again); the same `fstat` gives its owner and mode;
+//! 6. the caller writes the new content;
+//! 7. on commit: carry owner, group, mode and extended attributes over from
+//!    the old file (only the calls that change something), `fsync` the
+//!    temporary file, `rename` it over the target, flush the directory —
+//!    shared with concurrent replaces through the same directory handle
+//!    (see [`Dir`]).
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Seek, SeekFrom, Write};

@@ -45,6 +45,8 @@ struct Plan {
     hold_waiters: Option<(Arc<std::sync::OnceLock<Dir>>, usize)>,
     /// Fail directory flush number `.0` with errno `.1` (instead of calling the kernel).
     fail: Option<(usize, i32)>,
+    /// `list_xattr_at`/`get_xattr_at` fail with `ENOENT`, as without `/proc`.
+    no_proc: bool,
     /// Sleep this long (µs) after every rename and before every flush, by a
     /// per-call pseudo-random amount, to vary interleavings.
     jitter_us: u64,
@@ -213,9 +215,15 @@ impl Storage for Gate {
         self.os.get_xattr(file, name)
     }
     fn list_xattr_at(&self, at: &Fd, name: &OsStr) -> io::Result<Vec<OsString>> {
+        if self.plan.lock().unwrap().no_proc {
+            return Err(io::Error::from_raw_os_error(2));
+        }
         self.os.list_xattr_at(at, name)
     }
     fn get_xattr_at(&self, at: &Fd, name: &OsStr, attr: &OsStr) -> io::Result<Vec<u8>> {
+        if self.plan.lock().unwrap().no_proc {
+            return Err(io::Error::from_raw_os_error(2));
+        }
         self.os.get_xattr_at(at, name, attr)
     }
     fn set_xattr(&self, file: &Fd, name: &OsStr, value: &[u8]) -> io::Result<()> {
@@ -349,6 +357,31 @@ fn dir_handle_follows_symlinks_by_policy_and_carries_metadata() {
         refusing.write("link", b"x").unwrap_err().step(),
         Step::InspectTarget
     );
+}
+
+/// Without `/proc` the old file's xattrs are listed and read through its
+/// own handle instead, and still carried.
+#[test]
+fn xattrs_are_carried_without_proc() {
+    let d = TempDir::new("dir-noproc");
+    let p = d.join("f");
+    std::fs::write(&p, b"old").unwrap();
+    xattr_set(&p, "user.fstx-test", b"kept");
+    let gate = Gate::new(Plan {
+        no_proc: true,
+        ..Plan::default()
+    });
+    opts(&gate).write(&p, b"new").unwrap();
+    let dir = opts(&gate).open_dir(d.path()).unwrap();
+    dir.write("f", b"newer").unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), b"newer");
+    assert_eq!(
+        xattr_get(&p, "user.fstx-test").as_deref(),
+        Some(&b"kept"[..])
+    );
+    // A new file: nothing to list.
+    dir.write("g", b"fresh").unwrap();
+    assert!(temps(d.path()).is_empty());
 }
 
 fn xattr_set(p: &Path, name: &str, value: &[u8]) {
