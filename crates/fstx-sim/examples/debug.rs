@@ -10,6 +10,7 @@ fn main() {
     let w = Replace {
         level: Level::Durable,
         bugs: fstx_sim::bugs::FlushBugs::NONE,
+        handle: false,
     };
     let fs = SimFs::new(seed);
     let mut h = History::default();

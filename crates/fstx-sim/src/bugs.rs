@@ -571,6 +571,14 @@ impl Storage for Buggy {
         self.inner.get_xattr(&*self.inner_of(file)?, name)
     }
 
+    fn list_xattr_at(&self, at: &Fd, name: &OsStr) -> io::Result<Vec<OsString>> {
+        self.inner.list_xattr_at(&*self.inner_of(at)?, name)
+    }
+
+    fn get_xattr_at(&self, at: &Fd, name: &OsStr, attr: &OsStr) -> io::Result<Vec<u8>> {
+        self.inner.get_xattr_at(&*self.inner_of(at)?, name, attr)
+    }
+
     fn set_xattr(&self, file: &Fd, name: &OsStr, value: &[u8]) -> io::Result<()> {
         let change = MetaChange::SetXattr(name.to_os_string(), value.to_vec());
         if self.hold_meta(file, change)? {

@@ -29,6 +29,8 @@ pub enum CallKind {
     Chown,
     ListXattr,
     GetXattr,
+    ListXattrAt,
+    GetXattrAt,
     SetXattr,
     Lock,
     Unlock,
@@ -38,7 +40,7 @@ pub enum CallKind {
 
 impl CallKind {
     /// Every kind.
-    pub const ALL: [CallKind; 25] = [
+    pub const ALL: [CallKind; 27] = [
         CallKind::OpenDir,
         CallKind::Open,
         CallKind::ReadAt,
@@ -59,6 +61,8 @@ impl CallKind {
         CallKind::Chown,
         CallKind::ListXattr,
         CallKind::GetXattr,
+        CallKind::ListXattrAt,
+        CallKind::GetXattrAt,
         CallKind::SetXattr,
         CallKind::Lock,
         CallKind::Unlock,
@@ -89,6 +93,8 @@ impl CallKind {
             CallKind::Chown => "chown",
             CallKind::ListXattr => "list_xattr",
             CallKind::GetXattr => "get_xattr",
+            CallKind::ListXattrAt => "list_xattr_at",
+            CallKind::GetXattrAt => "get_xattr_at",
             CallKind::SetXattr => "set_xattr",
             CallKind::Lock => "lock",
             CallKind::Unlock => "unlock",
@@ -124,6 +130,8 @@ impl CallKind {
             | CallKind::ReadLink
             | CallKind::ListXattr
             | CallKind::GetXattr
+            | CallKind::ListXattrAt
+            | CallKind::GetXattrAt
             | CallKind::Unlock
             | CallKind::Random => &[],
         }

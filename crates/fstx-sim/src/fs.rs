@@ -1230,6 +1230,36 @@ impl Storage for SimFs {
         )
     }
 
+    fn list_xattr_at(&self, at: &Fd, name: &OsStr) -> io::Result<Vec<OsString>> {
+        self.call(
+            CallKind::ListXattrAt,
+            |g| format!("({}, {})", g.hpath(at), show(name)),
+            |g, _| {
+                let (dir, _) = g.dir_of(at)?;
+                let ino = g.resolve(dir, Path::new(name), false)?;
+                Ok(g.live.get(ino).meta.xattrs.keys().cloned().collect())
+            },
+        )
+    }
+
+    fn get_xattr_at(&self, at: &Fd, name: &OsStr, attr: &OsStr) -> io::Result<Vec<u8>> {
+        self.call(
+            CallKind::GetXattrAt,
+            |g| format!("({}, {}, {})", g.hpath(at), show(name), show(attr)),
+            |g, _| {
+                let (dir, _) = g.dir_of(at)?;
+                let ino = g.resolve(dir, Path::new(name), false)?;
+                g.live
+                    .get(ino)
+                    .meta
+                    .xattrs
+                    .get(attr)
+                    .cloned()
+                    .ok_or_else(|| err(Errno::NODATA))
+            },
+        )
+    }
+
     fn set_xattr(&self, file: &Fd, name: &OsStr, value: &[u8]) -> io::Result<()> {
         self.call(
             CallKind::SetXattr,

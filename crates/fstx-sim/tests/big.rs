@@ -62,7 +62,11 @@ fn lying(w: &dyn Workload, seeds: u64) -> Report {
 #[ignore = "the big run: minutes; CI calls it explicitly"]
 fn big_run() {
     let none = FlushBugs::NONE;
-    let replace = |level| Replace { level, bugs: none };
+    let replace = |level| Replace {
+        level,
+        bugs: none,
+        handle: false,
+    };
     let update = |level, copy| Update {
         level,
         copy,

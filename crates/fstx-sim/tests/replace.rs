@@ -36,6 +36,14 @@ fn replace(level: Level) -> Replace {
     Replace {
         level,
         bugs: FlushBugs::NONE,
+        handle: false,
+    }
+}
+
+fn through_handles(level: Level) -> Replace {
+    Replace {
+        handle: true,
+        ..replace(level)
     }
 }
 
@@ -43,6 +51,7 @@ fn bug(bug: FlushBug) -> Replace {
     Replace {
         level: Level::Durable,
         bugs: FlushBugs::one(bug),
+        handle: false,
     }
 }
 
@@ -74,6 +83,45 @@ fn every_fault_at_every_call_passes() {
     let r = run(&replace(Level::Mixed), 0..3, Profile::Weak, true);
     assert_eq!(r.violation_count, 0);
     assert!(r.faults_injected > 100);
+}
+
+/// The same replaces through `fstx::Dir` handles kept open across
+/// replaces (the handle's cached filesystem type, its group-commit flush,
+/// a failed flush final for the handle): every crash state, every fault.
+#[test]
+fn replaces_through_directory_handles_pass_every_crash_state() {
+    let r = run(
+        &through_handles(Level::Durable),
+        0..20,
+        Profile::Weak,
+        false,
+    );
+    assert_eq!(r.violation_count, 0);
+    assert!(r.distinct.len() > 500);
+    let r = run(
+        &through_handles(Level::Mixed),
+        0..10,
+        Profile::BtrfsDirRace,
+        false,
+    );
+    assert_eq!(r.violation_count, 0);
+}
+
+#[test]
+fn replaces_through_directory_handles_pass_every_fault_at_every_call() {
+    let r = run(&through_handles(Level::Mixed), 0..3, Profile::Weak, true);
+    assert_eq!(r.violation_count, 0);
+    assert!(r.faults_injected > 100);
+}
+
+#[test]
+fn planted_no_dir_sync_through_a_handle_is_caught() {
+    let w = Replace {
+        handle: true,
+        ..bug(FlushBug::NoDirSync)
+    };
+    let r = run(&w, 0..10, Profile::Weak, false);
+    assert!(r.caught("but only these are allowed"), "{}", r.summary());
 }
 
 #[test]

@@ -2,29 +2,39 @@
 //!
 //! The protocol (see `docs/design.md` for why each step is there):
 //!
-//! 1. open the target's parent directory once; every later path operation is
-//!    relative to that directory handle (`openat`, `renameat`, `unlinkat`);
+//! 1. open the target's parent directory once (or use a [`Dir`]'s handle);
+//!    every later path operation is relative to that directory handle
+//!    (`openat`, `renameat`, `unlinkat`);
 //! 2. resolve the target according to the [`Symlinks`] policy (at most
 //!    [`MAX_SYMLINK_HOPS`](crate::MAX_SYMLINK_HOPS) links), refuse
-//!    directories, FIFOs and devices;
-//! 3. create a temporary file beside the target, exclusively
+//!    directories, FIFOs and devices; identify the filesystem (once per
+//!    directory handle) and refuse those where the guarantee cannot hold;
+//! 3. list the old file's extended attributes through the directory handle
+//!    (without opening the file);
+//! 4. create a temporary file beside the target, exclusively
 //!    (`O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`), under an unpredictable name
 //!    starting with [`TEMP_PREFIX`](crate::TEMP_PREFIX), with a mode no
-//!    wider than the final one;
-//! 4. take an exclusive `flock` on it and check that the name still refers
-//!    to the locked inode (closes the race with [`recover`](crate::recover()));
-//! 5. the caller writes the new content;
-//! 6. on commit: carry owner, group, mode and extended attributes over from
-//!    the old file, `fsync` the temporary file, `rename` it over the target,
-//!    `fsync` the directory.
+//!    wider than the final one for anyone, whoever ends up owning it;
+//! 5. take an exclusive `flock` on it and `fstat` it: a link count of 0
+//!    means [`recover`](crate::recover()) removed it in the window before the
+//!    lock (start again); the same `fstat` gives its owner and mode;
+//! 6. the caller writes the new content;
+//! 7. on commit: carry owner, group, mode and extended attributes over from
+//!    the old file (only the calls that change something), `fsync` the
+//!    temporary file, `rename` it over the target, flush the directory —
+//!    shared with concurrent replaces through the same directory handle
+//!    (see [`Dir`]).
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::dir::{Dir, DirShared};
 use crate::error::{invalid, Error, Result, State, Step};
-use crate::metadata::{carry_metadata, Carry};
+use crate::metadata::{
+    carry_to, create_mode, has_access_acl, unsupported, Carry, Old, XattrSource,
+};
 use crate::paths::{resolve, Resolved};
 use crate::storage::{self, Fd, FileKind, OpenHow, Stat, Storage, SyncKind};
 use crate::temp::create_temp;
@@ -227,17 +237,20 @@ impl Options {
     pub fn write(&self, path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> Result<()> {
         let path = path.as_ref();
         let mut file = AtomicFile::open_with("write", path, self)?;
-        if let Err(e) = file.write_all(contents.as_ref()) {
-            let state = file.cleanup();
-            return Err(Error::new(
-                "write",
-                path,
-                Step::WriteTemporaryFile,
-                state,
-                e,
-            ));
-        }
+        file.write_all_or_cleanup(contents.as_ref())?;
         file.commit()
+    }
+
+    /// Opens directory `path` once for many replaces of files in it, with
+    /// these options (see [`Dir`]).
+    ///
+    /// # Errors
+    ///
+    /// The directory cannot be opened ([`Step::OpenDirectory`]), or its
+    /// filesystem cannot keep the promise of a `Durable` or `Consistent`
+    /// replace ([`Step::IdentifyFilesystem`], [`io::ErrorKind::Unsupported`]).
+    pub fn open_dir(&self, path: impl AsRef<Path>) -> Result<Dir> {
+        Dir::open_with(path.as_ref(), self)
     }
 }
 
@@ -295,8 +308,10 @@ pub fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> Result<()> {
 #[derive(Debug)]
 struct Existing {
     stat: Stat,
-    /// The old file, open for reading its extended attributes (`None` when
-    /// the process may not open it).
+    /// Its extended attribute names (empty when not carried).
+    xattrs: Vec<OsString>,
+    /// The old file, open, when its attributes could not be listed through
+    /// the directory handle (no `/proc`).
     file: Option<Fd>,
 }
 
@@ -313,15 +328,14 @@ pub struct AtomicFile {
     op: &'static str,
     /// The path as the caller gave it (for messages).
     path: PathBuf,
-    /// The directory the replace happens in, after resolving symlinks (for messages).
-    dir_path: PathBuf,
-    dir: Fd,
+    /// The directory the replace happens in, after resolving symlinks.
+    dir: Arc<DirShared>,
     name: OsString,
     temp_name: OsString,
     temp: Option<Fd>,
+    /// The temporary file's stat right after it was created and locked.
+    temp_stat: Stat,
     existing: Option<Existing>,
-    /// The filesystem's `statfs` magic, if already read (see [`Resolved`]).
-    fs_magic: Option<u64>,
     pos: u64,
     opts: Options,
 }
@@ -347,69 +361,61 @@ impl AtomicFile {
         let st = &*opts.storage;
         let fail = |step, e| Error::new(op, path, step, State::NotCommitted, e);
         let Resolved {
-            dir_path,
             dir,
             name,
             existing: existing_stat,
-            fs_magic,
         } = target;
 
         let existing = match existing_stat {
             Some(stat) if opts.preserve_metadata => {
-                // Open the old file to read its metadata from the inode itself.
-                match st.open(&dir, &name, OpenHow::READ_NOFOLLOW) {
-                    Ok(file) => {
-                        let stat = st.stat(&file).map_err(|e| fail(Step::InspectTarget, e))?;
-                        if stat.kind != FileKind::Regular {
-                            return Err(fail(
-                                Step::InspectTarget,
-                                invalid(
-                                    io::ErrorKind::InvalidInput,
-                                    "the target changed into something that is not a regular file",
-                                ),
-                            ));
-                        }
-                        Some(Existing {
-                            stat,
-                            file: Some(file),
-                        })
-                    }
-                    // Not readable by us: carry what stat says, skip xattrs.
-                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                        Some(Existing { stat, file: None })
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                    Err(e) => return Err(fail(Step::OpenTarget, e)),
+                if opts.preserve_xattrs {
+                    old_xattrs(st, &dir.fd, &name, stat).map_err(|(step, e)| fail(step, e))?
+                } else {
+                    Some(Existing {
+                        stat,
+                        xattrs: Vec::new(),
+                        file: None,
+                    })
                 }
             }
             _ => None,
         };
 
-        // A temporary file never more permissive than the final file: for an
-        // existing target, only owner bits the old file had, until the owner
-        // and group are set; for an explicit mode, likewise; for a new file,
-        // `0o666` less the umask, which is then the final mode.
+        // A temporary file never more permissive than the final file (see
+        // `create_mode`); a new file: `0o666` less the umask, which is then
+        // the final mode; an explicit mode for a new file (which stays ours).
         let create_mode = match (&existing, opts.mode) {
-            (Some(old), _) => old.stat.mode & 0o600,
-            (_, Some(mode)) => mode & 0o600,
-            _ => 0o666,
+            (Some(old), mode) => {
+                create_mode(mode.unwrap_or(old.stat.mode), has_access_acl(&old.xattrs))
+            }
+            (None, Some(mode)) => mode & 0o777,
+            (None, None) => 0o666,
         };
-        let (temp_name, temp) =
-            create_temp(st, &dir, &name, create_mode).map_err(|(step, e)| fail(step, e))?;
+        let (temp_name, temp, temp_stat) =
+            create_temp(st, &dir.fd, &name, create_mode).map_err(|(step, e)| fail(step, e))?;
 
         Ok(AtomicFile {
             op,
             path: path.to_path_buf(),
-            dir_path,
             dir,
             name,
             temp_name,
             temp: Some(temp),
+            temp_stat,
             existing,
-            fs_magic,
             pos: 0,
             opts: opts.clone(),
         })
+    }
+
+    /// Writes all of `buf`; on failure removes the temporary file and says
+    /// which state that leaves.
+    pub(crate) fn write_all_or_cleanup(&mut self, buf: &[u8]) -> Result<()> {
+        if let Err(e) = self.write_all(buf) {
+            let state = self.cleanup();
+            return Err(self.error(Step::WriteTemporaryFile, state, e));
+        }
+        Ok(())
     }
 
     /// The path this file will replace, as given.
@@ -419,12 +425,12 @@ impl AtomicFile {
 
     /// The directory handle the replace happens in.
     pub(crate) fn dir(&self) -> &Fd {
-        &self.dir
+        &self.dir.fd
     }
 
     /// The filesystem's `statfs` magic, if already read.
     pub(crate) fn fs_magic(&self) -> Option<u64> {
-        self.fs_magic
+        self.dir.known_magic()
     }
 
     /// The target's final name in [`dir`](Self::dir).
@@ -434,7 +440,7 @@ impl AtomicFile {
 
     /// The path of the temporary file holding the new content.
     pub fn temp_path(&self) -> PathBuf {
-        self.dir_path.join(&self.temp_name)
+        self.dir.path.join(&self.temp_name)
     }
 
     fn temp(&self) -> &Fd {
@@ -455,7 +461,7 @@ impl AtomicFile {
         let result = self
             .opts
             .storage
-            .unlink_at(&self.dir, &self.temp_name, false);
+            .unlink_at(&self.dir.fd, &self.temp_name, false);
         drop(temp);
         match result {
             Ok(()) => State::NotCommitted,
@@ -479,7 +485,7 @@ impl AtomicFile {
         let st = &*self.opts.storage;
         let seq = crate::envelope::next_seq(
             st,
-            &self.dir,
+            &self.dir.fd,
             &self.name,
             self.opts.backup_suffix.as_deref(),
         )
@@ -487,14 +493,20 @@ impl AtomicFile {
         crate::envelope::seal(st, self.temp(), seq).map_err(|e| (Step::WriteTemporaryFile, e))
     }
 
-    /// Gives the new file the old file's metadata (see [`carry_metadata`]).
+    /// Gives the new file the old file's metadata (see [`carry_to`]).
     fn carry_metadata(&self) -> io::Result<()> {
-        carry_metadata(
+        carry_to(
             &*self.opts.storage,
             self.temp(),
-            self.existing
-                .as_ref()
-                .map(|old| (&old.stat, old.file.as_ref())),
+            Some(&self.temp_stat),
+            self.existing.as_ref().map(|old| Old {
+                stat: &old.stat,
+                xattrs: &old.xattrs,
+                source: match &old.file {
+                    Some(file) => XattrSource::File(file),
+                    None => XattrSource::At(&self.dir.fd, &self.name),
+                },
+            }),
             &Carry {
                 mode: self.opts.mode,
                 keep_privileges: self.opts.keep_privileges,
@@ -525,20 +537,25 @@ impl AtomicFile {
             let state = self.cleanup();
             return Err(self.error(Step::CarryMetadataToNewFile, state, e));
         }
+        // From here until its rename, a durable replace is pending: a
+        // concurrent replace about to flush the directory lets it join.
+        let pending = (self.opts.durability == Durability::Durable).then(|| self.dir.pending());
         if self.opts.durability != Durability::None {
             if let Err(e) = st.sync(self.temp(), SyncKind::All) {
                 let state = self.cleanup();
                 return Err(self.error(Step::FsyncTemporaryFile, state, e));
             }
         }
-        if let Err(e) = st.rename_at(&self.dir, &self.temp_name, &self.dir, &self.name, false) {
+        let dir = &self.dir.fd;
+        if let Err(e) = st.rename_at(dir, &self.temp_name, dir, &self.name, false) {
             let state = self.cleanup();
             return Err(self.error(Step::RenameTemporaryFileOverTarget, state, e));
         }
         // The temporary name is gone; the new file is the target now.
         let temp = self.temp.take();
         if self.opts.durability == Durability::Durable {
-            if let Err((step, e)) = crate::durability::sync_dir(&*st, &self.dir, self.fs_magic) {
+            // Shared with concurrent replaces in this directory (group commit).
+            if let Err((step, e)) = self.dir.flush_after_rename(&*st, pending) {
                 return Err(self.error(step, State::CommittedNotDurable, e));
             }
         }
@@ -555,7 +572,7 @@ impl AtomicFile {
         let result = self
             .opts
             .storage
-            .unlink_at(&self.dir, &self.temp_name, false);
+            .unlink_at(&self.dir.fd, &self.temp_name, false);
         drop(temp);
         result.map_err(|e| {
             let state = State::NotCommittedTempLeft {
@@ -607,5 +624,48 @@ impl Seek for AtomicFile {
         })?;
         self.pos = new;
         Ok(new)
+    }
+}
+
+/// The old file's extended attribute names, listed through the directory
+/// handle without opening the file (`list_xattr_at`). Where that fails
+/// with `ENOENT` (no `/proc`, or the file went away), the file is opened
+/// and listed through its handle, kept for reading the values; if it is
+/// gone, there is no old file. Attributes the filesystem or the process
+/// may not list are skipped.
+fn old_xattrs(
+    st: &dyn Storage,
+    dir: &Fd,
+    name: &OsStr,
+    stat: Stat,
+) -> std::result::Result<Option<Existing>, (Step, io::Error)> {
+    let existing = |xattrs, file| Ok(Some(Existing { stat, xattrs, file }));
+    match st.list_xattr_at(dir, name) {
+        Ok(xattrs) => return existing(xattrs, None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) if unsupported(&e) => return existing(Vec::new(), None),
+        Err(e) => return Err((Step::InspectTarget, e)),
+    }
+    let file = match st.open(dir, name, OpenHow::READ_NOFOLLOW) {
+        Ok(file) => file,
+        // Not readable by us: carry what stat says, skip xattrs.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return existing(Vec::new(), None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err((Step::OpenTarget, e)),
+    };
+    let now = st.stat(&file).map_err(|e| (Step::InspectTarget, e))?;
+    if now.kind != FileKind::Regular {
+        return Err((
+            Step::InspectTarget,
+            invalid(
+                io::ErrorKind::InvalidInput,
+                "the target changed into something that is not a regular file",
+            ),
+        ));
+    }
+    match st.list_xattr(&file) {
+        Ok(xattrs) => existing(xattrs, Some(file)),
+        Err(e) if unsupported(&e) => existing(Vec::new(), None),
+        Err(e) => Err((Step::InspectTarget, e)),
     }
 }

@@ -134,7 +134,7 @@ impl UpdateOptions {
         backup: &OsStr,
     ) -> std::result::Result<(), (Step, io::Error)> {
         let st = &*self.opts.storage;
-        let (temp, fd) = create_temp(st, dir, backup, 0o600)?;
+        let (temp, fd, _) = create_temp(st, dir, backup, 0o600)?;
         let result = (|| {
             crate::io::copy(st, &old.fd, &fd).map_err(|e| match e {
                 CopyError::Read(e) => (Step::ReadPreviousVersion, e),

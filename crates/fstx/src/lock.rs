@@ -200,7 +200,7 @@ pub(crate) fn acquire(
             nonblock: true,
         };
         let file = st
-            .open(&target.dir, &name, how)
+            .open(&target.dir.fd, &name, how)
             .map_err(|e| fail(Step::OpenLockFile, e))?;
         let locked = match (wait, deadline) {
             (Wait::Block, _) => st
@@ -230,7 +230,7 @@ pub(crate) fn acquire(
         // The name must still refer to the inode we locked (nobody deleted
         // or replaced the lock file by hand).
         let held = st.stat(&file).map_err(|e| fail(Step::InspectLockFile, e))?;
-        match st.stat_at(&target.dir, &name, false) {
+        match st.stat_at(&target.dir.fd, &name, false) {
             Ok(named) if named.same_inode(&held) => {}
             Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -239,7 +239,7 @@ pub(crate) fn acquire(
         // The target must still resolve to the same directory and name (a
         // symlink on the way may have changed while we waited).
         let now = resolve(op, path, opts)?;
-        let same_dir = match (st.stat(&target.dir), st.stat(&now.dir)) {
+        let same_dir = match (st.stat(&target.dir.fd), st.stat(&now.dir.fd)) {
             (Ok(a), Ok(b)) => a.same_inode(&b),
             (Err(e), _) | (_, Err(e)) => return Err(fail(Step::InspectParentDirectory, e)),
         };
@@ -248,7 +248,7 @@ pub(crate) fn acquire(
         }
         let lock = FileLock {
             file,
-            lock_path: now.dir_path.join(&name),
+            lock_path: now.dir.path.join(&name),
             opts: opts.clone(),
         };
         return Ok((lock, now));

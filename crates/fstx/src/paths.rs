@@ -2,14 +2,16 @@
 //! name, and walking symlinks by the [`Symlinks`] policy to the directory
 //! handle and name a replace works in ([`Resolved`]).
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::atomic::{Durability, HardLinks, Options, Symlinks};
+use crate::atomic::{HardLinks, Options, Symlinks};
+use crate::dir::DirShared;
 use crate::error::{invalid, Error, Result, State, Step};
-use crate::storage::{Fd, FileKind, Stat};
+use crate::storage::{FileKind, Stat};
 
 /// At most this many symlinks are followed when resolving a target.
 pub const MAX_SYMLINK_HOPS: usize = 40;
@@ -17,16 +19,13 @@ pub const MAX_SYMLINK_HOPS: usize = 40;
 /// Where a replace of `path` happens, after resolving symlinks by the policy.
 #[derive(Debug)]
 pub(crate) struct Resolved {
-    /// The directory, as a path (for messages).
-    pub(crate) dir_path: PathBuf,
-    /// The directory handle every later operation is relative to.
-    pub(crate) dir: Fd,
+    /// The directory every later operation is relative to (its handle, its
+    /// path for messages, its filesystem type once read, its flushes).
+    pub(crate) dir: Arc<DirShared>,
     /// The final name in `dir`.
     pub(crate) name: OsString,
     /// The regular file found there, if any.
     pub(crate) existing: Option<Stat>,
-    /// The filesystem's `statfs` magic, if the weak-filesystem check read it.
-    pub(crate) fs_magic: Option<u64>,
 }
 
 /// Resolves `path` by the options' symlink policy and checks that it may be
@@ -34,15 +33,33 @@ pub(crate) struct Resolved {
 pub(crate) fn resolve(op: &'static str, path: &Path, opts: &Options) -> Result<Resolved> {
     let st = &*opts.storage;
     let fail = |step, e| Error::new(op, path, step, State::NotCommitted, e);
-    let (mut dir_path, mut name) = split(path).map_err(|e| fail(Step::ParsePath, e))?;
-    let mut dir = st
+    let (dir_path, name) = split(path).map_err(|e| fail(Step::ParsePath, e))?;
+    let dir = st
         .open_dir(None, &dir_path, true)
         .map_err(|e| fail(Step::OpenParentDirectory, e))?;
+    resolve_in(op, path, opts, DirShared::new(dir, dir_path), &name)
+}
+
+/// Resolves `name` in directory `start` as [`resolve`] does (`path` is for
+/// messages). The result's directory is `start` itself unless a symlink
+/// led elsewhere; the filesystem check reads the type only if `start` has
+/// not read it yet.
+pub(crate) fn resolve_in(
+    op: &'static str,
+    path: &Path,
+    opts: &Options,
+    start: Arc<DirShared>,
+    name: &OsStr,
+) -> Result<Resolved> {
+    let st = &*opts.storage;
+    let fail = |step, e| Error::new(op, path, step, State::NotCommitted, e);
+    let mut dir = start;
+    let mut name = name.to_os_string();
 
     // Resolve the target by the symlink policy, relative to directory handles.
     let mut hops = 0;
     let existing_stat = loop {
-        let stat = match st.stat_at(&dir, &name, false) {
+        let stat = match st.stat_at(&dir.fd, &name, false) {
             Ok(stat) => stat,
             Err(e) if e.kind() == io::ErrorKind::NotFound => break None,
             Err(e) => return Err(fail(Step::InspectTarget, e)),
@@ -75,18 +92,20 @@ pub(crate) fn resolve(op: &'static str, path: &Path, opts: &Options) -> Result<R
                         ));
                     }
                     let link = st
-                        .read_link_at(&dir, &name)
+                        .read_link_at(&dir.fd, &name)
                         .map_err(|e| fail(Step::ReadSymlink, e))?;
                     let (link_dir, link_name) =
                         split(&link).map_err(|e| fail(Step::ResolveSymlink, e))?;
-                    dir = if link.is_absolute() {
-                        dir_path = link_dir;
-                        st.open_dir(None, &dir_path, true)
+                    let (fd, dir_path) = if link.is_absolute() {
+                        (st.open_dir(None, &link_dir, true), link_dir)
                     } else {
-                        dir_path = dir_path.join(&link_dir);
-                        st.open_dir(Some(&dir), &link_dir, true)
-                    }
-                    .map_err(|e| fail(Step::OpenSymlinkTargetDirectory, e))?;
+                        (
+                            st.open_dir(Some(&dir.fd), &link_dir, true),
+                            dir.path.join(&link_dir),
+                        )
+                    };
+                    let fd = fd.map_err(|e| fail(Step::OpenSymlinkTargetDirectory, e))?;
+                    dir = DirShared::new(fd, dir_path);
                     name = link_name;
                 }
             },
@@ -114,24 +133,12 @@ pub(crate) fn resolve(op: &'static str, path: &Path, opts: &Options) -> Result<R
         }
     }
 
-    let fs_magic = if opts.durability != Durability::None && !opts.allow_weak_fs {
-        let magic = crate::fskind::refuse_weak(
-            st,
-            &dir,
-            "this filesystem cannot make a replace crash-atomic (vfat/exfat/ntfs or network); \
-             allow weak filesystems explicitly to accept weaker semantics",
-        )
-        .map_err(|(step, e)| fail(step, e))?;
-        Some(magic)
-    } else {
-        None
-    };
+    dir.check_fs(st, opts)
+        .map_err(|e| fail(Step::IdentifyFilesystem, e))?;
     Ok(Resolved {
-        dir_path,
         dir,
         name,
         existing: existing_stat,
-        fs_magic,
     })
 }
 

@@ -314,6 +314,15 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn get_xattr(&self, file: &Fd, name: &OsStr) -> io::Result<Vec<u8>>;
     /// Sets an extended attribute (`fsetxattr`).
     fn set_xattr(&self, file: &Fd, name: &OsStr, value: &[u8]) -> io::Result<()>;
+    /// Lists the extended attribute names of `name` in directory `at`
+    /// without opening it and without following a symlink in the last
+    /// component (`llistxattr` on `/proc/self/fd/<at>/<name>`, what Linux
+    /// 6.13's `listxattrat(at, name, AT_SYMLINK_NOFOLLOW)` does). Fails with
+    /// `ENOENT` when the name is missing or `/proc` is not mounted.
+    fn list_xattr_at(&self, at: &Fd, name: &OsStr) -> io::Result<Vec<OsString>>;
+    /// Reads extended attribute `attr` of `name` in directory `at`, the same
+    /// way (`lgetxattr` on `/proc/self/fd/<at>/<name>`).
+    fn get_xattr_at(&self, at: &Fd, name: &OsStr, attr: &OsStr) -> io::Result<Vec<u8>>;
     /// Takes an advisory lock (`flock`). With `wait == false`, returns
     /// `Ok(false)` instead of blocking when the lock is held elsewhere.
     fn lock(&self, file: &Fd, mode: LockMode, wait: bool) -> io::Result<bool>;
@@ -321,7 +330,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn unlock(&self, file: &Fd) -> io::Result<()>;
     /// Lists a directory.
     fn read_dir(&self, dir: &Fd) -> io::Result<Vec<DirEntry>>;
-    /// Random bits for unpredictable temporary names (deterministic in simulators).
+    /// Random bits for unpredictable temporary names (deterministic in
+    /// simulators). [`OsStorage`] reads the kernel's randomness once per
+    /// process and derives every later value from it with a keyed hash.
     fn random(&self) -> io::Result<u64>;
     /// What the kernel behind this storage does (see [`Caps`]); cheap to
     /// call, constant for the storage's life.

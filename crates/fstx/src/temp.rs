@@ -8,7 +8,7 @@ use std::io;
 
 use crate::error::{invalid, Step};
 use crate::names::{temp_name, TEMP_PREFIX};
-use crate::storage::{Fd, LockMode, OpenHow, Storage};
+use crate::storage::{Fd, LockMode, OpenHow, Stat, Storage};
 
 /// A kind of fresh name: its prefix, and the steps and message a failure
 /// reports.
@@ -63,28 +63,32 @@ pub(crate) fn create_fresh(
     ))
 }
 
-/// Creates and locks a fresh temporary file beside `name`.
+/// Creates and locks a fresh temporary file beside `name`; returns its
+/// name, its handle and its stat as read under the lock.
 ///
 /// The create-then-lock window: `recover` could lock and remove the new file
 /// before its writer locks it. So after locking, the writer checks that the
-/// name still refers to the inode it holds; if not, it starts again with a
-/// new name. `recover` removes a name only while holding that inode's lock
-/// and after the same check, so once the writer's check passes, nobody can
-/// remove its file.
+/// inode it holds is still linked (`fstat`'s link count): `recover` removes
+/// a name only while holding that inode's lock and after checking that the
+/// name refers to it, and a temporary file has no other name, so a link
+/// count of 0 means a recovery removed it — the writer then starts again
+/// with a new name. Once the check passes the writer holds the lock, so
+/// nobody can remove its file. The same `fstat` tells the caller the new
+/// file's owner, group and mode (no second `fstat` to carry metadata).
 pub(crate) fn create_temp(
     st: &dyn Storage,
     dir: &Fd,
     name: &OsStr,
     mode: u32,
-) -> std::result::Result<(OsString, Fd), (Step, io::Error)> {
+) -> std::result::Result<(OsString, Fd, Stat), (Step, io::Error)> {
     for _ in 0..ATTEMPTS {
         let (temp_name, file) = create_fresh(st, dir, &TEMP, name, mode)?;
         let locked = st
             .lock(&file, LockMode::Exclusive, true)
-            .and_then(|_| Ok((st.stat(&file)?, st.stat_at(dir, &temp_name, false))));
+            .and_then(|_| st.stat(&file));
         match locked {
-            Ok((held, Ok(named))) if held.same_inode(&named) => return Ok((temp_name, file)),
-            // Removed (or replaced) by a recovery between create and lock: try again.
+            Ok(held) if held.nlink > 0 => return Ok((temp_name, file, held)),
+            // Removed by a recovery between create and lock: try again.
             Ok(_) => {}
             Err(e) => {
                 let _ = st.unlink_at(dir, &temp_name, false);

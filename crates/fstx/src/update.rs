@@ -237,7 +237,7 @@ impl UpdateOptions {
             return Ok(None);
         }
         let st = &self.opts.storage;
-        let fd = match st.open(&target.dir, &target.name, OpenHow::READ_NOFOLLOW) {
+        let fd = match st.open(&target.dir.fd, &target.name, OpenHow::READ_NOFOLLOW) {
             Ok(fd) => fd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(fail(path, Step::OpenCurrentFile, e)),

@@ -176,6 +176,12 @@ impl Storage for Spy {
     fn get_xattr(&self, file: &Fd, name: &OsStr) -> io::Result<Vec<u8>> {
         self.os.get_xattr(file, name)
     }
+    fn list_xattr_at(&self, at: &Fd, name: &OsStr) -> io::Result<Vec<OsString>> {
+        self.os.list_xattr_at(at, name)
+    }
+    fn get_xattr_at(&self, at: &Fd, name: &OsStr, attr: &OsStr) -> io::Result<Vec<u8>> {
+        self.os.get_xattr_at(at, name, attr)
+    }
     fn set_xattr(&self, file: &Fd, name: &OsStr, value: &[u8]) -> io::Result<()> {
         self.file("set_xattr", file, || self.os.set_xattr(file, name, value))
     }

@@ -1,5 +1,6 @@
 //! Workload: a sequence of single-file replaces (`fstx::Options::write` and
-//! streamed `AtomicFile`s), on one to three files in nested directories,
+//! streamed `AtomicFile`s, or the same through `fstx::Dir` handles kept
+//! open across replaces), on one to three files in nested directories,
 //! some reached through a symlink, one with a second hard link, some with
 //! extended attributes; recovery is `fstx::recover` on every directory.
 //!
@@ -42,6 +43,10 @@ pub struct Replace {
     pub level: Level,
     /// Planted flush bugs (a storage wrapper; none by default).
     pub bugs: FlushBugs,
+    /// Replace through directory handles (`fstx::Dir`, one per directory
+    /// and durability, opened at its first use and kept) instead of
+    /// `Options::write`/`open` on paths.
+    pub handle: bool,
 }
 
 struct Step {
@@ -180,14 +185,26 @@ pub(crate) fn level_name(level: Level) -> &'static str {
 pub fn parse(name: &str) -> Option<Replace> {
     let rest = name.strip_prefix("replace/")?;
     let mut parts = rest.split('+');
-    let level = parse_level(parts.next()?)?;
+    let head = parts.next()?;
+    let (level, handle) = match head.strip_suffix("/dir") {
+        Some(level) => (level, true),
+        None => (head, false),
+    };
+    let level = parse_level(level)?;
     let bugs = parse_bugs(parts)?;
-    Some(Replace { level, bugs })
+    Some(Replace {
+        level,
+        bugs,
+        handle,
+    })
 }
 
 impl Workload for Replace {
     fn name(&self) -> String {
         let mut name = format!("replace/{}", level_name(self.level));
+        if self.handle {
+            name.push_str("/dir");
+        }
         name_bugs(&mut name, self.bugs);
         name
     }
@@ -225,6 +242,7 @@ impl Workload for Replace {
         let plan = self.plan(seed);
         let storage: Arc<dyn Storage> = self.bugs.wrap(fs.clone());
         let mut temp_left = false;
+        let mut handles: Vec<((PathBuf, Durability), fstx::Dir)> = Vec::new();
         for (i, step) in plan.steps.iter().enumerate() {
             let before = history.current(&step.path).map(<[u8]>::to_vec);
             let label = format!("replace#{i} {:?} {}", step.durability, step.path.display());
@@ -235,7 +253,9 @@ impl Workload for Replace {
             );
             let mut opts = Options::new();
             opts.storage(storage.clone()).durability(step.durability);
-            let result: CallResult = if step.chunks.len() == 1 {
+            let result: CallResult = if self.handle {
+                through_handle(&mut handles, &opts, step)
+            } else if step.chunks.len() == 1 {
                 opts.write(&step.path, &step.content)
                     .map_err(|e| (e.state().clone(), e.into_io_error()))
             } else {
@@ -266,6 +286,32 @@ impl Workload for Replace {
     }
 }
 
+/// Runs a step through the handle of its directory (opened with `opts` if
+/// there is none yet for this directory and durability; a failed open is
+/// the step's error, and the next step tries again).
+fn through_handle(
+    handles: &mut Vec<((PathBuf, Durability), fstx::Dir)>,
+    opts: &Options,
+    step: &Step,
+) -> CallResult {
+    let err = |e: fstx::Error| (e.state().clone(), e.into_io_error());
+    let dir = step.path.parent().expect("a file in a directory");
+    let name = step.path.file_name().expect("a file name");
+    let key = (dir.to_path_buf(), step.durability);
+    let at = if let Some(at) = handles.iter().position(|(k, _)| *k == key) {
+        at
+    } else {
+        handles.push((key, opts.open_dir(dir).map_err(err)?));
+        handles.len() - 1
+    };
+    let handle = &handles[at].1;
+    if step.chunks.len() == 1 {
+        return handle.write(name, &step.content).map_err(err);
+    }
+    let file = handle.create(name).map_err(err)?;
+    stream_into(file, &step.content, &step.chunks)
+}
+
 /// Streams `content` in `chunks` through an `AtomicFile`.
 fn streamed(
     opts: &Options,
@@ -273,9 +319,18 @@ fn streamed(
     content: &[u8],
     chunks: &[usize],
 ) -> Result<(), (State, std::io::Error)> {
-    let mut file = opts
+    let file = opts
         .open(path)
         .map_err(|e| (e.state().clone(), e.into_io_error()))?;
+    stream_into(file, content, chunks)
+}
+
+/// Writes `content` in `chunks` into `file` and commits it.
+fn stream_into(
+    mut file: fstx::AtomicFile,
+    content: &[u8],
+    chunks: &[usize],
+) -> Result<(), (State, std::io::Error)> {
     let mut at = 0;
     for &n in chunks {
         if let Err(e) = file.write_all(&content[at..at + n]) {

@@ -269,6 +269,45 @@ impl Storage for OsStorage {
         )?)
     }
 
+    fn list_xattr_at(&self, at: &Fd, name: &OsStr) -> io::Result<Vec<OsString>> {
+        let path = proc_path(at, name)?;
+        loop {
+            let size = rfs::llistxattr_query(&path)?;
+            if size == 0 {
+                return Ok(Vec::new());
+            }
+            let mut buf = vec![0u8; size];
+            match rfs::llistxattr(&path, &mut buf[..]) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Ok(buf
+                        .split(|&b| b == 0)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| OsStr::from_bytes(s).to_os_string())
+                        .collect());
+                }
+                Err(rustix::io::Errno::RANGE) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn get_xattr_at(&self, at: &Fd, name: &OsStr, attr: &OsStr) -> io::Result<Vec<u8>> {
+        let path = proc_path(at, name)?;
+        loop {
+            let size = rfs::lgetxattr_query(&path, attr)?;
+            let mut buf = vec![0u8; size];
+            match rfs::lgetxattr(&path, attr, &mut buf[..]) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Ok(buf);
+                }
+                Err(rustix::io::Errno::RANGE) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     fn lock(&self, file: &Fd, mode: LockMode, wait: bool) -> io::Result<bool> {
         let op = match (mode, wait) {
             (LockMode::Shared, true) => FlockOperation::LockShared,
@@ -310,14 +349,46 @@ impl Storage for OsStorage {
     }
 
     fn random(&self) -> io::Result<u64> {
-        let mut buf = [0u8; 8];
-        let mut filled = 0;
-        while filled < buf.len() {
-            filled +=
-                rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty())?;
-        }
-        Ok(u64::from_le_bytes(buf))
+        // One `getrandom` per process: a secret key, then a keyed hash
+        // (SipHash-2-4) of a counter. Names stay unpredictable to anyone who
+        // does not know the key; a collision (a forked child continuing the
+        // same sequence) is an `EEXIST` the caller retries.
+        static KEY: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let (k0, k1) = if let Some(key) = KEY.get() {
+            *key
+        } else {
+            let mut buf = [0u8; 16];
+            let mut filled = 0;
+            while filled < buf.len() {
+                filled += rustix::rand::getrandom(
+                    &mut buf[filled..],
+                    rustix::rand::GetRandomFlags::empty(),
+                )?;
+            }
+            let (a, b) = buf.split_at(8);
+            let key = (
+                u64::from_le_bytes(a.try_into().expect("8 bytes")),
+                u64::from_le_bytes(b.try_into().expect("8 bytes")),
+            );
+            *KEY.get_or_init(|| key)
+        };
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        #[allow(deprecated)] // std's SipHasher: the keyed hash std already ships
+        let mut h = std::hash::SipHasher::new_with_keys(k0, k1);
+        std::hash::Hasher::write_u64(&mut h, n);
+        Ok(std::hash::Hasher::finish(&h))
     }
+}
+
+/// `/proc/self/fd/<at>/<name>`: a path to `name` relative to the directory
+/// handle `at` (the magic link resolves to the very directory the handle
+/// holds, even if it was renamed or replaced meanwhile).
+fn proc_path(at: &Fd, name: &OsStr) -> io::Result<PathBuf> {
+    use std::os::fd::AsRawFd;
+    let mut path = PathBuf::from(format!("/proc/self/fd/{}", os(at)?.as_raw_fd()));
+    path.push(name);
+    Ok(path)
 }
 
 /// The running kernel's `(major, minor)`, read once.

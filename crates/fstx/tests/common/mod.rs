@@ -170,6 +170,12 @@ impl Storage for Hooked {
     fn get_xattr(&self, file: &Fd, name: &OsStr) -> io::Result<Vec<u8>> {
         self.inner.get_xattr(file, name)
     }
+    fn list_xattr_at(&self, at: &Fd, name: &OsStr) -> io::Result<Vec<OsString>> {
+        self.inner.list_xattr_at(at, name)
+    }
+    fn get_xattr_at(&self, at: &Fd, name: &OsStr, attr: &OsStr) -> io::Result<Vec<u8>> {
+        self.inner.get_xattr_at(at, name, attr)
+    }
     fn set_xattr(&self, file: &Fd, name: &OsStr, value: &[u8]) -> io::Result<()> {
         self.inner.set_xattr(file, name, value)
     }

@@ -202,6 +202,14 @@ impl Storage for Probe {
         self.gate("get_xattr", false, String::new(), String::new())?;
         self.os.get_xattr(file, name)
     }
+    fn list_xattr_at(&self, at: &Fd, name: &OsStr) -> io::Result<Vec<std::ffi::OsString>> {
+        self.gate("list_xattr_at", false, String::new(), String::new())?;
+        self.os.list_xattr_at(at, name)
+    }
+    fn get_xattr_at(&self, at: &Fd, name: &OsStr, attr: &OsStr) -> io::Result<Vec<u8>> {
+        self.gate("get_xattr_at", false, String::new(), String::new())?;
+        self.os.get_xattr_at(at, name, attr)
+    }
     fn set_xattr(&self, file: &Fd, name: &OsStr, value: &[u8]) -> io::Result<()> {
         self.gate("set_xattr", true, String::new(), String::new())?;
         self.os.set_xattr(file, name, value)
