@@ -67,6 +67,8 @@ class Error(OSError):
     temp: Optional[str]
     message: str
 
+    __module__ = "fstx"
+
     def __str__(self) -> str:
         message = self.__dict__.get("message")
         return message if message is not None else super().__str__()
