@@ -131,7 +131,7 @@ def write(
 class _Raw(io.RawIOBase):
     """The native replace as a raw binary stream (for io's buffer and text layers)."""
 
-    def __init__(self, native: Any) -> None:
+    def __init__(self, native: _fstx.AtomicFile) -> None:
         super().__init__()
         self._native = native
         self._dropped = False
@@ -156,13 +156,13 @@ class AtomicFile:
     ``pickle.dump``, ``shutil.copyfileobj``, ``print(file=...)``.
     """
 
-    def __init__(self, native: Any, path: StrPath, text: bool, encoding: Optional[str],
+    def __init__(self, native: _fstx.AtomicFile, path: StrPath, text: bool, encoding: Optional[str],
                  errors: Optional[str], newline: Optional[str], buffering: int) -> None:
         self._native = native
         self._raw = _Raw(native)
         size = buffering if buffering > 0 else 1 << 20
         self._buffer = io.BufferedWriter(self._raw, buffer_size=size)
-        self._stream: Union[io.BufferedWriter, io.TextIOWrapper]
+        self._stream: Any  # io.BufferedWriter, or io.TextIOWrapper over it
         if text:
             self._stream = io.TextIOWrapper(
                 self._buffer,
@@ -180,7 +180,8 @@ class AtomicFile:
     def write(self, data: Any) -> int:
         """Writes ``data`` (``bytes``-like in ``"wb"``, ``str`` in ``"w"``)."""
         self._check()
-        return self._stream.write(data)
+        n: int = self._stream.write(data)
+        return n
 
     def writelines(self, lines: Iterable[Any]) -> None:
         """Writes each item of ``lines`` (no separators added)."""
