@@ -473,3 +473,19 @@ def test_recover_transaction_root(tmp_path):
     assert all(isinstance(t, fstx.TxnRecovery) for t in r.transactions)
     with pytest.raises(FileNotFoundError):
         fstx.recover(tmp_path / "missing")
+
+
+def test_open_commit_failure_state(tmp_path):
+    p = tmp_path / "target"
+    f = fstx.open(p, "wb")
+    f.write(b"new")
+    p.mkdir()  # something that may not be replaced appears meanwhile
+    with pytest.raises(fstx.Error) as e:
+        f.commit()
+    assert isinstance(e.value, OSError) and e.value.errno is not None
+    assert e.value.state == fstx.State.NOT_COMMITTED and not e.value.committed
+    assert f.closed and not f.committed
+    assert p.is_dir()
+    assert no_temp(tmp_path)
+    with pytest.raises(ValueError):
+        f.write(b"more")

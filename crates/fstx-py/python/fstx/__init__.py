@@ -174,7 +174,7 @@ class AtomicFile:
             self._stream = self._buffer
         self.name = path
         self.mode = "w" if text else "wb"
-        self._state: Optional[str] = None  # "committed" | "discarded"
+        self._state: Optional[str] = None  # "committed" | "discarded" | "failed"
 
     # The file object.
     def write(self, data: Any) -> int:
@@ -233,9 +233,15 @@ class AtomicFile:
         except BaseException:
             self.discard()
             raise
-        self._state = "committed"
         try:
             self._native.commit()
+        except BaseException:
+            # The replace is over either way; the error's ``state`` says
+            # whether the rename happened.
+            self._state = "failed"
+            raise
+        else:
+            self._state = "committed"
         finally:
             self._raw._dropped = True
             self._stream.close()
