@@ -7,6 +7,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+use crate::contenders::{Batch, Replace};
 use crate::physical::{Stretch, Syscalls};
 use crate::stats::{median, min_max, Table};
 
@@ -128,34 +129,54 @@ pub fn phys_medians(st: &[Stretch]) -> BTreeMap<PhysKey, (f64, f64, f64, f64)> {
         .collect()
 }
 
-/// The recorder's counts as a markdown table.
-pub fn phys_md(st: &[Stretch], with_time: Option<&str>) -> String {
+/// Table order of a contender (the order of `Replace::ALL`, then `Batch::ALL`).
+fn order(name: &str) -> usize {
+    Replace::ALL
+        .iter()
+        .map(|c| c.name())
+        .chain(Batch::ALL.iter().map(|c| c.name()))
+        .position(|n| n == name)
+        .unwrap_or(usize::MAX)
+}
+
+/// The recorder's counts as a markdown table; with times, each against the
+/// workload's baseline (W1: hand-written, W3: batch syncfs).
+pub fn phys_md(st: &[Stretch], with_time: bool) -> String {
     let med = phys_medians(st);
+    let mut keys: Vec<&PhysKey> = med.keys().collect();
+    keys.sort_by_key(|(fs, wl, name)| {
+        let n: usize = wl
+            .strip_prefix("w3-")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        (fs.clone(), n, order(name))
+    });
     let mut s = String::new();
-    if let Some(base) = with_time {
-        let _ = writeln!(
-            s,
-            "| fs | workload | contender | flushes/op | KiB written/op | write requests/op | ms/op | time ÷ {base} |\n|---|---|---|---|---|---|---|---|"
+    if with_time {
+        s.push_str(
+            "| fs | workload | contender | flushes/op | KiB written/op | write requests/op | ms/op | time ÷ baseline |\n|---|---|---|---|---|---|---|---|\n",
         );
     } else {
         s.push_str("| fs | workload | contender | flushes/op | KiB written/op | write requests/op |\n|---|---|---|---|---|---|\n");
     }
-    for ((fs, wl, name), (fl, by, wr, secs)) in &med {
+    for k in keys {
+        let (fs, wl, name) = k;
+        let (fl, by, wr, secs) = med[k];
         let _ = write!(
             s,
             "| {fs} | {} | {name} | {fl:.1} | {:.1} | {wr:.1} |",
             wl_label(wl),
             by / 1024.0
         );
-        if let Some(base) = with_time {
+        if with_time {
+            let base = if wl.starts_with("w3") {
+                Batch::Syncfs.name()
+            } else {
+                Replace::HandWritten.name()
+            };
             let b = med
-                .iter()
-                .find(|((f, w, n), _)| {
-                    f == fs
-                        && w == wl
-                        && (n == base || (wl.starts_with("w3") && n == "batch syncfs"))
-                })
-                .map_or(f64::NAN, |(_, v)| v.3);
+                .get(&(fs.clone(), wl.clone(), base.to_string()))
+                .map_or(f64::NAN, |v| v.3);
             let _ = write!(s, " {:.2} | {:.2}× |", secs * 1e3, secs / b);
         }
         s.push('\n');
@@ -286,7 +307,7 @@ pub fn chart(tables: &[Table], path: &Path) -> io::Result<()> {
                 let (px, py) = ch.backend_coord(&(0.0, y));
                 root.draw(&Text::new(
                     n.clone(),
-                    (px - 146, py - 6),
+                    (px - 146, py - 4),
                     ("sans-serif", 12).into_font(),
                 ))
                 .map_err(|e| err(&e))?;

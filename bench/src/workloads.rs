@@ -74,7 +74,12 @@ pub fn w1(plan: &Plan, m: &Medium, rng: &mut Rng) -> io::Result<Table> {
     let names = names_of(&cs);
     Ok(Table {
         workload: "W1".into(),
-        what: format!("{} durable replaces of one 4 KiB file", plan.w1_ops),
+        what: format!(
+            "{} durable replaces of one 4 KiB file per contender, in {} interleaved rounds of {}",
+            plan.w1_ops * plan.rounds,
+            plan.rounds,
+            plan.w1_ops
+        ),
         medium: m.label.clone(),
         unit: "µs/replace".into(),
         scale: 1e6,
