@@ -101,6 +101,17 @@ fn proc_status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Runs `f` and returns how far the process's peak resident set grew
+/// above its resident set at the start (KiB): the high-water mark is reset
+/// through `/proc/self/clear_refs` first.
+pub fn peak_rss_growth_kib<T>(f: impl FnOnce() -> T) -> io::Result<(T, u64)> {
+    fs::write("/proc/self/clear_refs", "5")?;
+    let before = proc_status_kib("VmRSS:");
+    let r = f();
+    let peak = proc_status_kib("VmHWM:");
+    Ok((r, peak.saturating_sub(before)))
+}
+
 /// W2: one file of `plan.w2_bytes` streamed in 1 MiB writes: MB/s and peak
 /// RSS growth (`VmHWM` after the replace minus `VmRSS` before it, with the
 /// high-water mark reset through `/proc/self/clear_refs`).
@@ -113,15 +124,11 @@ pub fn w2(plan: &Plan, m: &Medium, rng: &mut Rng) -> io::Result<Table> {
         let p = d.join("big");
         fs::write(&p, b"old")?;
         syncfs(&m.dir)?;
-        fs::write("/proc/self/clear_refs", "5")?;
-        let before = proc_status_kib("VmRSS:");
         let t0 = Instant::now();
-        cs[i].stream(&d, &p, &chunk, plan.w2_bytes)?;
+        let (r, growth) = peak_rss_growth_kib(|| cs[i].stream(&d, &p, &chunk, plan.w2_bytes))?;
+        r?;
         let secs = t0.elapsed().as_secs_f64();
-        let peak = proc_status_kib("VmHWM:");
-        rss.entry(i)
-            .or_default()
-            .push(peak.saturating_sub(before) as f64);
+        rss.entry(i).or_default().push(growth as f64);
         if fs::metadata(&p)?.len() != plan.w2_bytes {
             return Err(io::Error::other(format!("{}: wrong size", cs[i].name())));
         }
@@ -342,4 +349,22 @@ pub fn w5_child(root: &Path, n: usize) -> io::Result<()> {
     t.commit().map_err(io::Error::from)?;
     println!("finished");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_rss_growth_sees_a_big_allocation_and_not_a_small_one() {
+        let (_, small) = peak_rss_growth_kib(|| std::hint::black_box(vec![1u8; 4096])).unwrap();
+        let (v, big) = peak_rss_growth_kib(|| {
+            let v = vec![1u8; 64 << 20];
+            std::hint::black_box(v.iter().map(|&b| u64::from(b)).sum::<u64>())
+        })
+        .unwrap();
+        assert_eq!(v, 64 << 20);
+        assert!(big >= 60 << 10, "64 MiB touched, peak grew {big} KiB");
+        assert!(small < 8 << 10, "4 KiB allocated, peak grew {small} KiB");
+    }
 }
