@@ -64,7 +64,7 @@ impl Plan {
             rounds: 4,
             w1_ops: 500,
             w2_bytes: 1 << 30,
-            w2_rounds: 2,
+            w2_rounds: 3,
             w3_ns: vec![1000, 200],
             w3_rounds: 3,
             w4_threads: 8,
@@ -330,7 +330,8 @@ fn render(
         "Each workload runs its contenders interleaved in shuffled rounds (seed {}); a table \
          gives the median and min–max over rounds, and the **median of per-round ratios** \
          against the named baseline (ratios hold when the machine's speed drifts; absolute \
-         times do not). Every sample starts after a `syncfs`. The machine is shared: other \
+         times do not). Every sample starts after a `syncfs`; work a transaction's commit \
+         leaves for later (if any) is done by the next `begin` and counted in the next sample. The machine is shared: other \
          processes' I/O lands in some samples (see min–max). Timings are never asserted in tests.\n",
         args.seed
     );

@@ -269,6 +269,8 @@ pub fn w5(plan: &Plan, m: &Medium, rng: &mut Rng) -> io::Result<Table> {
     let root = fresh_dir(&m.dir.join("w5"))?;
     let names = batch_names(plan.w5_files);
     seed_batch(Batch::FstxTxn, &root, &names)?;
+    // Whatever the warm-up commit left for later (if anything) is done now.
+    fstx::recover(&root).map_err(io::Error::from)?;
     let variants = [
         format!(
             "redo: killed after the commit point ({} files)",
@@ -284,11 +286,10 @@ pub fn w5(plan: &Plan, m: &Medium, rng: &mut Rng) -> io::Result<Table> {
         let t0 = Instant::now();
         let rep = fstx::recover(&root).map_err(io::Error::from)?;
         let secs = t0.elapsed().as_secs_f64();
-        if (i == 0) != (rep.transactions.len() == 1) {
+        if i == 0 && rep.transactions.is_empty() {
             return Err(io::Error::other(format!(
-                "W5 {}: recovery reported {} transactions",
-                variants[i],
-                rep.transactions.len()
+                "W5 {}: recovery found no transaction to finish",
+                variants[i]
             )));
         }
         Ok(secs)
