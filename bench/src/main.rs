@@ -33,7 +33,7 @@ use crate::stats::Table;
 #[derive(Debug, Clone)]
 pub struct Plan {
     quick: bool,
-    /// Rounds of W1 and W4.
+    /// Rounds of W1.
     rounds: usize,
     /// W1 replaces per contender and round (W1's total is `rounds` × this).
     w1_ops: usize,
@@ -43,6 +43,7 @@ pub struct Plan {
     w3_rounds: usize,
     w4_threads: usize,
     w4_ops: usize,
+    w4_rounds: usize,
     w5_files: usize,
     w5_rounds: usize,
     /// Loop images' size.
@@ -69,6 +70,7 @@ impl Plan {
             w3_rounds: 3,
             w4_threads: 8,
             w4_ops: 250,
+            w4_rounds: 3,
             w5_files: 1000,
             w5_rounds: 5,
             image_bytes: 4 << 30,
@@ -94,6 +96,7 @@ impl Plan {
             w3_rounds: 2,
             w4_threads: 8,
             w4_ops: 5,
+            w4_rounds: 2,
             w5_files: 20,
             w5_rounds: 2,
             image_bytes: 512 << 20,
@@ -189,8 +192,16 @@ fn machine() -> String {
     )
 }
 
+/// The 1-, 5- and 15-minute load averages (`/proc/loadavg`).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn run(a: &Args) -> io::Result<()> {
     START.with(|_| ());
+    let load_start = loadavg();
     let p = &a.plan;
     let mut rng = Rng::new(a.seed);
     std::fs::create_dir_all(&a.scratch)?;
@@ -237,8 +248,10 @@ fn run(a: &Args) -> io::Result<()> {
         latency = Some(physical::powercut_stats(pc, "ext4", 5, &w)?);
     }
     say("writing the report");
+    let load = format!("{load_start} at the start, {} at the end", loadavg());
     let md = render(
         a,
+        &load,
         &tables,
         &media_labels,
         &syscalls,
@@ -294,6 +307,7 @@ fn headline(tables: &[Table]) -> String {
 
 fn render(
     args: &Args,
+    load: &str,
     tables: &[Table],
     media_labels: &[String],
     syscalls: &io::Result<Vec<physical::Syscalls>>,
@@ -321,7 +335,7 @@ fn render(
     );
     let _ = writeln!(
         s,
-        "Machine: {}. Media: {}.\n",
+        "Machine: {}. Load average (1, 5, 15 min): {load}. Media: {}.\n",
         machine(),
         media_labels.join(", ")
     );

@@ -227,7 +227,7 @@ pub fn w4(plan: &Plan, m: &Medium, rng: &mut Rng) -> io::Result<Table> {
         dirs.push(d);
     }
     let total = (plan.w4_threads * plan.w4_ops) as f64;
-    let samples = interleave(rng, cs.len(), plan.rounds, |i| {
+    let samples = interleave(rng, cs.len(), plan.w4_rounds, |i| {
         syncfs(&m.dir)?;
         let d = &dirs[i];
         let t0 = Instant::now();
