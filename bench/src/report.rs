@@ -191,6 +191,9 @@ fn wl_label(wl: &str) -> String {
     }
 }
 
+/// Ratios above this are drawn cut off at it, with their value.
+const CAP: f64 = 3.0;
+
 const COLORS: [RGBColor; 4] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
@@ -236,11 +239,14 @@ pub fn chart(tables: &[Table], path: &Path) -> io::Result<()> {
             let names: Vec<String> = ts[0].rows.iter().map(|r| r.name.clone()).collect();
             let slot = media.len() + 1;
             let ymax = (names.len() * slot) as f64;
+            // Ratios beyond CAP are drawn to the edge with their value: the
+            // contenders near 1× stay readable next to one 80× outlier.
             let xmax = ts
                 .iter()
                 .flat_map(|t| names.iter().map(|n| t.time_ratio(n)))
                 .filter(|v| v.is_finite())
                 .fold(1.0f64, f64::max)
+                .min(CAP)
                 * 1.15;
             let mut ch = ChartBuilder::on(&area)
                 .caption(
@@ -272,19 +278,23 @@ pub fn chart(tables: &[Table], path: &Path) -> io::Result<()> {
                             .then(|| (r, ymax - (ni * slot + mi + 1) as f64))
                     })
                     .collect();
-                ch.draw_series(
-                    bars.iter()
-                        .map(|&(r, y)| Rectangle::new([(0.0, y), (r, y - 0.85)], color.filled())),
-                )
+                ch.draw_series(bars.iter().map(|&(r, y)| {
+                    Rectangle::new([(0.0, y), (r.min(CAP), y - 0.85)], color.filled())
+                }))
                 .map_err(|e| err(&e))?
                 .label(medium.clone())
                 .legend(move |(x, y)| {
                     Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
                 });
                 ch.draw_series(bars.iter().map(|&(r, y)| {
+                    let label = if r > CAP {
+                        format!("{r:.1} →")
+                    } else {
+                        format!("{r:.2}")
+                    };
                     Text::new(
-                        format!("{r:.2}"),
-                        (r + xmax * 0.005, y - 0.1),
+                        label,
+                        (r.min(CAP) + xmax * 0.005, y - 0.1),
                         ("sans-serif", 10),
                     )
                 }))
