@@ -1037,3 +1037,67 @@ fn redo_after_a_later_replace_keeps_the_later_file() {
         assert!(Transaction::begin(d.path()).is_ok());
     }
 }
+
+/// `defer_directory_flush`: `commit` returns after its commit round and its
+/// renames (one `syncfs`), the new files visible and the journal pending;
+/// `sync` (or the next `begin`) flushes the directories and retires it; a
+/// failure of that deferred flush is reported once, by the call that does
+/// it, as the earlier commit's (`commit`, `CommittedPendingRecovery`), and
+/// the call after it finishes the transaction by recovery.
+#[test]
+fn deferred_directory_flush() {
+    let d = TempDir::new("defer");
+    let probe = Probe::new();
+    probe.with(|s| s.fs_magic = Some(EXT4_MAGIC));
+    let mut opts = TxnOptions::new();
+    opts.storage(probe.clone())
+        .flush(Flush::SyncFs)
+        .defer_directory_flush(true);
+    let mut t = opts.begin(d.path()).unwrap();
+    t.write("a", "first").unwrap();
+    t.commit().unwrap();
+    opts.sync(d.path()).unwrap();
+    assert!(no_journal(d.path()));
+
+    // One round on the caller's path; the tail by `sync`.
+    let before = probe.syncs();
+    let mut t = opts.begin(d.path()).unwrap();
+    t.write("a", "second").unwrap();
+    t.write("x/b", "new b").unwrap();
+    let done = t.commit().unwrap();
+    assert_eq!(done.flush_rounds, 1, "{done:?}");
+    assert_eq!(probe.syncs() - before, 1);
+    assert_eq!(std::fs::read(d.join("a")).unwrap(), b"second");
+    assert_eq!(std::fs::read(d.join("x/b")).unwrap(), b"new b");
+    assert!(!no_journal(d.path()), "the journal is retired by the tail");
+    opts.sync(d.path()).unwrap();
+    assert_eq!(probe.syncs() - before, 2);
+    assert!(no_journal(d.path()));
+
+    // The tail by the next `begin`.
+    let mut t = opts.begin(d.path()).unwrap();
+    t.write("a", "third").unwrap();
+    t.commit().unwrap();
+    assert!(!no_journal(d.path()));
+    let t = opts.begin(d.path()).unwrap();
+    assert!(no_journal(d.path()));
+    t.abort().unwrap();
+
+    // The deferred flush fails: reported by the next call, then recovered.
+    let mut t = opts.begin(d.path()).unwrap();
+    t.write("a", "fourth").unwrap();
+    let seq = t.seq();
+    t.commit().unwrap();
+    let nth = probe.with(|s| s.op_counts.get("sync_fs").copied().unwrap_or(0));
+    probe.with(|s| s.fault = Some(("sync_fs", nth, 5)));
+    let e = opts.begin(d.path()).unwrap_err();
+    assert_eq!(e.operation(), "commit", "{e}");
+    assert_eq!(*e.state(), State::CommittedPendingRecovery, "{e}");
+    assert_eq!(e.step(), Step::FlushDirectories, "{e}");
+    assert!(!no_journal(d.path()));
+    let rec = opts.recover(d.path()).unwrap().expect("recovered");
+    assert_eq!(rec.seq, Some(seq));
+    assert!(matches!(rec.outcome, TxnOutcome::Finished { .. }), "{rec}");
+    assert!(no_journal(d.path()));
+    assert_eq!(std::fs::read(d.join("a")).unwrap(), b"fourth");
+}

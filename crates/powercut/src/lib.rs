@@ -25,6 +25,11 @@
 //!    free (a sector map over the shared base image, plus a scratch layer
 //!    for what recovery writes).
 //!
+//! `powercut stats` records a workload without checking crash states and
+//! prints, for each stretch between two of its marks, the writes, bytes and
+//! cache flushes that reached the disk ([`log::Log::segments`]): the
+//! physical cost of an operation (the benchmark in `bench/` uses it).
+//!
 //! ## Notes and limitations
 //! - Needs root, `/dev/fuse`, loop devices, and the mkfs/fsck tools.
 //! - Another process calling `sync` on the machine also flushes the

@@ -185,6 +185,51 @@ impl Log {
     }
 }
 
+/// What reached the disk between one mark and the next: the physical cost
+/// of the work the workload did in that stretch (see `powercut stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Segment {
+    /// The mark that opens the segment (empty for the records before the first mark).
+    pub mark: String,
+    /// Write records.
+    pub writes: usize,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Bytes zeroed or discarded.
+    pub zeroed: u64,
+    /// Cache flushes.
+    pub flushes: usize,
+}
+
+impl Log {
+    /// The log cut at its marks: one segment per mark, counting the records
+    /// from that mark up to the next one (the last segment runs to the end of
+    /// the log), after a segment for the records before the first mark.
+    pub fn segments(&self) -> Vec<Segment> {
+        let mut done = Vec::new();
+        let mut seg = Segment::default();
+        for r in &self.records {
+            match r {
+                Record::Write { len, .. } => {
+                    seg.writes += 1;
+                    seg.bytes += len;
+                }
+                Record::Zero { len, .. } => seg.zeroed += len,
+                Record::Flush => seg.flushes += 1,
+                Record::Mark(m) => done.push(std::mem::replace(
+                    &mut seg,
+                    Segment {
+                        mark: m.clone(),
+                        ..Segment::default()
+                    },
+                )),
+            }
+        }
+        done.push(seg);
+        done
+    }
+}
+
 /// Saves a disk image sparsely (all-zero 4 KiB blocks become holes).
 pub fn save_image(img: &[u8], path: &Path) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
@@ -217,5 +262,39 @@ mod tests {
         assert_eq!(back.records, log.records);
         assert_eq!(back.data, log.data);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn segments_count_what_lies_between_marks() {
+        let mut log = Log::default();
+        log.push_write(0, &[1u8; 512]);
+        log.records.push(Record::Mark("start a".into()));
+        log.push_write(4096, &[2u8; 4096]);
+        log.records.push(Record::Zero { off: 0, len: 1024 });
+        log.records.push(Record::Flush);
+        log.push_write(8192, &[3u8; 512]);
+        log.records.push(Record::Flush);
+        log.records.push(Record::Mark("end a".into()));
+        log.records.push(Record::Flush);
+        let segs = log.segments();
+        assert_eq!(segs.len(), 3);
+        assert_eq!(
+            (segs[0].mark.as_str(), segs[0].writes, segs[0].bytes),
+            ("", 1, 512)
+        );
+        assert_eq!(
+            segs[1],
+            Segment {
+                mark: "start a".into(),
+                writes: 2,
+                bytes: 4608,
+                zeroed: 1024,
+                flushes: 2,
+            }
+        );
+        assert_eq!(
+            (segs[2].mark.as_str(), segs[2].flushes, segs[2].bytes),
+            ("end a", 1, 0)
+        );
     }
 }

@@ -35,8 +35,37 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Record a workload without checking crash states, and print what
+    /// reached the disk (writes, bytes, flushes) between the marks it wrote
+    /// to `$POWERCUT_CTL`: the physical cost of each stretch of work.
+    Stats(StatsArgs),
     /// Clean up mounts and loop devices left by killed earlier runs.
     Cleanup,
+}
+
+#[derive(clap::Args)]
+struct StatsArgs {
+    /// ext4, ext4-writeback, ext4-journal, xfs, btrfs, or all (comma-separated list allowed).
+    #[arg(long, default_value = "ext4")]
+    fs: String,
+    /// Shell command run in the fresh filesystem before recording.
+    #[arg(long)]
+    setup: Option<String>,
+    /// Shell command measured, run in the mounted filesystem while recording.
+    #[arg(long)]
+    workload: String,
+    /// Every FSYNC reaching the recorded disk takes this long (ms).
+    #[arg(long, default_value_t = 0)]
+    flush_latency: u64,
+    /// Noise interval in ms (0 = no noise process, the default here).
+    #[arg(long, default_value_t = 0)]
+    noise_ms: u64,
+    /// ext4/btrfs `commit=1`, xfs sync interval 1 s (default: the filesystems' own).
+    #[arg(long)]
+    short_commit: bool,
+    /// Timeout in seconds for each command.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
 }
 
 #[derive(clap::Args)]
@@ -130,6 +159,39 @@ fn try_main() -> Result<ExitCode, String> {
     match cli.cmd {
         Cmd::Cleanup => {
             powercut::stack::cleanup_dead_runs();
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Stats(a) => {
+            let mut cfg = Config::new(a.workload, "true");
+            cfg.configs = parse_fs(&a.fs)?;
+            cfg.setup = a.setup;
+            cfg.noise = (a.noise_ms > 0).then(|| Duration::from_millis(a.noise_ms));
+            cfg.short_commit = a.short_commit;
+            // Writes complete at once and in order, so a write lands in the
+            // segment of the work that issued it.
+            cfg.write_delay = None;
+            cfg.flush_latency = Duration::from_millis(a.flush_latency);
+            cfg.timeout = Duration::from_secs(a.timeout);
+            powercut::stack::preflight(&cfg.configs).map_err(|e| e.to_string())?;
+            powercut::stack::cleanup_dead_runs();
+            for &fs in &cfg.configs {
+                let rec = powercut::run::record(&cfg, fs).map_err(|e| format!("{fs}: {e}"))?;
+                for s in rec.log.segments() {
+                    println!(
+                        "segment fs={fs} writes={} bytes={} zeroed={} flushes={} mark={}",
+                        s.writes, s.bytes, s.zeroed, s.flushes, s.mark
+                    );
+                }
+                println!(
+                    "total fs={fs} writes={} flushes={} marks={} workload_secs={:.3}",
+                    rec.log.writes(),
+                    rec.log.flushes(),
+                    rec.log.marks(),
+                    rec.workload_secs
+                );
+            }
+            let state = std::path::Path::new(powercut::stack::STATE_ROOT);
+            let _ = std::fs::remove_dir(state.join(std::process::id().to_string()));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Replay { from, state, out } => {

@@ -459,3 +459,40 @@ fn mount_watchdog_aborts_a_hung_fuse_connection() {
     assert!(disk.size() > 0);
     stack.teardown().ok();
 }
+
+#[test]
+fn mount_stats_counts_writes_and_flushes_between_marks() {
+    let out = powercut()
+        .args(["stats", "--fs", "ext4", "--workload"])
+        .arg(concat!(
+            "echo 'start dd' > \"$POWERCUT_CTL\"; ",
+            "dd if=/dev/urandom of=f bs=4096 count=4 conv=fsync 2>/dev/null; ",
+            "echo 'end dd' > \"$POWERCUT_CTL\""
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("segment fs=ext4 ") && l.ends_with(" mark=start dd"))
+        .unwrap_or_else(|| panic!("no segment for the mark: {text}"));
+    let field = |k: &str| -> u64 {
+        line.split(' ')
+            .find_map(|w| w.strip_prefix(k)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in {line}"))
+    };
+    // The file's 16 KiB and its metadata reached the disk, and the fsync
+    // sent at least one cache flush.
+    assert!(field("bytes") >= 16384, "{line}");
+    assert!(field("flushes") >= 1, "{line}");
+    assert!(
+        text.lines().any(|l| l.starts_with("total fs=ext4 ")),
+        "{text}"
+    );
+}

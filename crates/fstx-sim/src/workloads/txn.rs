@@ -77,6 +77,10 @@ pub struct Txn {
     /// operations per transaction instead of three. More situations per
     /// crash point (the big run spends most of its budget here).
     pub wide: bool,
+    /// Commits return after their commit round; the next transaction's
+    /// `begin` flushes the directories and retires the journal
+    /// ([`TxnOptions::defer_directory_flush`]).
+    pub defer: bool,
 }
 
 /// The workload-name part for each flush strategy.
@@ -117,10 +121,14 @@ fn bug_flag<'a>(bugs: &'a mut TxnBugs, name: &str) -> Option<&'a mut bool> {
 }
 
 /// Parses a workload name made by [`Txn::name`](Workload::name):
-/// `txn[/serial|/syncfs|/threads][/wide][+bug...]`.
+/// `txn[/serial|/syncfs|/threads][/wide][/defer][+bug...]`.
 pub fn parse(name: &str) -> Option<Txn> {
     let mut parts = name.split('+');
     let first = parts.next()?;
+    let (first, defer) = match first.strip_suffix("/defer") {
+        Some(f) => (f, true),
+        None => (first, false),
+    };
     let (first, wide) = match first.strip_suffix("/wide") {
         Some(f) => (f, true),
         None => (first, false),
@@ -153,6 +161,7 @@ pub fn parse(name: &str) -> Option<Txn> {
         flush_bugs,
         flush,
         wide,
+        defer,
     })
 }
 
@@ -226,6 +235,9 @@ impl Workload for Txn {
         if self.wide {
             name.push_str("/wide");
         }
+        if self.defer {
+            name.push_str("/defer");
+        }
         name_bugs(&mut name, self.flush_bugs);
         #[cfg(feature = "planted-bugs")]
         {
@@ -295,12 +307,18 @@ impl Workload for Txn {
             let mut opts = TxnOptions::new();
             opts.storage(storage.clone())
                 .durability(Durability::Durable)
-                .flush(self.flush);
+                .flush(self.flush)
+                .defer_directory_flush(self.defer);
             #[cfg(feature = "planted-bugs")]
             opts.planted_bugs(self.bugs);
             let mut seq = None;
             let result: CallResult = (|| {
-                let mut txn = opts.begin(ROOT)?;
+                // A failed `begin` leaves this transaction uncommitted,
+                // whatever state its error reports (a deferred tail of the
+                // previous commit reports that one's).
+                let mut txn = opts
+                    .begin(ROOT)
+                    .map_err(|e| fstx_not_committed(e.into_io_error()))?;
                 seq = Some(txn.seq());
                 for s in &steps {
                     match s {

@@ -157,6 +157,17 @@ impl Transaction {
         // Apply.
         let touched = apply(&*st, &mut self.tree, &record.ops, &root_path)
             .map_err(|(step, e)| pending(step, e))?;
+        if durable && self.opts.defer {
+            // The transaction is durable (its record redoes it after a
+            // crash); the directory flush and the retirement are left to
+            // the next call on this root (see `deferred`).
+            let root = self.tree.root();
+            super::deferred::register(&self.opts.storage, &root, self.seq, touched)
+                .map_err(|e| pending(Step::FlushDirectories, e))?;
+            self.staged.clear();
+            let _ = st.unlock(&self.ctl.view);
+            return Ok(self.committed(&record.ops));
+        }
         if bug!(bugs, retire_before_dir_flush) {
             // PLANTED BUG: the journal is retired before the renames are durable.
             retire(&*st, &self.ctl, false).map_err(|e| pending(Step::RetireJournal, e))?;
@@ -176,6 +187,11 @@ impl Transaction {
         self.staged.clear();
         retire(&*st, &self.ctl, false).map_err(|e| pending(Step::RetireJournal, e))?;
         let _ = st.unlock(&self.ctl.view);
+        Ok(self.committed(&record.ops))
+    }
+
+    /// What a commit of `ops` reports.
+    fn committed(&self, ops: &[Op]) -> Committed {
         let mut c = Committed {
             seq: self.seq,
             written: 0,
@@ -185,7 +201,7 @@ impl Transaction {
             flush_rounds: self.rounds,
             flush_calls: self.flusher.calls.load(Ordering::Relaxed),
         };
-        for op in &record.ops {
+        for op in ops {
             match op {
                 Op::Mkdir { .. } => c.dirs_created += 1,
                 Op::Put { .. } => c.written += 1,
@@ -193,7 +209,7 @@ impl Transaction {
                 Op::Rename { .. } => c.renamed += 1,
             }
         }
-        Ok(c)
+        c
     }
 
     /// The one way back before the commit point: removes the staging (see

@@ -56,6 +56,7 @@
 
 mod apply;
 mod commit;
+mod deferred;
 mod flush;
 #[cfg(feature = "internals")]
 pub mod journal;

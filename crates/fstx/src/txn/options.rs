@@ -49,6 +49,7 @@ pub struct TxnOptions {
     pub(super) wait: bool,
     pub(super) preserve_metadata: bool,
     pub(super) preserve_xattrs: bool,
+    pub(super) defer: bool,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) bugs: TxnBugs,
 }
@@ -72,6 +73,7 @@ impl TxnOptions {
             wait: true,
             preserve_metadata: true,
             preserve_xattrs: true,
+            defer: false,
             storage: storage::os(),
             bugs: TxnBugs::default(),
         }
@@ -116,6 +118,52 @@ impl TxnOptions {
     pub fn preserve_xattrs(&mut self, yes: bool) -> &mut TxnOptions {
         self.preserve_xattrs = yes;
         self
+    }
+
+    /// Let [`commit`](super::Transaction::commit) return after its commit
+    /// round and its renames (default `false`): one flush round on the
+    /// caller's path instead of two. The transaction is durable when
+    /// `commit` returns (after a crash its journal redoes it); the flush of
+    /// the directories it changed and the retirement of its journal are
+    /// done by the next call on this root in this process — `begin`,
+    /// [`recover`](Self::recover), [`sync`](Self::sync), or a snapshot —
+    /// and a failure there is reported by that call
+    /// ([`State::CommittedPendingRecovery`](crate::State::CommittedPendingRecovery)).
+    /// Until then the journal is pending: a reader or writer in another
+    /// process finishes it by recovery, which re-reads every file the
+    /// transaction wrote; a process that exits should call `sync` first.
+    /// [`Phase::Applied`] is not reported for such a commit.
+    pub fn defer_directory_flush(&mut self, yes: bool) -> &mut TxnOptions {
+        self.defer = yes;
+        self
+    }
+
+    /// Finishes what a deferred commit on `root` left to do in this process
+    /// (see [`defer_directory_flush`](Self::defer_directory_flush)), and
+    /// recovers a transaction another process left, as `begin` does.
+    ///
+    /// # Errors
+    ///
+    /// As [`recover`](Self::recover).
+    pub fn sync(&self, root: impl AsRef<Path>) -> Result<()> {
+        let root_path = root.as_ref();
+        let st = self.storage.clone();
+        let fail = |step, e| Error::new("sync", root_path, step, State::NotCommitted, e);
+        let root = Arc::new(
+            st.open_dir(None, root_path, true)
+                .map_err(|e| fail(Step::OpenRootDirectory, e))?,
+        );
+        let ctl = match open_control(&*st, &root, false) {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(fail(Step::OpenControlDirectory, e)),
+        };
+        st.lock(&ctl.lock, LockMode::Exclusive, true)
+            .map_err(|e| fail(Step::TakeWriterLock, e))?;
+        let mut tree = Tree::new(st.clone(), root);
+        let r = recover_locked(&*st, &mut tree, root_path, &ctl, self, false, false);
+        let _ = st.unlock(&ctl.lock);
+        r.map(|_| ())
     }
 
     /// Calls `f` at each [`Phase`] of a commit, in the committing thread.
