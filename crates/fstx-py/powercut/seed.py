@@ -4,16 +4,20 @@
     python seed.py recover  WRITER
     python seed.py check    WRITER
 
-WRITER is ``fstx`` (the binding: ``fstx.write`` of each worker's file, and
-``fstx.update`` of a shared counter with a backup) or ``seed-2002`` (the
+WRITER is ``fstx`` (the binding: ``fstx.write`` of each worker's file,
+``fstx.update`` of a shared counter with a backup, and ``fstx.Transaction``
+of three files under ``tree/`` holding one generation) or ``seed-2002`` (the
 2002 snippet in Python as posted: temporary file, write, rename, fsync of
-the directory, no fsync of the file; the counter under ``fcntl.flock``).
-Each worker writes ``ack file W N`` / ``ack inc W`` to ``$POWERCUT_CTL``
-after its call returned. The checker gets the marks before the cut in
+the directory, no fsync of the file; the counter and the tree's files under
+``fcntl.flock``, one file after the other). Each worker writes ``ack file W
+N`` / ``ack inc W`` / ``ack txn G`` to ``$POWERCUT_CTL`` after its call
+returned. The checker gets the marks before the cut in
 ``$POWERCUT_MARKS``: every worker file decodes and is not older than its
 last acknowledged version; the counter decodes, is at least the
 acknowledged increments and at most those plus one in flight per worker;
-``counter~`` decodes; no fstx temporary file is left after recovery.
+``counter~`` decodes; the three files of ``tree/`` hold one generation, not
+older than the last acknowledged one; no fstx temporary file is left after
+recovery.
 """
 
 import argparse
@@ -85,6 +89,48 @@ def seed_2002_update(path, fn):
         seed_2002_write(path, fn(old))
 
 
+TREE = ("a.conf", "b.conf", "c.conf")
+
+
+def tree_generation(read):
+    """The generation all three tree files hold; ValueError if they differ."""
+    gens = set()
+    for name in TREE:
+        try:
+            data = read(name)
+        except FileNotFoundError:
+            gens.add(0)
+            continue
+        gens.add(decode(data, "tree"))
+    if len(gens) != 1:
+        raise ValueError(f"tree: files hold different generations {sorted(gens)}")
+    return gens.pop()
+
+
+def read_file(name):
+    with open(name, "rb") as f:
+        return f.read()
+
+
+def fstx_txn():
+    import fstx
+
+    with fstx.Transaction("tree") as txn:  # holds the root's writer lock
+        g = tree_generation(lambda n: read_file(os.path.join("tree", n))) + 1
+        for name in TREE:
+            txn.write(name, version("tree", g))
+    return g
+
+
+def seed_2002_txn():
+    with open("tree.lock", "ab") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        g = tree_generation(lambda n: read_file(os.path.join("tree", n))) + 1
+        for name in TREE:
+            seed_2002_write(os.path.join("tree", name), version("tree", g))
+    return g
+
+
 def worker(writer, w, seconds):
     import fstx
 
@@ -108,9 +154,12 @@ def worker(writer, w, seconds):
         else:
             seed_2002_update("counter", increment)
         marks.ack(f"inc {w}")
+        g = fstx_txn() if writer == "fstx" else seed_2002_txn()
+        marks.ack(f"txn {g}")
 
 
 def workload(args):
+    os.makedirs("tree", exist_ok=True)
     ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=worker, args=(args.writer, w, args.seconds))
              for w in range(args.workers)]
@@ -126,12 +175,15 @@ def recover(args):
         import fstx
 
         fstx.recover(".")
+        if os.path.isdir("tree"):
+            fstx.recover("tree")
     return 0
 
 
 def check(args):
     acked = {}
     incs = 0
+    txn = 0
     workers = set()
     with open(os.environ["POWERCUT_MARKS"]) as f:
         for line in f:
@@ -139,6 +191,8 @@ def check(args):
             if parts[:2] == ["ack", "file"]:
                 acked[int(parts[2])] = int(parts[3])
                 workers.add(int(parts[2]))
+            elif parts[:2] == ["ack", "txn"]:
+                txn = max(txn, int(parts[2]))
             elif parts[:2] == ["ack", "inc"]:
                 incs += 1
                 workers.add(int(parts[2]))
@@ -162,6 +216,19 @@ def check(args):
                 decode(open("counter~", "rb").read(), "counter")
             except ValueError as e:
                 problems.append(f"counter~: {e}")
+    if txn:
+        try:
+            if args.writer == "fstx":
+                import fstx
+
+                with fstx.Snapshot("tree") as snap:
+                    g = tree_generation(snap.read)
+            else:
+                g = tree_generation(lambda n: read_file(os.path.join("tree", n)))
+            if g < txn:
+                problems.append(f"tree: generation {g}, but {txn} was acknowledged")
+        except (OSError, ValueError) as e:
+            problems.append(f"{e} (generation {txn} acknowledged)")
     if args.writer == "fstx":
         left = [n for n in os.listdir(".") if n.startswith(".fstx-tmp.")]
         if left:
