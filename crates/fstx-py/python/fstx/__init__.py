@@ -364,7 +364,9 @@ def update(
       that long (``TimeoutError``).
 
     The GIL is released while waiting for the lock and during I/O; ``fn``
-    runs with it held. Readers need no lock.
+    runs with it held. A blocking wait is not interrupted by Ctrl-C (the
+    signal is handled once the call returns): give a ``timeout`` where that
+    matters. Readers need no lock.
     """
     if isinstance(backup, str):
         suffix: Optional[bytes] = os.fsencode(backup) if backup else None
@@ -405,7 +407,9 @@ class Transaction:
     commit point, and recovery (automatic on the next transaction, or
     :func:`recover`) finishes or rolls back an interrupted one. Readers
     through :class:`Snapshot` never see a transaction half applied. One
-    transaction at a time per root (``wait=True`` waits for the others).
+    transaction at a time per root: the constructor takes the root's writer
+    lock (``wait=True`` waits for it, ``wait=False`` raises if it is held)
+    and recovers an interrupted transaction first.
     """
 
     def __init__(
