@@ -146,24 +146,7 @@ impl TxnOptions {
     ///
     /// As [`recover`](Self::recover).
     pub fn sync(&self, root: impl AsRef<Path>) -> Result<()> {
-        let root_path = root.as_ref();
-        let st = self.storage.clone();
-        let fail = |step, e| Error::new("sync", root_path, step, State::NotCommitted, e);
-        let root = Arc::new(
-            st.open_dir(None, root_path, true)
-                .map_err(|e| fail(Step::OpenRootDirectory, e))?,
-        );
-        let ctl = match open_control(&*st, &root, false) {
-            Ok(c) => c,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(fail(Step::OpenControlDirectory, e)),
-        };
-        st.lock(&ctl.lock, LockMode::Exclusive, true)
-            .map_err(|e| fail(Step::TakeWriterLock, e))?;
-        let mut tree = Tree::new(st.clone(), root);
-        let r = recover_locked(&*st, &mut tree, root_path, &ctl, self, false, false);
-        let _ = st.unlock(&ctl.lock);
-        r.map(|_| ())
+        self.recover_as("sync", root.as_ref(), false).map(|_| ())
     }
 
     /// Calls `f` at each [`Phase`] of a commit, in the committing thread.
@@ -202,9 +185,19 @@ impl TxnOptions {
     /// live transaction to finish), with these options' storage and
     /// durability. Returns what it did; `None` if there was nothing to do.
     pub fn recover(&self, root: impl AsRef<Path>) -> Result<Option<TxnRecovery>> {
-        let root_path = root.as_ref();
+        self.recover_as("recover", root.as_ref(), true)
+    }
+
+    /// Recovery under the writer lock, for `recover` (which also sweeps the
+    /// tree for leftover staging) and `sync`.
+    fn recover_as(
+        &self,
+        op: &'static str,
+        root_path: &Path,
+        sweep: bool,
+    ) -> Result<Option<TxnRecovery>> {
         let st = self.storage.clone();
-        let fail = |step, e| Error::new("recover", root_path, step, State::NotCommitted, e);
+        let fail = |step, e| Error::new(op, root_path, step, State::NotCommitted, e);
         let root = Arc::new(
             st.open_dir(None, root_path, true)
                 .map_err(|e| fail(Step::OpenRootDirectory, e))?,
@@ -217,7 +210,7 @@ impl TxnOptions {
         st.lock(&ctl.lock, LockMode::Exclusive, true)
             .map_err(|e| fail(Step::TakeWriterLock, e))?;
         let mut tree = Tree::new(st.clone(), root);
-        let r = recover_locked(&*st, &mut tree, root_path, &ctl, self, false, true);
+        let r = recover_locked(&*st, &mut tree, root_path, &ctl, self, false, sweep);
         let _ = st.unlock(&ctl.lock);
         Ok(r?.report)
     }
