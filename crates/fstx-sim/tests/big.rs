@@ -81,7 +81,6 @@ fn big_run() {
         ..txn
     };
     let txn_wide = Txn { wide: true, ..txn };
-    let txn_defer = Txn { defer: true, ..txn };
     // Production's own choice, decided by the simulated kernel.
     let txn_auto = Txn {
         flush: Flush::Auto,
@@ -133,11 +132,6 @@ fn big_run() {
         ),
         ("txn/serial/wide faults".into(), faults(&txn_wide, 1)),
         ("txn/serial faults".into(), faults(&txn, 8)),
-        (
-            "txn/serial/defer crashes".into(),
-            crashes(&txn_defer, 500, Profile::Weak),
-        ),
-        ("txn/serial/defer faults".into(), faults(&txn_defer, 2)),
         (
             "txn lying flushes (recovery never installs damaged data)".into(),
             lying(&txn, 12),

@@ -65,7 +65,6 @@ const SYNCFS: Txn = Txn {
     flush_bugs: FlushBugs::NONE,
     flush: Flush::SyncFs,
     wide: false,
-    defer: false,
 };
 
 /// The real default on Linux >= 5.8: one syncfs per flush round.
@@ -223,17 +222,16 @@ fn planted_sweep_staging_first_is_caught() {
 #[cfg(feature = "planted-bugs")]
 #[test]
 fn planted_retire_before_dir_flush_is_caught() {
-    for defer in [false, true] {
-        let mut w = recovery_bug(|b| b.retire_before_dir_flush = true);
-        w.defer = defer;
-        let r = run(&w, 0..20, false);
-        assert!(
-            r.caught("not the state after any allowed prefix")
-                || r.caught("leftover after recovery"),
-            "defer {defer}: {}",
-            r.summary()
-        );
-    }
+    let r = run(
+        &recovery_bug(|b| b.retire_before_dir_flush = true),
+        0..20,
+        false,
+    );
+    assert!(
+        r.caught("not the state after any allowed prefix") || r.caught("leftover after recovery"),
+        "{}",
+        r.summary()
+    );
 }
 
 /// Recovery refuses a commit record whose data did not reach the disk
@@ -369,25 +367,4 @@ fn wide_transactions_pass_every_crash_state() {
     let r = run(&w, 0..10, false);
     assert_eq!(r.violation_count, 0);
     assert!(r.protocol_distinct.len() > 1_000, "{}", r.summary());
-}
-
-/// Commits that return after their commit round (the directory flush and
-/// the retirement left to the next `begin`): every crash state and every
-/// fault, per-file and syncfs rounds. A commit that returned is durable
-/// before its tail ran.
-#[test]
-fn deferred_tails_pass_every_crash_state_and_fault() {
-    for flush in [Flush::Serial, Flush::SyncFs] {
-        let w = Txn {
-            flush,
-            defer: true,
-            ..Txn::default()
-        };
-        let r = run(&w, 0..8, false);
-        assert_eq!(r.violation_count, 0);
-        assert!(r.distinct.len() > 300);
-        let r = run(&w, 0..1, true);
-        assert_eq!(r.violation_count, 0);
-        assert!(r.faults_injected > 20);
-    }
 }

@@ -18,9 +18,9 @@ use crate::storage::{LockMode, OpenHow, SyncKind};
 impl Transaction {
     /// Commits: after it returns `Ok`, every staged change is in the tree
     /// and durable; after a crash at any instant, recovery leaves all of
-    /// them or none. Two flush rounds: the commit round (the record, the
-    /// staged files and their directories together) and the flush of the
-    /// directories it changed.
+    /// them or none. Three flush rounds: the commit round (the record, the
+    /// staged files and their directories together), the flush of the
+    /// directories it changed, and the retirement of the journal.
     ///
     /// # Errors
     ///
@@ -157,17 +157,6 @@ impl Transaction {
         // Apply.
         let touched = apply(&*st, &mut self.tree, &record.ops, &root_path)
             .map_err(|(step, e)| pending(step, e))?;
-        if durable && self.opts.defer {
-            // The transaction is durable (its record redoes it after a
-            // crash); the directory flush and the retirement are left to
-            // the next call on this root (see `deferred`).
-            let root = self.tree.root();
-            super::deferred::register(&self.opts.storage, &root, self.seq, touched)
-                .map_err(|e| pending(Step::FlushDirectories, e))?;
-            self.staged.clear();
-            let _ = st.unlock(&self.ctl.view);
-            return Ok(self.committed(&record.ops));
-        }
         if bug!(bugs, retire_before_dir_flush) {
             // PLANTED BUG: the journal is retired before the renames are durable.
             retire(&*st, &self.ctl, false).map_err(|e| pending(Step::RetireJournal, e))?;
@@ -180,12 +169,18 @@ impl Transaction {
             }
         }
         self.opts.phase(Phase::Applied);
-        // Retire, without a flush: the renames are durable now, so a crash
-        // that loses the retirement only redoes what is already done, and the
-        // next transaction's commit round flushes `.fstx-txn/` (making the
-        // retirement durable) before it applies anything.
+        // Retire (R3), flushed: once `commit` returns, the journal can never
+        // come back. An unflushed retirement would let a crash bring back an
+        // applied journal after another writer (an `fstx::write` outside
+        // transactions) changed its paths, and inode numbers are reused at
+        // once, so redoing a REMOVE or RENAME could then act on a newer file.
         self.staged.clear();
-        retire(&*st, &self.ctl, false).map_err(|e| pending(Step::RetireJournal, e))?;
+        let flush_retire = durable && !bug!(bugs, replay_retired);
+        retire(&*st, &self.ctl, flush_retire).map_err(|e| pending(Step::RetireJournal, e))?;
+        if flush_retire {
+            self.rounds += 1;
+            self.flusher.calls.fetch_add(1, Ordering::Relaxed);
+        }
         let _ = st.unlock(&self.ctl.view);
         Ok(self.committed(&record.ops))
     }

@@ -56,7 +56,6 @@
 
 mod apply;
 mod commit;
-mod deferred;
 mod flush;
 #[cfg(feature = "internals")]
 pub mod journal;

@@ -49,7 +49,6 @@ pub struct TxnOptions {
     pub(super) wait: bool,
     pub(super) preserve_metadata: bool,
     pub(super) preserve_xattrs: bool,
-    pub(super) defer: bool,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) bugs: TxnBugs,
 }
@@ -73,7 +72,6 @@ impl TxnOptions {
             wait: true,
             preserve_metadata: true,
             preserve_xattrs: true,
-            defer: false,
             storage: storage::os(),
             bugs: TxnBugs::default(),
         }
@@ -120,35 +118,6 @@ impl TxnOptions {
         self
     }
 
-    /// Let [`commit`](super::Transaction::commit) return after its commit
-    /// round and its renames (default `false`): one flush round on the
-    /// caller's path instead of two. The transaction is durable when
-    /// `commit` returns (after a crash its journal redoes it); the flush of
-    /// the directories it changed and the retirement of its journal are
-    /// done by the next call on this root in this process — `begin`,
-    /// [`recover`](Self::recover), [`sync`](Self::sync), or a snapshot —
-    /// and a failure there is reported by that call
-    /// ([`State::CommittedPendingRecovery`](crate::State::CommittedPendingRecovery)).
-    /// Until then the journal is pending: a reader or writer in another
-    /// process finishes it by recovery, which re-reads every file the
-    /// transaction wrote; a process that exits should call `sync` first.
-    /// [`Phase::Applied`] is not reported for such a commit.
-    pub fn defer_directory_flush(&mut self, yes: bool) -> &mut TxnOptions {
-        self.defer = yes;
-        self
-    }
-
-    /// Finishes what a deferred commit on `root` left to do in this process
-    /// (see [`defer_directory_flush`](Self::defer_directory_flush)), and
-    /// recovers a transaction another process left, as `begin` does.
-    ///
-    /// # Errors
-    ///
-    /// As [`recover`](Self::recover).
-    pub fn sync(&self, root: impl AsRef<Path>) -> Result<()> {
-        self.recover_as("sync", root.as_ref(), false).map(|_| ())
-    }
-
     /// Calls `f` at each [`Phase`] of a commit, in the committing thread.
     pub fn on_phase(&mut self, f: impl Fn(Phase) + Send + Sync + 'static) -> &mut TxnOptions {
         self.on_phase = Some(PhaseHook(Arc::new(f)));
@@ -188,8 +157,8 @@ impl TxnOptions {
         self.recover_as("recover", root.as_ref(), true)
     }
 
-    /// Recovery under the writer lock, for `recover` (which also sweeps the
-    /// tree for leftover staging) and `sync`.
+    /// Recovery under the writer lock (`sweep`: also sweep the tree for
+    /// leftover staging).
     fn recover_as(
         &self,
         op: &'static str,

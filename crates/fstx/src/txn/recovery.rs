@@ -266,19 +266,6 @@ pub(crate) fn recover_locked(
 ) -> Result<Last> {
     let fail = |step, state, e| Error::new("recover", root_path, step, state, e);
     let nc = State::NotCommitted;
-    if !dry_run {
-        // A failure belongs to the earlier commit (op `commit`): it is
-        // committed, and the next recovery finishes it.
-        finish_deferred(st, tree, ctl, opts).map_err(|(step, e)| {
-            Error::new(
-                "commit",
-                root_path,
-                step,
-                State::CommittedPendingRecovery,
-                e,
-            )
-        })?;
-    }
     let retired =
         retired_seq(st, ctl).map_err(|e| fail(Step::ReadRetiredJournal, nc.clone(), e))?;
     let bugs = opts.bugs;
@@ -484,45 +471,6 @@ pub(crate) fn recover_locked(
             })
         }
     }
-}
-
-/// The tail a deferred commit of this process left on this root: flush the
-/// directories it changed, then retire its journal (if the journal still
-/// holds it; another process may have recovered it since).
-fn finish_deferred(
-    st: &dyn Storage,
-    tree: &mut Tree,
-    ctl: &Control,
-    opts: &TxnOptions,
-) -> std::result::Result<(), (Step, io::Error)> {
-    let Some(d) = super::deferred::take(&opts.storage, &tree.root())
-        .map_err(|e| (Step::InspectControlDirectory, e))?
-    else {
-        return Ok(());
-    };
-    let bytes = read_small(
-        st,
-        &ctl.dir,
-        OsStr::new(JOURNAL_FILE),
-        journal::MAX_RECORD_LEN as u64,
-    )
-    .map_err(|e| (Step::ReadJournal, e))?;
-    let ours = bytes
-        .as_deref()
-        .and_then(|b| Record::decode(b).ok())
-        .is_some_and(|r| r.kind == Kind::Commit && r.seq == d.seq);
-    if !ours {
-        return Ok(());
-    }
-    if bug!(opts.bugs, retire_before_dir_flush) {
-        // PLANTED BUG: the journal is retired before the renames are durable.
-        retire(st, ctl, false).map_err(|e| (Step::RetireJournal, e))?;
-    }
-    if opts.durable() {
-        let mut flusher = Flusher::new(opts.flush, opts.storage.clone(), tree.root(), ctl.fs_magic);
-        flush_dirs(&mut flusher, tree, d.touched).map_err(|e| (Step::FlushDirectories, e))?;
-    }
-    retire(st, ctl, false).map_err(|e| (Step::RetireJournal, e))
 }
 
 /// Removes every staged file under the root, flushes the directories they

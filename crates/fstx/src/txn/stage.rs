@@ -504,7 +504,8 @@ pub(super) fn carry_metadata(
 
 /// The metadata digest a PUT operation records: CRC-32C of the file's
 /// permission bits, owner, group and extended attributes (sorted by name,
-/// each name and value length-prefixed). The commit round flushes the
+/// each name and value length-prefixed; without `security.ima` and
+/// `security.evm`, which the kernel maintains). The commit round flushes the
 /// commit record together with the staged files, so a crash inside it can
 /// keep a staged file's data and lose its `chmod`, `chown` or `setxattr`;
 /// recovery compares this digest as it compares the data's checksum.
@@ -522,6 +523,12 @@ pub(super) fn meta_digest(st: &dyn Storage, f: &Fd) -> io::Result<StagedMeta> {
     };
     names.sort();
     for name in names {
+        // Written by the kernel (IMA/EVM appraisal, possibly on close), not
+        // by fstx: they may change without a crash.
+        let raw = name.as_encoded_bytes();
+        if raw.starts_with(b"security.ima") || raw.starts_with(b"security.evm") {
+            continue;
+        }
         let value = match st.get_xattr(f, &name) {
             Ok(v) => v,
             Err(e) if crate::metadata::unsupported(&e) || e.kind() == io::ErrorKind::NotFound => {
