@@ -38,14 +38,13 @@
 //! 5. **Apply**: create directories, rename, rename staged files over their
 //!    targets, remove; each step idempotent. **R2**: flush every touched
 //!    directory once, concurrently.
-//! 6. **Retire**: rename `journal` to `retired`, not flushed: a crash that
-//!    loses it only redoes what is done, and the next transaction's commit
-//!    round flushes `.fstx-txn/` before it applies anything. Release `view`
-//!    and `lock`.
+//! 6. **Retire (R3)**: rename `journal` to `retired` and flush
+//!    `.fstx-txn/`; release `view` and `lock`.
 //!
-//! Two flush rounds whatever the number of files N and directories D
-//! (three on a root's first transaction); with `Flush::SyncFs`, two
-//! `syncfs` calls. `docs/design.md` §3 has the decision table and the
+//! Three flush rounds whatever the number of files N and directories D
+//! (four on a root's first transaction), one of them before the commit
+//! point; with `Flush::SyncFs`, two `syncfs` calls and the retirement's
+//! directory flush. `docs/design.md` §3 has the decision table and the
 //! tests behind every claim.
 //!
 //! Recovery: `begin` and [`Snapshot`] recover the journal they find. The

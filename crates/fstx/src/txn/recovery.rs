@@ -634,7 +634,8 @@ fn ino_at(
 /// Otherwise its staged entry was lost by a crash inside the commit round
 /// (then nothing of the record is applied, and it is rolled back, which
 /// leaves the target alone), or it was applied and replaced since by another
-/// writer (the retirement is not flushed, so a later `fstx write` to the
+/// writer (a journal can come back after it was applied when its
+/// retirement's flush failed; a later `fstx write` to the
 /// same path can outlive it; then other operations show the record applied,
 /// and redo skips it). Inode numbers are reused, so the old target's inode
 /// cannot tell the two apart; the rest of the record can. Version 1 records
