@@ -68,6 +68,7 @@ mod root;
 mod snapshot;
 mod stage;
 mod transaction;
+mod verify;
 
 pub use flush::{Flush, DEFAULT_FLUSH_THREADS};
 pub use options::{Committed, Phase, PhaseHook, TxnOptions};
