@@ -104,6 +104,10 @@ pub struct Violation {
     pub message: String,
     /// A command that rebuilds exactly this crash image for inspection.
     pub replay: Option<String>,
+    /// Which writes made the difference and what they belonged to (files,
+    /// inodes, journal), when the violation was explained.
+    #[serde(default)]
+    pub explanation: Option<String>,
 }
 
 /// Figures for one configuration.
@@ -596,6 +600,7 @@ pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
                     d.display()
                 )
             }),
+            explanation: None,
         })
         .collect();
     Ok(ConfigReport {
