@@ -46,6 +46,10 @@ pub(crate) struct Args {
     /// Parallel checkers (0: one per core).
     #[arg(long, default_value_t = 0)]
     jobs: usize,
+    /// fsck every crash image the kernel warned about, plus a seeded 1 in N
+    /// of the others (1 = every image).
+    #[arg(long, value_name = "N", default_value_t = powercut::run::DEFAULT_FSCK_SAMPLE)]
+    fsck_sample: u32,
     /// Write the full results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -187,6 +191,7 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Failure> {
         cfg.enumeration.max_states = args.max_states;
         cfg.enumeration.seed = args.seed;
         cfg.jobs = args.jobs;
+        cfg.fsck_sample = args.fsck_sample;
         cfg.progress = true;
         cfg.artifacts = args.artifacts.as_ref().map(|d| d.join(contender.name()));
         eprintln!("== {}: {}", contender.name(), contender.describe());

@@ -7,7 +7,6 @@
 //! crash state) with a copy-on-write scratch layer, so that switching states
 //! costs nothing and the base is never copied.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,8 +20,10 @@ use fuser::{
 
 pub use fuser::{ReplyEmpty, ReplyWrite};
 
-use crate::log::{Log, Record, SECTOR};
+use crate::log::{Log, Record};
 use crate::rng::Rng;
+
+pub use crate::replay_disk::{sector_bytes, ReplayDisk, SectorMap, Src};
 
 /// Inode number of `disk.img`.
 pub const INO_DISK: u64 = 2;
@@ -58,7 +59,7 @@ pub trait Backing: Send + Sync + 'static {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking daemon thread must not wedge the kernel: keep going with the data.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -278,155 +279,6 @@ impl Backing for Recorder {
         if st.recording {
             st.log.records.push(Record::Mark(line.to_string()));
         }
-    }
-}
-
-// ---------------------------------------------------------------- replay
-
-/// Where the content of one sector of a crash image comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Src {
-    /// 512 bytes at this offset of the log's data.
-    Log(u64),
-    /// Zeroes.
-    Zero,
-    /// Garbage derived from this seed (a lying-flash corruption).
-    Garbage(u64),
-}
-
-/// The sectors of a crash image that differ from the base.
-pub type SectorMap = HashMap<u64, Src>;
-
-/// Fills `out` (one sector) with the content `src` names.
-pub fn sector_bytes(src: Src, log: &Log, out: &mut [u8]) {
-    match src {
-        Src::Log(d) => out.copy_from_slice(&log.data[d as usize..(d + SECTOR) as usize]),
-        Src::Zero => out.fill(0),
-        Src::Garbage(seed) => {
-            let mut r = Rng::new(seed);
-            for c in out.chunks_mut(8) {
-                c.copy_from_slice(&r.next_u64().to_le_bytes()[..c.len()]);
-            }
-        }
-    }
-}
-
-struct ReplayState {
-    map: SectorMap,
-    scratch: HashMap<u64, Box<[u8]>>,
-}
-
-/// A disk serving base + crash-state sectors + a scratch layer for what the
-/// recovery mount and the checker write.
-pub struct ReplayDisk {
-    base: Arc<Vec<u8>>,
-    log: Arc<Log>,
-    state: Mutex<ReplayState>,
-}
-
-impl ReplayDisk {
-    /// A replay disk over `base` whose sectors can come from `log`.
-    pub fn new(base: Arc<Vec<u8>>, log: Arc<Log>) -> Arc<ReplayDisk> {
-        Arc::new(ReplayDisk {
-            base,
-            log,
-            state: Mutex::new(ReplayState {
-                map: SectorMap::new(),
-                scratch: HashMap::new(),
-            }),
-        })
-    }
-
-    /// Switches to another crash state and drops everything written since.
-    pub fn set_state(&self, map: SectorMap) {
-        let mut st = lock(&self.state);
-        st.map = map;
-        st.scratch.clear();
-    }
-
-    fn read_sector(&self, st: &ReplayState, s: u64, out: &mut [u8]) {
-        if let Some(b) = st.scratch.get(&s) {
-            out.copy_from_slice(b);
-        } else if let Some(&src) = st.map.get(&s) {
-            sector_bytes(src, &self.log, out);
-        } else {
-            let a = (s * SECTOR) as usize;
-            out.copy_from_slice(&self.base[a..a + SECTOR as usize]);
-        }
-    }
-
-    fn write_bytes(&self, off: u64, data: &[u8]) {
-        let mut st = lock(&self.state);
-        let mut pos = off;
-        let end = off + data.len() as u64;
-        while pos < end {
-            let s = pos / SECTOR;
-            let in_sec = (pos % SECTOR) as usize;
-            let n = ((SECTOR as usize) - in_sec).min((end - pos) as usize);
-            let mut buf = vec![0u8; SECTOR as usize].into_boxed_slice();
-            if n != SECTOR as usize {
-                self.read_sector(&st, s, &mut buf);
-            }
-            let from = (pos - off) as usize;
-            buf[in_sec..in_sec + n].copy_from_slice(&data[from..from + n]);
-            st.scratch.insert(s, buf);
-            pos += n as u64;
-        }
-    }
-}
-
-impl Backing for ReplayDisk {
-    fn size(&self) -> u64 {
-        self.base.len() as u64
-    }
-
-    fn read(&self, off: u64, size: u64) -> Vec<u8> {
-        let len = self.base.len() as u64;
-        let end = (off + size).min(len);
-        let off = off.min(end);
-        let st = lock(&self.state);
-        let mut out = vec![0u8; (end - off) as usize];
-        let mut sec = [0u8; SECTOR as usize];
-        let mut pos = off;
-        while pos < end {
-            let s = pos / SECTOR;
-            let in_sec = (pos % SECTOR) as usize;
-            let n = ((SECTOR as usize) - in_sec).min((end - pos) as usize);
-            self.read_sector(&st, s, &mut sec);
-            let to = (pos - off) as usize;
-            out[to..to + n].copy_from_slice(&sec[in_sec..in_sec + n]);
-            pos += n as u64;
-        }
-        out
-    }
-
-    fn write(&self, off: u64, data: &[u8], reply: ReplyWrite) {
-        if off + data.len() as u64 > self.base.len() as u64 {
-            reply.error(Errno::ENOSPC);
-            return;
-        }
-        self.write_bytes(off, data);
-        reply.written(data.len() as u32);
-    }
-
-    fn zero(&self, off: u64, len: u64) {
-        let end = (off + len).min(self.base.len() as u64);
-        let mut pos = off;
-        while pos < end {
-            let n = (end - pos).min(1 << 20);
-            self.write_bytes(pos, &vec![0u8; n as usize]);
-            pos += n;
-        }
-    }
-
-    fn flush(&self, reply: ReplyEmpty) {
-        reply.ok();
-    }
-
-    fn mark(&self, _line: &str) {}
-
-    fn direct_io(&self) -> bool {
-        false
     }
 }
 

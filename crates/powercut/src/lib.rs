@@ -40,8 +40,11 @@
 //!   the report's coverage section says how many states were chosen.
 
 pub mod disk;
+pub mod kmsg;
 pub mod log;
+pub mod record;
 pub mod replay;
+pub mod replay_disk;
 pub mod rng;
 pub mod run;
 pub mod stack;

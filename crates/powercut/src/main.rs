@@ -89,6 +89,10 @@ struct RunArgs {
     /// Skip fsck of crash images.
     #[arg(long)]
     no_fsck: bool,
+    /// fsck every crash image the kernel logged a warning about, plus a
+    /// seeded 1 in N of the others (1 = every image).
+    #[arg(long, value_name = "N", default_value_t = powercut::run::DEFAULT_FSCK_SAMPLE)]
+    fsck_sample: u32,
     /// Noise interval in ms (0 = no noise process).
     #[arg(long, default_value_t = 5)]
     noise_ms: u64,
@@ -213,6 +217,7 @@ fn try_main() -> Result<ExitCode, String> {
             cfg.setup = a.setup;
             cfg.recover = a.recover;
             cfg.fsck = !a.no_fsck;
+            cfg.fsck_sample = a.fsck_sample;
             cfg.noise = (a.noise_ms > 0).then(|| Duration::from_millis(a.noise_ms));
             cfg.short_commit = !a.no_short_commit;
             cfg.write_delay =

@@ -7,19 +7,21 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::disk::{Recorder, RecorderOptions, ReplayDisk};
+use crate::disk::ReplayDisk;
+use crate::kmsg::Kmsg;
 use crate::log::{save_image, Log};
+pub use crate::record::{record, Recording};
+use crate::record::{shell, work_dir};
 use crate::replay::{enumerate, marks_before, sector_map, Coverage, Enumeration, StateSpec};
+use crate::rng::Rng;
 use crate::stack::{
-    cleanup_dead_runs, err, flush_buffers, preflight, run_tool, run_with_timeout,
-    set_xfs_sync_centisecs, DiskStack, FsConfig, Noise,
+    cleanup_dead_runs, err, flush_buffers, preflight, run_with_timeout, DiskStack, FsConfig,
 };
 
 /// Everything a run needs. Commands are shell commands (`sh -c`).
@@ -35,8 +37,11 @@ pub struct Config {
     pub recover: Option<String>,
     /// Decides by its exit code whether a crash image is acceptable.
     pub check: String,
-    /// Run `fsck` on every crash image after the checker.
+    /// Run `fsck` on crash images after the checker (see `fsck_sample`).
     pub fsck: bool,
+    /// `fsck` every crash image the kernel warned about (see [`crate::kmsg`])
+    /// and a seeded 1 in `fsck_sample` of the others; 1 = every image.
+    pub fsck_sample: u32,
     /// Background noise: fsync an unrelated file at this interval (None = off).
     pub noise: Option<Duration>,
     /// ext4/btrfs `commit=1`, xfs sync interval 1 s.
@@ -72,6 +77,7 @@ impl Config {
             recover: None,
             check: check.into(),
             fsck: true,
+            fsck_sample: DEFAULT_FSCK_SAMPLE,
             noise: Some(Duration::from_millis(5)),
             short_commit: true,
             write_delay: Some(Duration::from_micros(300)),
@@ -137,6 +143,17 @@ pub struct ConfigReport {
     pub checked: usize,
     /// States that failed.
     pub violation_count: usize,
+    /// States whose image was `fsck`ed.
+    #[serde(default)]
+    pub fsck_runs: usize,
+    /// States during whose check the kernel logged a warning or worse about
+    /// the device (each of them is `fsck`ed).
+    #[serde(default)]
+    pub kernel_warnings: usize,
+    /// The fsck sample: every image with a kernel warning, plus 1 in this
+    /// many of the others (1 = all).
+    #[serde(default)]
+    pub fsck_sample: u32,
     /// Seconds to record (mkfs, setup, workload, teardown).
     pub record_secs: f64,
     /// Seconds to check all states.
@@ -171,7 +188,7 @@ impl Report {
     /// The per-configuration table, as text.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{:<15} {:>7} {:>6} {:>6} {:>9} {:>7} {:>8} {:>8} {:>6} {:>7} {:>7} {:>8}\n",
+            "{:<15} {:>7} {:>6} {:>6} {:>9} {:>7} {:>8} {:>8} {:>6} {:>6} {:>7} {:>7} {:>8}\n",
             "config",
             "records",
             "flush",
@@ -180,6 +197,7 @@ impl Report {
             "points",
             "distinct",
             "checked",
+            "fsck",
             "viol",
             "rec s",
             "chk s",
@@ -188,7 +206,7 @@ impl Report {
         for c in &self.configs {
             let _ = writeln!(
                 s,
-                "{:<15} {:>7} {:>6} {:>6} {:>8}K {:>7} {:>8} {:>8} {:>6} {:>7.1} {:>7.1} {:>8.1}",
+                "{:<15} {:>7} {:>6} {:>6} {:>8}K {:>7} {:>8} {:>8} {:>6} {:>6} {:>7.1} {:>7.1} {:>8.1}",
                 c.config,
                 c.records,
                 c.flushes,
@@ -197,145 +215,22 @@ impl Report {
                 c.coverage.crash_points,
                 c.coverage.distinct_states,
                 c.checked,
+                c.fsck_runs,
                 c.violation_count,
                 c.record_secs,
                 c.check_secs,
                 c.states_per_sec_per_core
             );
         }
+        for c in self.configs.iter().filter(|c| c.fsck_sample > 1) {
+            let _ = writeln!(
+                s,
+                "{}: fsck ran on {} of {} images: the {} the kernel warned about, plus a seeded 1 in {} of the others",
+                c.config, c.fsck_runs, c.checked, c.kernel_warnings, c.fsck_sample
+            );
+        }
         s
     }
-}
-
-/// The outcome of recording a workload on one configuration.
-pub struct Recording {
-    /// The image when recording started (after mkfs, setup and a sync).
-    pub base: Vec<u8>,
-    /// What reached the disk from then until teardown.
-    pub log: Log,
-    /// Noise fsyncs made.
-    pub noise_fsyncs: u64,
-    /// Seconds the workload command ran.
-    pub workload_secs: f64,
-    /// Most WRITEs in flight at once on the recorded disk.
-    pub max_in_flight: usize,
-}
-
-fn shell(cmd: &str, cwd: &Path, env: &[(&str, String)]) -> Command {
-    let mut c = Command::new("sh");
-    c.arg("-c").arg(cmd).current_dir(cwd);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c
-}
-
-/// Records `cfg.workload` on `fs`: FUSE disk, loop, mkfs, mount, setup, sync,
-/// then record the workload and the unmount.
-pub fn record(cfg: &Config, fs: FsConfig) -> io::Result<Recording> {
-    let rec = Recorder::new(
-        fs.image_size(),
-        RecorderOptions {
-            write_delay: cfg.write_delay,
-            flush_latency: cfg.flush_latency,
-            seed: cfg.enumeration.seed,
-        },
-    );
-    let mut stack = DiskStack::new(Arc::clone(&rec))?;
-    if fs.has_fs() {
-        // mkfs of a 64-320 MiB RAM disk takes well under a second; a stuck one
-        // is stopped by the watchdog rather than waiting for the long timeout.
-        let mkfs_timeout = cfg.timeout.min(Duration::from_secs(60));
-        if let Err(e) = run_tool(fs.mkfs(&stack.dev), &format!("mkfs for {fs}"), mkfs_timeout) {
-            stack.abort();
-            return Err(e);
-        }
-        stack.mount(
-            fs.fstype(),
-            &fs.record_options(cfg.short_commit),
-            cfg.timeout,
-        )?;
-    }
-    // Where the commands run: the filesystem, or (raw) a scratch directory.
-    let cwd = work_dir(&stack, fs)?;
-    let env = [
-        ("POWERCUT_CTL", stack.ctl().to_string_lossy().into_owned()),
-        ("POWERCUT_FS", fs.name().to_string()),
-        ("POWERCUT_DEV", stack.dev.to_string_lossy().into_owned()),
-    ];
-    if let Some(setup) = &cfg.setup {
-        let r = run_with_timeout(&mut shell(setup, &cwd, &env), cfg.timeout)?;
-        if r.code != Some(0) {
-            return Err(err(format!(
-                "setup failed on {fs} ({}): {}",
-                r.status_text(),
-                r.output.trim()
-            )));
-        }
-    }
-    if fs.has_fs() {
-        let dirf = fs::File::open(&stack.mnt)?;
-        rustix::fs::syncfs(&dirf).map_err(|e| err(format!("syncfs: {e}")))?;
-    } else {
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&stack.dev)?
-            .sync_all()?;
-    }
-    let base = rec.start();
-    let old_xfs = (cfg.short_commit && fs == FsConfig::Xfs)
-        .then(|| set_xfs_sync_centisecs(100))
-        .flatten();
-    let noise = match cfg.noise {
-        Some(iv) if fs.has_fs() => Some(Noise::start(&stack.mnt, iv)?),
-        _ => None,
-    };
-    let t_workload = Instant::now();
-    let result = run_with_timeout(&mut shell(&cfg.workload, &cwd, &env), cfg.timeout);
-    let workload_secs = t_workload.elapsed().as_secs_f64();
-    let noise_fsyncs = noise.map_or(0, Noise::stop);
-    if let Some(old) = old_xfs {
-        set_xfs_sync_centisecs(old);
-    }
-    let result = match result {
-        Ok(r) if r.timed_out => {
-            stack.abort();
-            Err(err(format!(
-                "workload timed out on {fs} after {:?}",
-                cfg.timeout
-            )))
-        }
-        Ok(r) if r.code != Some(0) => Err(err(format!(
-            "workload failed on {fs} ({}): {}",
-            r.status_text(),
-            r.output.trim()
-        ))),
-        Ok(_) => Ok(()),
-        Err(e) => Err(e),
-    };
-    let unmounted = result.and_then(|()| stack.unmount(cfg.timeout));
-    let log = rec.stop();
-    let max_in_flight = rec.max_in_flight();
-    stack.teardown()?;
-    unmounted?;
-    Ok(Recording {
-        base,
-        log,
-        noise_fsyncs,
-        workload_secs,
-        max_in_flight,
-    })
-}
-
-/// The directory commands run in: the mounted filesystem, or for `raw` a
-/// scratch directory beside the stack (the device is `$POWERCUT_DEV`).
-fn work_dir(stack: &DiskStack, fs: FsConfig) -> io::Result<std::path::PathBuf> {
-    if fs.has_fs() {
-        return Ok(stack.mnt.clone());
-    }
-    let d = stack.dir.join("scratch");
-    fs::create_dir_all(&d)?;
-    Ok(d)
 }
 
 struct Slot {
@@ -343,6 +238,8 @@ struct Slot {
     disk: Arc<ReplayDisk>,
     stack: DiskStack,
     marks_file: PathBuf,
+    kmsg: Kmsg,
+    dev_name: String,
 }
 
 enum Verdict {
@@ -364,17 +261,33 @@ fn lap(stage: usize, t: &mut Instant) {
     *t = now;
 }
 
+/// What checking one state found beside its verdict.
+#[derive(Default, Clone, Copy)]
+struct Seen {
+    fsck: bool,
+    kernel_warning: bool,
+}
+
+/// Whether a state whose image hashes to `hash` is in the seeded fsck sample.
+fn in_fsck_sample(hash: u128, seed: u64, sample: u32) -> bool {
+    sample <= 1
+        || Rng::new(seed ^ (hash as u64) ^ ((hash >> 64) as u64)).below(sample as usize) == 0
+}
+
 fn check_one(
     cfg: &Config,
     fs: FsConfig,
     slot: &mut Slot,
     log: &Log,
-    spec: &StateSpec,
-) -> io::Result<Verdict> {
+    (spec, hash): (&StateSpec, u128),
+) -> io::Result<(Verdict, Seen)> {
     let t_start = Instant::now();
     let mut t = t_start;
-    slot.disk.set_state(sector_map(log, spec));
-    slot.stack.invalidate_cache()?;
+    // Only the pages that differ from the last state are dropped from the
+    // kernel's cache of the disk file: the rest is read again from memory,
+    // not through FUSE (`--verify-images` checks the result).
+    let changed = slot.disk.set_state(sector_map(log, spec));
+    slot.stack.invalidate_ranges(&changed)?;
     flush_buffers(&slot.stack.dev)?;
     if cfg.verify_images {
         let seen = fs::read(&slot.stack.dev)?;
@@ -390,16 +303,22 @@ fn check_one(
         text.push('\n');
     }
     fs::write(&slot.marks_file, text)?;
+    // What the kernel says about the device from here to the unmount.
+    let _ = slot.kmsg.take_unusual(&slot.dev_name);
+    let mut seen = Seen::default();
     lap(0, &mut t);
     if fs.has_fs() {
         if let Err(e) = slot
             .stack
             .mount(fs.fstype(), fs.replay_options(), cfg.timeout)
         {
-            return Ok(Verdict::Fail {
-                stage: "mount",
-                message: e.to_string(),
-            });
+            return Ok((
+                Verdict::Fail {
+                    stage: "mount",
+                    message: e.to_string(),
+                },
+                seen,
+            ));
         }
     }
     lap(1, &mut t);
@@ -437,29 +356,49 @@ fn check_one(
         return Err(err(format!("{fs} state {spec}: {e}")));
     }
     lap(3, &mut t);
-    if cfg.fsck && fs.has_fs() && matches!(verdict, Verdict::Pass) {
+    seen.kernel_warning = slot
+        .kmsg
+        .take_unusual(&slot.dev_name)
+        .map_or(true, |w| !w.is_empty());
+    seen.fsck = cfg.fsck
+        && fs.has_fs()
+        && matches!(verdict, Verdict::Pass)
+        && (seen.kernel_warning || in_fsck_sample(hash, cfg.enumeration.seed, cfg.fsck_sample));
+    if seen.fsck {
         let r = run_with_timeout(&mut fs.fsck(&slot.stack.dev), cfg.timeout)?;
         if r.code != Some(0) {
-            let tail: String = r
-                .output
-                .lines()
-                .rev()
-                .take(6)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join(" | ");
             verdict = Verdict::Fail {
                 stage: "fsck",
-                message: format!("{}: {tail}", r.status_text()),
+                message: format!("{}: {}", r.status_text(), fsck_findings(&r.output)),
             };
         }
     }
     lap(4, &mut t);
     STAGE_NS[5].fetch_add(t_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    Ok(verdict)
+    Ok((verdict, seen))
 }
+
+/// What fsck found, in one line: the first problems it reported (e2fsck's
+/// `... Fix? no`, `xfs_repair`'s `would ...`, btrfs's `ERROR: ...`), then the
+/// last lines of its output.
+fn fsck_findings(output: &str) -> String {
+    let problems = output.lines().filter(|l| {
+        let l = l.trim();
+        l.ends_with("? no") || l.starts_with("would ") || l.starts_with("ERROR")
+    });
+    let lines: Vec<&str> = output.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(4)..];
+    problems
+        .take(3)
+        .chain(tail.iter().copied())
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// A state that failed: its spec, the stage and what it said.
+type Failure = (StateSpec, &'static str, String);
 
 /// Checks the chosen states of one recording in parallel.
 fn check_states(
@@ -469,10 +408,12 @@ fn check_states(
     log: &Arc<Log>,
     states: &[(StateSpec, u128)],
     jobs: usize,
-) -> io::Result<Vec<(StateSpec, &'static str, String)>> {
+) -> io::Result<(Vec<Failure>, [usize; 2])> {
     let next = AtomicUsize::new(0);
+    // States fsck'ed, states with a kernel warning.
+    let counts = [AtomicUsize::new(0), AtomicUsize::new(0)];
     let done = AtomicUsize::new(0);
-    let failures: Mutex<Vec<(StateSpec, &'static str, String)>> = Mutex::new(Vec::new());
+    let failures: Mutex<Vec<Failure>> = Mutex::new(Vec::new());
     let fatal: Mutex<Option<io::Error>> = Mutex::new(None);
     let tty = cfg.progress && io::stderr().is_terminal();
     std::thread::scope(|s| {
@@ -492,16 +433,28 @@ fn check_states(
                     disk,
                     stack,
                     marks_file,
+                    kmsg: Kmsg::open(),
+                    dev_name: String::new(),
                 };
+                slot.dev_name = slot
+                    .stack
+                    .dev
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
                 loop {
                     if fatal.lock().unwrap().is_some() {
                         break;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((spec, _)) = states.get(i) else {
+                    let Some((spec, hash)) = states.get(i) else {
                         break;
                     };
-                    match check_one(cfg, fs, &mut slot, log, spec) {
+                    let checked = check_one(cfg, fs, &mut slot, log, (spec, *hash));
+                    if let Ok((_, seen)) = &checked {
+                        counts[0].fetch_add(usize::from(seen.fsck), Ordering::Relaxed);
+                        counts[1].fetch_add(usize::from(seen.kernel_warning), Ordering::Relaxed);
+                    }
+                    match checked.map(|(v, _)| v) {
                         Ok(Verdict::Pass) => {}
                         Ok(Verdict::Fail { stage, message }) => {
                             failures
@@ -555,7 +508,7 @@ fn check_states(
     }
     let mut f = failures.into_inner().unwrap();
     f.sort_by_key(|(s, _, _)| (s.point, s.keep.clone()));
-    Ok(f)
+    Ok((f, counts.map(AtomicUsize::into_inner)))
 }
 
 /// Records and checks one configuration.
@@ -571,7 +524,8 @@ pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
     // FUSE round trips, and the extra one fills those gaps (measured +20%).
     let jobs = if cfg.jobs == 0 { cores + 1 } else { cfg.jobs };
     let t1 = Instant::now();
-    let failures = check_states(cfg, fs, &base, &log, &states, jobs)?;
+    let (failures, [fsck_runs, kernel_warnings]) =
+        check_states(cfg, fs, &base, &log, &states, jobs)?;
     let check_secs = t1.elapsed().as_secs_f64();
     let mut artifacts = None;
     if let Some(dir) = &cfg.artifacts {
@@ -615,6 +569,13 @@ pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
         max_in_flight: rec.max_in_flight,
         checked: states.len(),
         violation_count: failures.len(),
+        fsck_runs,
+        kernel_warnings,
+        fsck_sample: if cfg.fsck && fs.has_fs() {
+            cfg.fsck_sample.max(1)
+        } else {
+            0
+        },
         record_secs,
         check_secs,
         jobs,
@@ -676,6 +637,10 @@ pub fn replay_to(from: &Path, spec: &StateSpec, out: &Path) -> io::Result<PathBu
     )?;
     Ok(p)
 }
+
+/// The default fsck sample: every image the kernel warned about, plus a
+/// seeded 1 in this many of the others.
+pub const DEFAULT_FSCK_SAMPLE: u32 = 10;
 
 /// Default wall-clock timeout for one command.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);

@@ -615,19 +615,35 @@ impl DiskStack {
 
     /// Drops the kernel's cached pages of `disk.img` (after its content changed).
     pub fn invalidate_cache(&self) -> io::Result<()> {
-        match &self.session {
-            Some(s) => s
-                .notifier()
-                .inval_inode(fuser::INodeNo(crate::disk::INO_DISK), 0, 0)
-                .or_else(|e| {
-                    if e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                }),
-            None => Ok(()),
+        self.invalidate_ranges(&[(0, 0)])
+    }
+
+    /// Drops the kernel's cached pages of `disk.img` in these byte ranges
+    /// (offset, length; length 0 = to the end). Many ranges: all of it.
+    pub fn invalidate_ranges(&self, ranges: &[(u64, u64)]) -> io::Result<()> {
+        let Some(s) = &self.session else {
+            return Ok(());
+        };
+        let whole = [(0, 0)];
+        let ranges = if ranges.len() > MAX_INVALIDATIONS {
+            &whole[..]
+        } else {
+            ranges
+        };
+        let n = s.notifier();
+        for &(off, len) in ranges {
+            let r = n.inval_inode(
+                fuser::INodeNo(crate::disk::INO_DISK),
+                i64::try_from(off).unwrap_or(i64::MAX),
+                i64::try_from(len).unwrap_or(0),
+            );
+            match r {
+                // Nothing cached yet: nothing to drop.
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) => {}
+                other => other?,
+            }
         }
+        Ok(())
     }
 
     /// Mounts the filesystem on the loop device at [`DiskStack::mnt`].
@@ -728,6 +744,9 @@ impl Drop for DiskStack {
         let _ = self.teardown_inner();
     }
 }
+
+/// More ranges than this are dropped as one: the whole file.
+const MAX_INVALIDATIONS: usize = 512;
 
 /// Drops the loop device's buffer cache.
 pub fn flush_buffers(dev: &Path) -> io::Result<()> {
