@@ -40,12 +40,14 @@
 //!   the report's coverage section says how many states were chosen.
 
 pub mod disk;
+pub mod html;
 pub mod log;
 pub mod replay;
 pub mod rng;
 pub mod run;
 pub mod stack;
 mod sys;
+pub mod timeline;
 
 pub use replay::{Enumeration, StateSpec};
 pub use run::{run, Config, ConfigReport, Report, Violation};

@@ -21,6 +21,7 @@ use crate::stack::{
     cleanup_dead_runs, err, flush_buffers, preflight, run_tool, run_with_timeout,
     set_xfs_sync_centisecs, DiskStack, FsConfig, Noise,
 };
+use crate::timeline::Timeline;
 
 /// Everything a run needs. Commands are shell commands (`sh -c`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +150,9 @@ pub struct ConfigReport {
     pub artifacts: Option<String>,
     /// The violations (at most 1000 listed).
     pub violations: Vec<Violation>,
+    /// The recording and the checked states along the log, for the HTML report.
+    #[serde(default)]
+    pub timeline: Timeline,
 }
 
 /// The result of a run.
@@ -624,6 +628,7 @@ pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
         artifacts: artifacts.map(|d| d.display().to_string()),
         violations,
         coverage,
+        timeline: Timeline::new(&log, states.iter().map(|(s, _)| s)),
     })
 }
 
