@@ -12,6 +12,8 @@
 //! [`summary_table`] and [`table`] let another harness (fstx-lab) assemble
 //! its own page from the same parts. Every text is escaped.
 
+#![allow(clippy::cast_precision_loss)] // pixel coordinates
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -67,11 +69,11 @@ section.cfg.bad{border-left:6px solid #c62828}section.cfg.ok{border-left:6px sol
 table{border-collapse:collapse;background:#fff;margin:6px 0 10px}
 th,td{border:1px solid #d9dde5;padding:3px 8px;text-align:right;vertical-align:top}
 th{background:#eef0f4}td.l,th.l{text-align:left}
-tr.bad td{background:#fdecea}tr.ok td{background:#edf7ee}
+tr.bad td{background:#fdecea}table.more{font-size:12px}table.more td+td,table.more th+th{text-align:left}table.more tr:target td{outline:2px solid #c62828}tr.ok td{background:#edf7ee}
 dl.figs{display:grid;grid-template-columns:repeat(6,auto);gap:2px 12px;margin:6px 0;justify-content:start}
 dl.figs dt{color:#5b6476}dl.figs dd{margin:0;font-variant-numeric:tabular-nums}
 svg.timeline{width:100%;height:auto;background:#fbfbfc;border:1px solid #e3e6ec;border-radius:4px}
-svg text{font:11px system-ui,sans-serif;fill:#4a5366}
+path.viol-marker{fill:#c62828}svg text{font:11px system-ui,sans-serif;fill:#4a5366}
 .legend span{display:inline-block;margin-right:14px;font-size:12px}
 .legend i{display:inline-block;width:11px;height:11px;margin-right:4px;vertical-align:-1px}
 details.viol{border:1px solid #f0c4c0;border-radius:4px;margin:4px 0;padding:3px 8px;background:#fff8f7}
@@ -332,8 +334,8 @@ fn ticks(values: &[u32], top: f64, h: f64, colw: f64) -> String {
 
 /// The SVG timeline of one configuration (`id` prefixes violation anchors).
 pub fn timeline_svg(c: &ConfigReport, id: &str) -> String {
-    let t: &Timeline = &c.timeline;
-    let n = t.buckets();
+    let tl: &Timeline = &c.timeline;
+    let buckets = tl.buckets();
     let mut s = format!(
         "<h3>Timeline</h3><div class=\"legend\"><span><i style=\"background:{WRITE}\"></i>data writes</span>\
          <span><i style=\"background:{ZERO}\"></i>zeroing/discard</span>\
@@ -344,25 +346,25 @@ pub fn timeline_svg(c: &ConfigReport, id: &str) -> String {
          <span><i style=\"background:{VIOL}\"></i>violations</span></div>\n\
          <svg class=\"timeline\" id=\"{id}-timeline\" viewBox=\"0 0 {W} {H}\" role=\"img\">"
     );
-    if n == 0 {
+    if buckets == 0 {
         s.push_str("<text x=\"12\" y=\"30\">no timeline in this report</text></svg>\n");
         return s;
     }
-    let colw = PW / n as f64;
-    let span = (n * t.bucket) as f64;
-    let lane = |s: &mut String, y: f64, label: &str| {
+    let colw = PW / buckets as f64;
+    let span = (buckets * tl.bucket) as f64;
+    let lane = |out: &mut String, y: f64, label: &str| {
         let _ = write!(
-            s,
+            out,
             "<text x=\"{:.0}\" y=\"{y:.0}\" text-anchor=\"end\">{label}</text>",
             LEFT - 6.0
         );
     };
     // Writes and zeroing, stacked, up from y = 70.
-    let top = t
+    let top = tl
         .writes
         .iter()
-        .zip(&t.zeros)
-        .map(|(a, b)| a + b)
+        .zip(&tl.zeros)
+        .map(|(wr, ze)| wr + ze)
         .max()
         .unwrap_or(0)
         .max(1);
@@ -376,21 +378,21 @@ pub fn timeline_svg(c: &ConfigReport, id: &str) -> String {
     let _ = write!(
         s,
         "<path fill=\"{WRITE}\" d=\"{}\"><title>{} data writes</title></path>",
-        bars(&t.writes, None, scale, 70.0, colw),
+        bars(&tl.writes, None, scale, 70.0, colw),
         c.writes
-            .saturating_sub(t.zeros.iter().sum::<u32>() as usize)
+            .saturating_sub(tl.zeros.iter().sum::<u32>() as usize)
     );
     let _ = write!(
         s,
         "<path fill=\"{ZERO}\" d=\"{}\"><title>{} zeroing/discard records</title></path>",
-        bars(&t.zeros, Some(&t.writes), scale, 70.0, colw),
-        t.zeros.iter().sum::<u32>()
+        bars(&tl.zeros, Some(&tl.writes), scale, 70.0, colw),
+        tl.zeros.iter().sum::<u32>()
     );
     lane(&mut s, 88.0, "flushes");
     let _ = write!(
         s,
         "<path fill=\"{FLUSH}\" d=\"{}\"><title>{} flushes</title></path>",
-        ticks(&t.flushes, 78.0, 14.0, colw),
+        ticks(&tl.flushes, 78.0, 14.0, colw),
         c.flushes
     );
     lane(&mut s, 110.0, "marks / acks");
@@ -398,30 +400,30 @@ pub fn timeline_svg(c: &ConfigReport, id: &str) -> String {
         s,
         "<path fill=\"{MARK}\" d=\"{}\"><title>{} marks</title></path>\
          <path fill=\"{ACK}\" d=\"{}\"><title>{} acknowledgements</title></path>",
-        ticks(&t.marks, 100.0, 14.0, colw),
+        ticks(&tl.marks, 100.0, 14.0, colw),
         c.marks,
-        ticks(&t.acks, 100.0, 14.0, colw),
-        t.acks.iter().sum::<u32>()
+        ticks(&tl.acks, 100.0, 14.0, colw),
+        tl.acks.iter().sum::<u32>()
     );
-    let ctop = t.checked.iter().copied().max().unwrap_or(0).max(1);
+    let ctop = tl.checked.iter().copied().max().unwrap_or(0).max(1);
     lane(&mut s, 150.0, "states checked");
     let _ = write!(
         s,
         "<text x=\"{:.0}\" y=\"132\" text-anchor=\"end\" class=\"muted\">max {ctop}</text>\
          <path fill=\"{CHECKED}\" d=\"{}\"><title>{} crash states checked</title></path>",
         LEFT - 6.0,
-        bars(&t.checked, None, 38.0 / f64::from(ctop), 166.0, colw),
+        bars(&tl.checked, None, 38.0 / f64::from(ctop), 166.0, colw),
         c.checked
     );
     lane(&mut s, 190.0, "violations");
     // One marker per column with violations, linking to the first of them.
     let mut cols: BTreeMap<usize, Vec<(usize, &Violation)>> = BTreeMap::new();
     for (i, v) in c.violations.iter().enumerate() {
-        cols.entry(v.point / t.bucket).or_default().push((i, v));
+        cols.entry(v.point / tl.bucket).or_default().push((i, v));
     }
     for (b, vs) in &cols {
         let x = LEFT + (*b as f64 + 0.5) * colw;
-        let (i, v) = vs[0];
+        let (first, v) = vs[0];
         let more = if vs.len() > 1 {
             format!(" (+{} more in this column)", vs.len() - 1)
         } else {
@@ -429,14 +431,14 @@ pub fn timeline_svg(c: &ConfigReport, id: &str) -> String {
         };
         let _ = write!(
             s,
-            "<a href=\"#{id}-v{i}\"><path class=\"viol-marker\" fill=\"{VIOL}\" \
-             d=\"M{x:.1} 178l-5 14h10z\"><title>{}</title></path></a>",
+            "<a href=\"#{id}-v{first}\"><path class=\"viol-marker\" d=\"M{x:.1} 178l-5 14h10z\">\
+             <title>{}</title></path></a>",
             escape(&format!(
-                "violation at point {}: {} [{}] {}{more}",
+                "point {}: {} [{}] {}{more}",
                 v.point,
-                v.state,
+                shorten(&v.state, 30),
                 v.stage,
-                shorten(&v.message, 120)
+                shorten(v.message.lines().next().unwrap_or(""), 70)
             ))
         );
     }
@@ -444,7 +446,7 @@ pub fn timeline_svg(c: &ConfigReport, id: &str) -> String {
     let _ = write!(s, "<path stroke=\"#9aa3b5\" d=\"M{LEFT} 200.5h{PW}\"/>");
     for k in 0..=4 {
         let frac = f64::from(k) / 4.0;
-        let rec = (span * frac).round().min(t.records as f64);
+        let rec = (span * frac).round().min(tl.records as f64);
         let x = LEFT + PW * frac;
         let anchor = match k {
             0 => "start",
@@ -457,9 +459,9 @@ pub fn timeline_svg(c: &ConfigReport, id: &str) -> String {
              <text x=\"{x:.1}\" y=\"218\" text-anchor=\"{anchor}\">{rec:.0}</text>"
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "<text x=\"{:.0}\" y=\"234\" text-anchor=\"middle\">record index (crash point)</text></svg>\n",
+        "<text x=\"{:.0}\" y=\"234\" text-anchor=\"middle\">record index (crash point)</text></svg>",
         LEFT + PW / 2.0
     );
     s
@@ -484,6 +486,17 @@ fn marks_list(t: &Timeline) -> String {
     s
 }
 
+/// Violations shown in full (message, explanation, replay command); the
+/// rest of the listed ones get one compact row each, so a report with
+/// thousands of violations stays a few hundred kilobytes.
+pub const FULL_VIOLATIONS: usize = 40;
+
+fn after_mark(v: &Violation) -> String {
+    v.last_mark
+        .as_deref()
+        .map_or("before any mark".to_string(), |m| format!("after “{m}”"))
+}
+
 fn violations(c: &ConfigReport, id: &str) -> String {
     if c.violations.is_empty() {
         return if c.violation_count == 0 {
@@ -497,11 +510,7 @@ fn violations(c: &ConfigReport, id: &str) -> String {
         c.violations.len(),
         c.violation_count
     );
-    for (i, v) in c.violations.iter().enumerate() {
-        let after = v
-            .last_mark
-            .as_deref()
-            .map_or("before any mark".to_string(), |m| format!("after “{m}”"));
+    for (i, v) in c.violations.iter().enumerate().take(FULL_VIOLATIONS) {
         let _ = write!(
             s,
             "<details class=\"viol\" id=\"{id}-v{i}\"{open}><summary>point <b>{}</b> · state \
@@ -510,7 +519,7 @@ fn violations(c: &ConfigReport, id: &str) -> String {
             v.point,
             escape(&v.state),
             escape(&v.stage),
-            escape(&after),
+            escape(&after_mark(v)),
             escape(&shorten(v.message.lines().next().unwrap_or(""), 140)),
             escape(&shorten(&v.message, 4000)),
             open = if i == 0 { " open" } else { "" },
@@ -527,10 +536,44 @@ fn violations(c: &ConfigReport, id: &str) -> String {
         }
         s.push_str("</details>\n");
     }
-    if c.violation_count > c.violations.len() {
+    if c.violations.len() > FULL_VIOLATIONS {
         let _ = write!(
             s,
-            "<p class=\"muted\">… {} more violations not listed.</p>\n",
+            "<p>{} more, one line each (the full messages are in the JSON report, <code>--json</code>)",
+            c.violations.len() - FULL_VIOLATIONS
+        );
+        if let Some(r) = &c.violations[0].replay {
+            let template = r.replace(&c.violations[0].state, "STATE");
+            let _ = write!(
+                s,
+                "; replay any of them with <code>{}</code>",
+                escape(&template)
+            );
+        }
+        s.push_str(":</p>\n<table class=\"more\"><tr><th>point</th><th class=\"l\">state</th>\
+            <th class=\"l\">stage</th><th class=\"l\">last mark</th><th class=\"l\">what failed</th></tr>\n");
+        for (i, v) in c.violations.iter().enumerate().skip(FULL_VIOLATIONS) {
+            let _ = write!(
+                s,
+                "<tr class=\"viol\" id=\"{id}-v{i}\"><td>{}</td><td><code>{}</code></td>\
+                 <td>{}</td><td>{}</td><td>{}",
+                v.point,
+                escape(&v.state),
+                escape(&v.stage),
+                escape(&shorten(v.last_mark.as_deref().unwrap_or("-"), 30)),
+                escape(&shorten(v.message.lines().next().unwrap_or(""), 110)),
+            );
+            if let Some(e) = &v.explanation {
+                let _ = write!(s, "<br><i>{}</i>", escape(&shorten(e, 400)));
+            }
+            s.push_str("</td></tr>\n");
+        }
+        s.push_str("</table>\n");
+    }
+    if c.violation_count > c.violations.len() {
+        let _ = writeln!(
+            s,
+            "<p class=\"muted\">… {} more violations not listed.</p>",
             c.violation_count - c.violations.len()
         );
     }
@@ -599,6 +642,33 @@ mod tests {
         // Inline SVG in HTML needs no namespace: no URL at all.
         assert!(!html.contains("http"), "{html}");
         assert!(!html.contains("<script") && !html.contains("<link") && !html.contains("src="));
+    }
+
+    #[test]
+    fn many_violations_get_compact_rows_with_anchors() {
+        let mut r = sample();
+        let c = &mut r.configs[0];
+        let v = c.violations[0].clone();
+        c.violations = (0..FULL_VIOLATIONS + 5)
+            .map(|i| Violation {
+                point: i,
+                state: format!("p{i}"),
+                replay: Some(format!(
+                    "powercut replay --from /tmp/x --state p{i} --out /tmp/y"
+                )),
+                ..v.clone()
+            })
+            .collect();
+        c.violation_count = 1000;
+        let html = report(&r, "many");
+        assert_eq!(
+            html.matches("<details class=\"viol\"").count(),
+            FULL_VIOLATIONS
+        );
+        assert_eq!(html.matches("<tr class=\"viol\"").count(), 5);
+        assert!(html.contains(&format!("id=\"ext4-v{}\"", FULL_VIOLATIONS + 4)));
+        assert!(html.contains("--state STATE --out /tmp/y"));
+        assert!(html.contains("955 more violations not listed"));
     }
 
     #[test]
