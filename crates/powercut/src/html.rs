@@ -116,8 +116,17 @@ pub fn page(title: &str, lead: &str, body: &[String]) -> String {
 /// (red), `false` good (green), `None` plain. The first column is left-aligned.
 pub fn table(id: &str, headers: &[&str], rows: &[(Option<bool>, Vec<String>)]) -> String {
     let mut s = format!("<table id=\"{}\" class=\"summary\"><tr>", escape(id));
+    let text_cols: Vec<bool> = (0..headers.len())
+        .map(|i| {
+            i == 0
+                || rows.first().is_some_and(|(_, r)| {
+                    r.get(i)
+                        .is_some_and(|c| c.trim_end_matches('K').parse::<f64>().is_err())
+                })
+        })
+        .collect();
     for (i, h) in headers.iter().enumerate() {
-        let cls = if i == 0 { " class=\"l\"" } else { "" };
+        let cls = if text_cols[i] { " class=\"l\"" } else { "" };
         let _ = write!(s, "<th{cls}>{}</th>", escape(h));
     }
     s.push_str("</tr>\n");
@@ -129,7 +138,11 @@ pub fn table(id: &str, headers: &[&str], rows: &[(Option<bool>, Vec<String>)]) -
         };
         let _ = write!(s, "<tr{cls}>");
         for (i, c) in cells.iter().enumerate() {
-            let cls = if i == 0 { " class=\"l\"" } else { "" };
+            let cls = if text_cols.get(i).copied().unwrap_or(false) {
+                " class=\"l\""
+            } else {
+                ""
+            };
             let _ = write!(s, "<td{cls}>{}</td>", escape(c));
         }
         s.push_str("</tr>\n");
