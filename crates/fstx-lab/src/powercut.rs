@@ -53,6 +53,10 @@ pub(crate) struct Args {
     /// Write the full results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Write the results as one self-contained HTML page to FILE (summary
+    /// table, then each writer's timeline, coverage and violations).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Keep base images and logs here, to replay violations.
     #[arg(long, value_name = "DIR")]
     artifacts: Option<PathBuf>,
@@ -162,12 +166,14 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Failure> {
         return Err(Failure::new("--workers and --seconds must be positive"));
     }
     if args.sim {
+        no_html_on_sim(args);
         return crate::simrun::run(args.workers, args.seconds, &args.contenders, args.seed);
     }
     if let Err(e) = powercut::stack::preflight(&configs) {
         eprintln!(
             "fstx-lab powercut: the kernel stack cannot run here ({e}); running the same experiment on the in-process simulator instead"
         );
+        no_html_on_sim(args);
         return crate::simrun::run(args.workers, args.seconds, &args.contenders, args.seed);
     }
     let exe = std::env::current_exe()?;
@@ -210,6 +216,11 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Failure> {
         std::fs::write(path, json)
             .map_err(|e| Failure::new(format!("--json {}: {e}", path.display())))?;
     }
+    if let Some(path) = &args.html {
+        std::fs::write(path, html_report(&configs, &reports, args))
+            .map_err(|e| Failure::new(format!("--html {}: {e}", path.display())))?;
+        println!("HTML report: {}", path.display());
+    }
     let fstx_failed = reports
         .iter()
         .any(|r| r.contender == Contender::Fstx.name() && !r.report.passed());
@@ -219,6 +230,84 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Failure> {
         ));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn no_html_on_sim(args: &Args) {
+    if let Some(p) = &args.html {
+        eprintln!(
+            "fstx-lab powercut: --html {}: only the run on the real kernel writes an HTML report",
+            p.display()
+        );
+    }
+}
+
+fn verdict(c: &powercut::ConfigReport) -> String {
+    if c.violation_count == 0 {
+        "every state old-or-new, acknowledged data present".to_string()
+    } else {
+        format!("{} crash states lost or corrupted data", c.violation_count)
+    }
+}
+
+/// The experiment as one HTML page: fstx against the unsafe writers at the
+/// top, then one section (timeline, coverage, violations) per writer and
+/// configuration.
+fn html_report(configs: &[FsConfig], reports: &[ContenderReport], args: &Args) -> String {
+    use powercut::html;
+    let mut rows = Vec::new();
+    for fs in configs {
+        for r in reports {
+            if let Some(c) = r.report.configs.iter().find(|c| c.config == fs.name()) {
+                rows.push((
+                    Some(c.violation_count > 0),
+                    vec![
+                        fs.name().to_string(),
+                        r.contender.to_string(),
+                        c.checked.to_string(),
+                        c.violation_count.to_string(),
+                        format!("{:.1}", c.states_per_sec_per_core),
+                        verdict(c),
+                    ],
+                ));
+            }
+        }
+    }
+    let headers = [
+        "filesystem",
+        "writer",
+        "states",
+        "violations",
+        "st/s/core",
+        "verdict",
+    ];
+    let mut body = vec![html::table("summary", &headers, &rows)];
+    let mut who = String::from("<h3>The writers</h3><ul>");
+    for r in reports {
+        let first = r.report.configs.first().map_or("", |c| c.config.as_str());
+        let _ = write!(
+            who,
+            "<li><a href=\"#{}\"><b>{}</b></a>: {}</li>",
+            html::anchor(&format!("{}-{first}", r.contender)),
+            html::escape(r.contender),
+            html::escape(r.writer)
+        );
+    }
+    who.push_str("</ul>");
+    body.push(who);
+    for r in reports {
+        for c in &r.report.configs {
+            let heading = format!("{} on {}", r.contender, c.config);
+            body.push(html::section(&heading, c, r.contender));
+        }
+    }
+    let lead = format!(
+        "{} worker processes loop each writer's operations for {} s on a real filesystem whose \
+         every block write and cache flush is recorded; every crash state a power cut could \
+         leave (up to {} per writer and configuration, seed {}) is rebuilt, mounted, recovered \
+         and checked.",
+        args.workers, args.seconds, args.max_states, args.seed
+    );
+    html::page("fstx power-cut experiment", &lead, &body)
 }
 
 /// The first problem the checker (or mount/fsck) named, as a sentence.
@@ -251,11 +340,7 @@ fn human_report(configs: &[FsConfig], reports: &[ContenderReport]) -> String {
             let Some(c) = r.report.configs.iter().find(|c| c.config == fs.name()) else {
                 continue;
             };
-            let verdict = if c.violation_count == 0 {
-                "every state old-or-new, acknowledged data present".to_string()
-            } else {
-                format!("{} crash states lost or corrupted data", c.violation_count)
-            };
+            let verdict = verdict(c);
             let _ = writeln!(
                 s,
                 "{:<15} {:<19} {:>8} {:>9} {:>10.1}  {}",

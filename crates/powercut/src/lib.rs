@@ -30,6 +30,12 @@
 //! cache flushes that reached the disk ([`log::Log::segments`]): the
 //! physical cost of an operation (the benchmark in `bench/` uses it).
 //!
+//! `powercut run --html FILE` writes the report as one self-contained HTML
+//! page ([`html`]): per configuration an SVG timeline of the recording
+//! ([`timeline::Timeline`], carried in [`ConfigReport::timeline`]) with the
+//! checked crash states and every violation on it, the coverage, and each
+//! violation's details.
+//!
 //! ## Notes and limitations
 //! - Needs root, `/dev/fuse`, loop devices, and the mkfs/fsck tools.
 //! - Another process calling `sync` on the machine also flushes the
@@ -40,6 +46,7 @@
 //!   the report's coverage section says how many states were chosen.
 
 pub mod disk;
+pub mod html;
 pub mod kmsg;
 pub mod log;
 pub mod record;
@@ -49,6 +56,7 @@ pub mod rng;
 pub mod run;
 pub mod stack;
 mod sys;
+pub mod timeline;
 
 pub use replay::{Enumeration, StateSpec};
 pub use run::{run, Config, ConfigReport, Report, Violation};

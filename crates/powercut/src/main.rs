@@ -132,6 +132,9 @@ struct RunArgs {
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page to this file.
+    #[arg(long)]
+    html: Option<PathBuf>,
     /// Where to save base images and logs (for `powercut replay`).
     #[arg(long)]
     artifacts: Option<PathBuf>,
@@ -212,6 +215,7 @@ fn try_main() -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run(a) => {
+            let workload = a.workload.clone();
             let mut cfg = Config::new(a.workload, a.check);
             cfg.configs = parse_fs(&a.fs)?;
             cfg.setup = a.setup;
@@ -266,6 +270,11 @@ fn try_main() -> Result<ExitCode, String> {
             if let Some(path) = a.json {
                 let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
                 std::fs::write(&path, text)
+                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            }
+            if let Some(path) = a.html {
+                let html = powercut::html::report(&report, &format!("powercut run: {workload}"));
+                std::fs::write(&path, html)
                     .map_err(|e| format!("writing {}: {e}", path.display()))?;
             }
             Ok(if report.passed() {

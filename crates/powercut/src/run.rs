@@ -23,6 +23,7 @@ use crate::rng::Rng;
 use crate::stack::{
     cleanup_dead_runs, err, flush_buffers, preflight, run_with_timeout, DiskStack, FsConfig,
 };
+use crate::timeline::Timeline;
 
 /// Everything a run needs. Commands are shell commands (`sh -c`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -166,6 +167,22 @@ pub struct ConfigReport {
     pub artifacts: Option<String>,
     /// The violations (at most 1000 listed).
     pub violations: Vec<Violation>,
+    /// The recording and the checked states along the log, for the HTML report.
+    #[serde(default)]
+    pub timeline: Timeline,
+}
+
+/// Which images fsck ran on, in words.
+pub fn fsck_summary(c: &ConfigReport) -> String {
+    let mut s = format!("{} of {} images", c.fsck_runs, c.checked);
+    if c.fsck_sample > 1 {
+        let _ = write!(
+            s,
+            ": the {} the kernel warned about, plus a seeded 1 in {} of the others",
+            c.kernel_warnings, c.fsck_sample
+        );
+    }
+    s
 }
 
 /// The result of a run.
@@ -223,11 +240,7 @@ impl Report {
             );
         }
         for c in self.configs.iter().filter(|c| c.fsck_sample > 1) {
-            let _ = writeln!(
-                s,
-                "{}: fsck ran on {} of {} images: the {} the kernel warned about, plus a seeded 1 in {} of the others",
-                c.config, c.fsck_runs, c.checked, c.kernel_warnings, c.fsck_sample
-            );
+            let _ = writeln!(s, "{}: fsck ran on {}", c.config, fsck_summary(c));
         }
         s
     }
@@ -585,6 +598,7 @@ pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
         artifacts: artifacts.map(|d| d.display().to_string()),
         violations,
         coverage,
+        timeline: Timeline::new(&log, states.iter().map(|(s, _)| s)),
     })
 }
 
