@@ -146,6 +146,26 @@ pub fn sector_map(log: &Log, spec: &StateSpec) -> SectorMap {
     map
 }
 
+/// Every sector whose content can differ between the crash images `prev`
+/// and `next`: those written by the records flushed in one and not the
+/// other, by the writes either keeps, and by a lying-flash record of
+/// either. Work in proportion to how far apart the states are, not to the
+/// size of their sector maps.
+pub fn changed_sectors(log: &Log, prev: &StateSpec, next: &StateSpec) -> Vec<u64> {
+    let d1 = last_flush_before(log, prev.point).unwrap_or(0);
+    let d2 = last_flush_before(log, next.point).unwrap_or(0);
+    let kept = prev.keep.iter().chain(&next.keep).map(|&k| k as usize);
+    let lied = [prev.lie, next.lie]
+        .into_iter()
+        .flatten()
+        .map(|(r, _)| r as usize);
+    let mut out = Vec::new();
+    for rec in (d1.min(d2)..d1.max(d2)).chain(kept).chain(lied) {
+        for_sectors(log, rec, None, |s, _| out.push(s));
+    }
+    out
+}
+
 /// The marks a checker of `spec` gets: those written before the crash point.
 pub fn marks_before(log: &Log, point: usize) -> Vec<String> {
     log.records[..point]

@@ -68,22 +68,26 @@ impl ReplayDisk {
 
     /// Switches to another crash state and drops everything written since.
     /// Returns the byte ranges (page aligned, coalesced, in order) whose
-    /// content may differ from what the disk showed before: the sectors the
-    /// two states map differently and every sector written since the last
-    /// switch. A reader's cache of the rest stays valid.
-    pub fn set_state(&self, map: SectorMap) -> Vec<(u64, u64)> {
+    /// content may differ from what the disk showed before: among
+    /// `candidates` (the sectors that may differ between the two states,
+    /// [`crate::replay::changed_sectors`]) those the two maps really map
+    /// differently, and every sector written since the last switch. `None`
+    /// (nothing known about the last state): the whole disk. A reader's
+    /// cache of the rest stays valid.
+    pub fn set_state(&self, map: SectorMap, candidates: Option<&[u64]>) -> Vec<(u64, u64)> {
         let mut st = lock(&self.state);
+        let Some(candidates) = candidates else {
+            st.map = map;
+            st.scratch.clear();
+            return vec![(0, 0)];
+        };
         let mut pages: Vec<u64> = st.scratch.keys().map(|&s| s / PAGE_SECTORS).collect();
-        for (&s, src) in &map {
-            if st.map.get(&s) != Some(src) {
-                pages.push(s / PAGE_SECTORS);
-            }
-        }
-        for &s in st.map.keys() {
-            if !map.contains_key(&s) {
-                pages.push(s / PAGE_SECTORS);
-            }
-        }
+        pages.extend(
+            candidates
+                .iter()
+                .filter(|&s| st.map.get(s) != map.get(s))
+                .map(|&s| s / PAGE_SECTORS),
+        );
         st.map = map;
         st.scratch.clear();
         drop(st);
@@ -221,20 +225,27 @@ mod tests {
         let disk = ReplayDisk::new(Arc::new(vec![0u8; 1 << 16]), Arc::clone(&log));
         let mut a = SectorMap::new();
         a.insert(0, Src::Log(0));
-        // From nothing to `a`: page 0.
-        assert_eq!(disk.set_state(a.clone()), vec![(0, 4096)]);
+        // Nothing known about the last state: everything.
+        assert_eq!(disk.set_state(a.clone(), None), vec![(0, 0)]);
         // The same map again, nothing written: nothing changed.
-        assert!(disk.set_state(a.clone()).is_empty());
+        assert!(disk.set_state(a.clone(), Some(&[0, 16, 17])).is_empty());
         // A write lands in the scratch layer: its page changes back.
         disk.write_bytes(5 * 4096 + 512, &[1u8; 512]);
-        assert_eq!(disk.set_state(a.clone()), vec![(5 * 4096, 4096)]);
+        assert_eq!(disk.set_state(a.clone(), Some(&[])), vec![(5 * 4096, 4096)]);
         // Another map: the page it drops and the pages it adds.
         let mut b = SectorMap::new();
         b.insert(16, Src::Log(512));
         b.insert(17, Src::Log(1024));
-        assert_eq!(disk.set_state(b.clone()), vec![(0, 4096), (8192, 4096)]);
+        let all = [0, 16, 17];
+        assert_eq!(
+            disk.set_state(b.clone(), Some(&all)),
+            vec![(0, 4096), (8192, 4096)]
+        );
         // The same sector from another source is a change.
         b.insert(16, Src::Zero);
-        assert_eq!(disk.set_state(b), vec![(8192, 4096)]);
+        assert_eq!(disk.set_state(b.clone(), Some(&all)), vec![(8192, 4096)]);
+        // Only candidates are looked at.
+        b.insert(16, Src::Log(512));
+        assert!(disk.set_state(b, Some(&[0])).is_empty());
     }
 }

@@ -18,7 +18,9 @@ use crate::kmsg::Kmsg;
 use crate::log::{save_image, Log};
 pub use crate::record::{record, Recording};
 use crate::record::{shell, work_dir};
-use crate::replay::{enumerate, marks_before, sector_map, Coverage, Enumeration, StateSpec};
+use crate::replay::{
+    changed_sectors, enumerate, marks_before, sector_map, Coverage, Enumeration, StateSpec,
+};
 use crate::rng::Rng;
 use crate::stack::{
     cleanup_dead_runs, err, flush_buffers, preflight, run_with_timeout, DiskStack, FsConfig,
@@ -253,6 +255,8 @@ struct Slot {
     marks_file: PathBuf,
     kmsg: Kmsg,
     dev_name: String,
+    /// The state the disk showed last.
+    last: Option<StateSpec>,
 }
 
 enum Verdict {
@@ -299,7 +303,11 @@ fn check_one(
     // Only the pages that differ from the last state are dropped from the
     // kernel's cache of the disk file: the rest is read again from memory,
     // not through FUSE (`--verify-images` checks the result).
-    let changed = slot.disk.set_state(sector_map(log, spec));
+    let candidates = slot.last.as_ref().map(|p| changed_sectors(log, p, spec));
+    let changed = slot
+        .disk
+        .set_state(sector_map(log, spec), candidates.as_deref());
+    slot.last = Some(spec.clone());
     slot.stack.invalidate_ranges(&changed)?;
     flush_buffers(&slot.stack.dev)?;
     if cfg.verify_images {
@@ -448,6 +456,7 @@ fn check_states(
                     marks_file,
                     kmsg: Kmsg::open(),
                     dev_name: String::new(),
+                    last: None,
                 };
                 slot.dev_name = slot
                     .stack
