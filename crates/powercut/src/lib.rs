@@ -39,7 +39,10 @@
 //! - A crash image's volatile writes are sampled when there are many of them;
 //!   the report's coverage section says how many states were chosen.
 
+pub mod blockmap;
+mod blockmap_xfs_btrfs;
 pub mod disk;
+pub mod explain;
 pub mod log;
 pub mod replay;
 pub mod rng;

@@ -60,6 +60,9 @@ pub struct Config {
     /// Self-test: before mounting each crash image, read the whole loop
     /// device and compare it with the image rebuilt from the log (slow).
     pub verify_images: bool,
+    /// Explain the first this many violations per configuration (0 = none).
+    #[serde(default)]
+    pub explain: usize,
 }
 
 impl Config {
@@ -83,6 +86,7 @@ impl Config {
             save_all: false,
             progress: false,
             verify_images: false,
+            explain: crate::explain::DEFAULT_EXPLAIN,
         }
     }
 }
@@ -108,6 +112,9 @@ pub struct Violation {
     /// inodes, journal), when the violation was explained.
     #[serde(default)]
     pub explanation: Option<String>,
+    /// The replay command of the explanation's minimal state, when shrinking changed it.
+    #[serde(default)]
+    pub minimal_replay: Option<String>,
 }
 
 /// Figures for one configuration.
@@ -338,14 +345,14 @@ fn work_dir(stack: &DiskStack, fs: FsConfig) -> io::Result<std::path::PathBuf> {
     Ok(d)
 }
 
-struct Slot {
-    base: Arc<Vec<u8>>,
-    disk: Arc<ReplayDisk>,
-    stack: DiskStack,
-    marks_file: PathBuf,
+pub(crate) struct Slot {
+    pub(crate) base: Arc<Vec<u8>>,
+    pub(crate) disk: Arc<ReplayDisk>,
+    pub(crate) stack: DiskStack,
+    pub(crate) marks_file: PathBuf,
 }
 
-enum Verdict {
+pub(crate) enum Verdict {
     Pass,
     Fail {
         stage: &'static str,
@@ -364,7 +371,7 @@ fn lap(stage: usize, t: &mut Instant) {
     *t = now;
 }
 
-fn check_one(
+pub(crate) fn check_one(
     cfg: &Config,
     fs: FsConfig,
     slot: &mut Slot,
@@ -584,7 +591,7 @@ pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
             artifacts = Some(d);
         }
     }
-    let violations = failures
+    let mut violations: Vec<Violation> = failures
         .iter()
         .take(1000)
         .map(|(spec, stage, message)| Violation {
@@ -601,8 +608,10 @@ pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
                 )
             }),
             explanation: None,
+            minimal_replay: None,
         })
         .collect();
+    crate::explain::explain_violations(cfg, fs, &base, &log, &mut violations, cfg.explain);
     Ok(ConfigReport {
         config: fs.name().to_string(),
         records: log.records.len(),
