@@ -218,7 +218,17 @@ fn late_writes(o: &mut Oracle<'_>, log: &Log, spec: &StateSpec) -> io::Result<Ve
     if later.is_empty() || heals(o, &later)? != Some(true) {
         return Ok(Vec::new());
     }
-    ddmin(o, later, &heals)
+    // The shortest healing prefix first (cheap), then delta debugging in it.
+    let (mut lo, mut hi) = (0, later.len());
+    while lo + 1 < hi {
+        let mid = lo + (hi - lo) / 2;
+        match heals(o, &later[..mid])? {
+            Some(true) => hi = mid,
+            Some(false) => lo = mid,
+            None => break,
+        }
+    }
+    ddmin(o, later[..hi].to_vec(), &heals)
 }
 
 /// Shrinks the failing state `start` (see the module docs). `fails` checks
@@ -391,39 +401,53 @@ fn name_writes(
     blockmap::describe(fs, &slot.stack.dev, &ranges)
 }
 
+/// "what at record R" for each write, the writes with the same name merged
+/// ("at records 8, 12"), those naming a file first; at most `MAX` names.
 fn list(names: &[String], recs: &[u32], verb: &str) -> String {
-    names
+    const MAX: usize = 6;
+    let mut merged: Vec<(&str, Vec<u32>)> = Vec::new();
+    for (n, &r) in names.iter().zip(recs) {
+        match merged.iter_mut().find(|(m, _)| *m == n.as_str()) {
+            Some((_, rs)) => rs.push(r),
+            None => merged.push((n, vec![r])),
+        }
+    }
+    // A stable sort: writes that name a file (a quoted path) come first.
+    merged.sort_by_key(|(n, _)| !n.contains('"'));
+    let more = merged.len().saturating_sub(MAX);
+    let mut parts: Vec<String> = merged
         .iter()
-        .zip(recs)
-        .map(|(n, r)| format!("{n} {verb} at record {r}"))
-        .collect::<Vec<_>>()
-        .join("; ")
+        .take(MAX)
+        .map(|(n, rs)| {
+            let rs: Vec<String> = rs.iter().map(u32::to_string).collect();
+            let s = if rs.len() > 1 { "s" } else { "" };
+            format!("{n} {verb} at record{s} {}", rs.join(", "))
+        })
+        .collect();
+    if more > 0 {
+        parts.push(format!("and {more} more writes"));
+    }
+    parts.join("; ")
 }
 
 /// The sentence for a shrunk state, given the names of its lost and
 /// mattering kept writes.
 pub fn sentence(original: &StateSpec, s: &Shrunk, lost: &[String], kept: &[String]) -> String {
     let mut t = String::new();
-    const MAX: usize = 6;
     if !s.late.is_empty() {
         t.push_str("lost (not yet written at the cut): ");
-        let late = &lost[lost.len().min(s.lost.len())..];
         t.push_str(&list(
-            &late[..late.len().min(MAX)],
+            &lost[lost.len().min(s.lost.len())..],
             &s.late,
             "written later",
         ));
-        if s.late.len() > MAX {
-            t.push_str(&format!("; and {} more writes", s.late.len() - MAX));
-        }
     } else if s.lost.is_empty() {
-        t.push_str("lost: nothing since the last flush (the state fails with every write issued before the cut)");
+        t.push_str(
+            "lost: nothing since the last flush (the state fails with every write issued before the cut)",
+        );
     } else {
         t.push_str("lost: ");
-        t.push_str(&list(&lost[..lost.len().min(MAX)], &s.lost, "written"));
-        if s.lost.len() > MAX {
-            t.push_str(&format!("; and {} more writes", s.lost.len() - MAX));
-        }
+        t.push_str(&list(lost, &s.lost, "written"));
     }
     if !s.kept_matter.is_empty() {
         t.push_str("; kept (losing it too makes the failure disappear): ");

@@ -40,6 +40,7 @@
 //!   the report's coverage section says how many states were chosen.
 
 pub mod blockmap;
+mod blockmap_ext4;
 mod blockmap_xfs_btrfs;
 pub mod disk;
 pub mod explain;
