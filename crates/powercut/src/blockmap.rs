@@ -78,14 +78,35 @@ pub fn describe(fs: FsConfig, dev: &Path, ranges: &[Range<'_>]) -> Vec<String> {
     }
 }
 
+/// A block number inside an owner text, written right after the word
+/// "block": runs of one owner merge into "blocks 10-12".
+pub fn blk(n: u64) -> String {
+    format!("\u{1}{n}\u{1}")
+}
+
+/// The owner text without its block number, and the number.
+fn split_blk(o: &str) -> (String, Option<u64>) {
+    let mut parts = o.splitn(3, '\u{1}');
+    let (Some(a), Some(n), Some(b)) = (parts.next(), parts.next(), parts.next()) else {
+        return (o.to_string(), None);
+    };
+    (format!("{a}\u{1}{b}"), n.parse().ok())
+}
+
 /// Joins the owners of one range's blocks (`(bytes, owner)` in disk order):
-/// runs of the same owner become one "8 KiB data block of ...".
+/// runs of the same owner become one "12 KiB data blocks 10-12 of ...".
 fn group(r: &Range<'_>, blocks: &[(u64, String)]) -> String {
-    let mut parts: Vec<(u64, &str)> = Vec::new();
+    let mut parts: Vec<(u64, String, Option<(u64, u64)>)> = Vec::new();
     for (n, o) in blocks {
+        let (text, b) = split_blk(o);
         match parts.last_mut() {
-            Some((m, last)) if *last == o.as_str() => *m += n,
-            _ => parts.push((*n, o)),
+            Some((m, last, span)) if *last == text => {
+                *m += n;
+                if let (Some((_, hi)), Some(b)) = (span.as_mut(), b) {
+                    *hi = b;
+                }
+            }
+            _ => parts.push((*n, text, b.map(|b| (b, b)))),
         }
     }
     if parts.is_empty() {
@@ -93,7 +114,14 @@ fn group(r: &Range<'_>, blocks: &[(u64, String)]) -> String {
     }
     parts
         .iter()
-        .map(|(n, o)| format!("{} {o}", size_text(*n)))
+        .map(|(n, o, span)| {
+            let nums = match span {
+                Some((a, b)) if a == b => format!(" {a}"),
+                Some((a, b)) => format!("s {a}-{b}"),
+                None => String::new(),
+            };
+            format!("{} {}", size_text(*n), o.replace('\u{1}', &nums))
+        })
         .collect::<Vec<_>>()
         .join(" + ")
 }
@@ -157,10 +185,14 @@ mod tests {
             bytes: None,
         };
         let b = vec![
-            (4096, "data of a".to_string()),
-            (4096, "data of a".to_string()),
+            (4096, format!("data block{} of a", blk(7))),
+            (4096, format!("data block{} of a", blk(8))),
             (4096, "journal".to_string()),
+            (4096, format!("data block{} of a", blk(9))),
         ];
-        assert_eq!(group(&r, &b), "8 KiB data of a + 4 KiB journal");
+        assert_eq!(
+            group(&r, &b),
+            "8 KiB data blocks 7-8 of a + 4 KiB journal + 4 KiB data block 9 of a"
+        );
     }
 }

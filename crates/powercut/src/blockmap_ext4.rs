@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use crate::blockmap::{blocks_of, fields, leading_u64, tool, Range};
+use crate::blockmap::{blk, blocks_of, fields, leading_u64, tool, Range};
 
 /// What a jbd2 journal block is, from its header (big-endian magic, type,
 /// transaction sequence); None for a journaled copy of a block.
@@ -284,7 +284,7 @@ pub(crate) fn ext4(dev: &Path, ranges: &[Range<'_>]) -> Result<Vec<Vec<(u64, Str
         } else {
             match inode_of.get(&b) {
                 Some(8) => format!("journal block {b} (inode 8)"),
-                Some(&i) => format!("data block {b} of {}", name(i)),
+                Some(&i) => format!("data block{} of {}", blk(b), name(i)),
                 None => format!("block {b} (owned by no inode in the recovered image)"),
             }
         }

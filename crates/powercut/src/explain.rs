@@ -200,10 +200,20 @@ fn late_writes(o: &mut Oracle<'_>, log: &Log, spec: &StateSpec) -> io::Result<Ve
             None => break,
         }
     }
-    let later: Vec<u32> = (spec.point..good)
-        .filter(|&i| log.records[i].range().is_some())
-        .map(|i| i as u32)
-        .collect();
+    // A write whose sectors a later candidate all overwrites changes
+    // nothing when added: leave it out without checking.
+    let mut later: Vec<u32> = Vec::new();
+    let mut covered: Vec<(u64, u64)> = Vec::new();
+    for i in (spec.point..good).rev() {
+        let Some((off, len)) = log.records[i].range() else {
+            continue;
+        };
+        if !covered.iter().any(|&(o, l)| o <= off && off + len <= o + l) {
+            later.push(i as u32);
+        }
+        covered.push((off, len));
+    }
+    later.reverse();
     // The state with `add` landed too (its marks stay those before the cut).
     let heals = |o: &mut Oracle<'_>, add: &[u32]| -> io::Result<Option<bool>> {
         let mut keep = spec.keep.clone();
