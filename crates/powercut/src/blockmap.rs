@@ -93,10 +93,13 @@ fn split_blk(o: &str) -> (String, Option<u64>) {
     (format!("{a}\u{1}{b}"), n.parse().ok())
 }
 
+/// Bytes, owner text, first and last block number of a run of one owner.
+type Part = (u64, String, Option<(u64, u64)>);
+
 /// Joins the owners of one range's blocks (`(bytes, owner)` in disk order):
 /// runs of the same owner become one "12 KiB data blocks 10-12 of ...".
 fn group(r: &Range<'_>, blocks: &[(u64, String)]) -> String {
-    let mut parts: Vec<(u64, String, Option<(u64, u64)>)> = Vec::new();
+    let mut parts: Vec<Part> = Vec::new();
     for (n, o) in blocks {
         let (text, b) = split_blk(o);
         match parts.last_mut() {

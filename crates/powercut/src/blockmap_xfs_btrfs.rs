@@ -42,7 +42,7 @@ pub(crate) fn xfs(dev: &Path, ranges: &[Range<'_>]) -> Result<Vec<Vec<(u64, Stri
         num("inopblog")?,
     );
     // Disk block (linear) → xfs fsblock (AG number in the high bits).
-    let fsb = |d: u64| (d / agblocks) << agblklog | d % agblocks;
+    let fsb = |d: u64| ((d / agblocks) << agblklog) | (d % agblocks);
     let split: Vec<Vec<(u64, u64, u64)>> = ranges.iter().map(|r| blocks_of(r, bs)).collect();
     let mut ask: Vec<u64> = split.iter().flatten().map(|&(d, _, _)| fsb(d)).collect();
     ask.sort_unstable();
@@ -133,6 +133,9 @@ pub(crate) fn xfs(dev: &Path, ranges: &[Range<'_>]) -> Result<Vec<Vec<(u64, Stri
         .map(|blocks| blocks.iter().map(|&(d, n, _)| (n, owner(d))).collect())
         .collect())
 }
+
+/// Where btrfs keeps its superblock copies (physical bytes).
+const SUPERS: [u64; 3] = [65536, 64 << 20, 256 << 30];
 
 /// A btrfs chunk: logical start, length, type, physical stripe offsets.
 struct Chunk {
@@ -226,7 +229,6 @@ pub(crate) fn btrfs(dev: &Path, ranges: &[Range<'_>]) -> Result<Vec<Vec<(u64, St
             }
         }
     }
-    const SUPERS: [u64; 3] = [65536, 64 << 20, 256 << 30];
     let owner = |phys: u64, n: u64, bytes: Option<&[u8]>| -> String {
         if SUPERS.iter().any(|&s| s <= phys && phys < s + 4096) {
             return "btrfs superblock".into();

@@ -22,6 +22,7 @@
 //! still have their owners).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
@@ -116,14 +117,13 @@ fn losing(log: &Log, like: &StateSpec, point: usize, lost: &[u32]) -> StateSpec 
     }
 }
 
+/// Whether a set of writes suffices (None: the budget is spent).
+type Suffices<'a> = dyn Fn(&mut Oracle<'_>, &[u32]) -> io::Result<Option<bool>> + 'a;
+
 /// A 1-minimal subset of `set` for which `suffices` holds (it holds for
 /// `set`), by delta debugging; stops early, with a sufficient set, when the
 /// budget runs out.
-fn ddmin(
-    o: &mut Oracle<'_>,
-    mut set: Vec<u32>,
-    suffices: &dyn Fn(&mut Oracle<'_>, &[u32]) -> io::Result<Option<bool>>,
-) -> io::Result<Vec<u32>> {
+fn ddmin(o: &mut Oracle<'_>, mut set: Vec<u32>, suffices: &Suffices<'_>) -> io::Result<Vec<u32>> {
     if set.is_empty() || suffices(o, &[])? == Some(true) {
         return Ok(Vec::new());
     }
@@ -369,26 +369,25 @@ fn range_of(log: &Log, rec: u32) -> Option<Range<'_>> {
     }
 }
 
-/// Names the writes `recs` on the recovered image of `spec` with every
-/// volatile write kept and the late writes landed too, served by `slot`.
+/// Names the writes `recs` on the recovered image of the shrunk state with
+/// every volatile write kept and the late writes landed too, served by `slot`.
 fn name_writes(
     cfg: &Config,
     fs: FsConfig,
     slot: &mut Slot,
     log: &Log,
-    point: usize,
-    spec: &StateSpec,
-    spec_late: &[u32],
+    shrunk: &Shrunk,
     recs: &[u32],
 ) -> Vec<String> {
+    let point = shrunk.spec.point;
     let mut keep = volatile_at(log, point);
-    keep.extend(spec_late);
+    keep.extend(&shrunk.late);
     keep.sort_unstable();
     let full = StateSpec {
         point,
         keep,
         torn: None,
-        lie: spec.lie,
+        lie: shrunk.spec.lie,
     };
     slot.disk.set_state(sector_map(log, &full));
     let prepared = slot
@@ -463,18 +462,20 @@ pub fn sentence(original: &StateSpec, s: &Shrunk, lost: &[String], kept: &[Strin
         t.push_str("; kept (losing it too makes the failure disappear): ");
         t.push_str(&list(kept, &s.kept_matter, "written"));
     }
-    t.push_str(&format!(
+    let _ = write!(
+        t,
         ". Cut at record {} (minimal state {}",
         s.spec.point, s.spec
-    ));
+    );
     if s.spec != *original {
-        t.push_str(&format!(", shrunk from {original}"));
+        let _ = write!(t, ", shrunk from {original}");
     }
-    t.push_str(&format!(" in {} checks", s.checks));
+    let _ = write!(t, " in {} checks", s.checks);
     if s.budget_hit {
-        t.push_str(&format!(
+        let _ = write!(
+            t,
             "; the budget of {BUDGET} checks ran out, so it may not be minimal"
-        ));
+        );
     }
     if s.flaky {
         t.push_str("; the shrunk state passed when checked again, so this is the original state");
@@ -552,8 +553,7 @@ fn explain_one(
     let mut recs = shrunk.lost.clone();
     recs.extend(&shrunk.late);
     recs.extend(&shrunk.kept_matter);
-    let p = shrunk.spec.point;
-    let names = name_writes(cfg, fs, slot, log, p, &shrunk.spec, &shrunk.late, &recs);
+    let names = name_writes(cfg, fs, slot, log, &shrunk, &recs);
     let n_lost = shrunk.lost.len() + shrunk.late.len();
     let (lost, kept) = names.split_at(n_lost.min(names.len()));
     if shrunk.spec != original {
