@@ -48,6 +48,7 @@ pub mod log;
 pub mod replay;
 pub mod rng;
 pub mod run;
+pub mod shrink;
 pub mod stack;
 mod sys;
 

@@ -361,7 +361,7 @@ pub(crate) enum Verdict {
 }
 
 /// Time spent per stage of checking (ns), printed with `POWERCUT_TIMING=1`.
-static STAGE_NS: [std::sync::atomic::AtomicU64; 6] =
+pub(crate) static STAGE_NS: [std::sync::atomic::AtomicU64; 6] =
     [const { std::sync::atomic::AtomicU64::new(0) }; 6];
 const STAGE_NAMES: [&str; 6] = ["prepare", "mount", "commands", "umount", "fsck", "total"];
 
