@@ -170,6 +170,10 @@ pub fn explain_violations(
     if limit == 0 || violations.is_empty() {
         return;
     }
+    if cfg.progress {
+        let n = violations.len().min(limit);
+        eprintln!("[{fs:<14}] explaining {n} violations (at most {BUDGET} checks each)");
+    }
     let disk = ReplayDisk::new(Arc::clone(base), Arc::clone(log));
     let stack = match DiskStack::new(Arc::clone(&disk)) {
         Ok(s) => s,
