@@ -248,6 +248,21 @@ fn mount_explain_names_the_file_whose_data_was_lost() {
             c.config
         );
     }
+    // With no fsync at all, ext4 too acknowledges before the data blocks
+    // are written: the explanation names them.
+    let (code, report) = run_writer_with("rename-nosync", "ext4", "300", &[], |_| {});
+    assert_eq!(code, 1);
+    let e = report.configs[0].violations[0]
+        .explanation
+        .as_deref()
+        .expect("explained");
+    println!("ext4, no fsync: {e}");
+    assert!(
+        lost_writes_naming(e, "/data")
+            .iter()
+            .any(|w| w.contains(" data block")),
+        "ext4: no lost data block of /data in: {e}"
+    );
 }
 
 #[test]
