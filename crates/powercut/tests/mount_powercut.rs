@@ -42,6 +42,17 @@ fn run_writer(writer: &str, states: &str) -> (i32, Report) {
 /// with a plain loop mount, and runs the checker on it again: it must fail
 /// again, independently of the replay disk the run used.
 fn replay_and_recheck(c: &powercut::ConfigReport, v: &powercut::Violation, scratch: &Path) {
+    let out = replay_and_recheck_fails(c, v, scratch);
+    assert_eq!(out.trim(), v.message.trim_start_matches("exit 1: "));
+}
+
+/// Rebuilds `v`'s state with `powercut replay`, mounts it with a plain loop
+/// mount and checks that the checker fails on it; returns what it said.
+fn replay_and_recheck_fails(
+    c: &powercut::ConfigReport,
+    v: &powercut::Violation,
+    scratch: &Path,
+) -> String {
     let from = c
         .artifacts
         .as_deref()
@@ -79,10 +90,7 @@ fn replay_and_recheck(c: &powercut::ConfigReport, v: &powercut::Violation, scrat
         c.config,
         String::from_utf8_lossy(&check.stdout)
     );
-    assert_eq!(
-        String::from_utf8_lossy(&check.stdout).trim(),
-        v.message.trim_start_matches("exit 1: ")
-    );
+    String::from_utf8_lossy(&check.stdout).into_owned()
 }
 
 fn run_writer_then(writer: &str, states: &str, inspect: impl Fn(&Report)) -> (i32, Report) {
@@ -212,7 +220,31 @@ fn lost_writes_naming<'a>(explanation: &'a str, file: &str) -> Vec<&'a str> {
 #[test]
 fn mount_explain_names_the_file_whose_data_was_lost() {
     let fs = env_or("POWERCUT_TEST_EXPLAIN_FS", "ext4,xfs,btrfs");
-    let (code, report) = run_writer_with("rename-datanosync", &fs, "300", &[], |_| {});
+    // The minimal state's replay command rebuilds a state that fails too
+    // (checked before the artifacts are removed).
+    let recheck_minimal = |report: &Report| {
+        let c = &report.configs[0];
+        let Some(v) = c.violations.iter().find(|v| v.minimal_replay.is_some()) else {
+            return;
+        };
+        let r = v.minimal_replay.as_deref().unwrap();
+        let state = r
+            .split("--state ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        let minimal = powercut::Violation {
+            state: state.to_string(),
+            ..v.clone()
+        };
+        let scratch = tmp("explain-minimal");
+        let said = replay_and_recheck_fails(c, &minimal, &scratch);
+        println!("{} minimal state {state} fails again: {said}", c.config);
+        let _ = std::fs::remove_dir_all(&scratch);
+    };
+    let (code, report) = run_writer_with("rename-datanosync", &fs, "300", &[], recheck_minimal);
     assert_eq!(code, 1);
     for c in &report.configs {
         assert!(c.violation_count > 0, "no violation on {}", c.config);
