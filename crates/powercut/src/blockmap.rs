@@ -84,6 +84,13 @@ pub fn blk(n: u64) -> String {
     format!("\u{1}{n}\u{1}")
 }
 
+/// An owner text with its block number written out (for texts that are
+/// not merged: a journal copy, a descriptor's list).
+pub fn plain(o: &str) -> String {
+    let (text, n) = split_blk(o);
+    text.replace('\u{1}', &n.map(|n| format!(" {n}")).unwrap_or_default())
+}
+
 /// The owner text without its block number, and the number.
 fn split_blk(o: &str) -> (String, Option<u64>) {
     let mut parts = o.splitn(3, '\u{1}');

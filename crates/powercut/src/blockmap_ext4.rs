@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use crate::blockmap::{blk, blocks_of, fields, leading_u64, tool, Range};
+use crate::blockmap::{blk, blocks_of, fields, leading_u64, plain, tool, Range};
 
 /// What a jbd2 journal block is, from its header (big-endian magic, type,
 /// transaction sequence); None for a journaled copy of a block.
@@ -298,7 +298,7 @@ pub(crate) fn ext4(dev: &Path, ranges: &[Range<'_>]) -> Result<Vec<Vec<(u64, Str
                     let text = match blk {
                         Blk::Plain(b) => owner(*b),
                         Blk::Copy(b, logged) => {
-                            format!("journal block {b} logging {}", owner(*logged))
+                            format!("journal block {b} logging {}", plain(&owner(*logged)))
                         }
                         Blk::Header(b, k, logged) if logged.is_empty() => {
                             format!("{k} (journal block {b})")
@@ -313,7 +313,7 @@ pub(crate) fn ext4(dev: &Path, ranges: &[Range<'_>]) -> Result<Vec<Vec<(u64, Str
                             let l: Vec<String> = logged
                                 .iter()
                                 .filter(|x| !copied(x))
-                                .map(|&x| owner(x))
+                                .map(|&x| plain(&owner(x)))
                                 .collect();
                             if l.is_empty() {
                                 return (*n, format!("{k} (journal block {b})"));

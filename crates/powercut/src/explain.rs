@@ -42,7 +42,9 @@ fn range_of(log: &Log, rec: u32) -> Option<Range<'_>> {
 }
 
 /// Names the writes `recs` on the recovered image of the shrunk state with
-/// every volatile write kept and the late writes landed too, served by `slot`.
+/// every volatile write kept and the late writes landed too, served by
+/// `slot`. A block nothing owns there (data written before the metadata
+/// that allocates it) is named again on the image at the end of the log.
 fn name_writes(
     cfg: &Config,
     fs: FsConfig,
@@ -59,15 +61,53 @@ fn name_writes(
         point,
         keep,
         torn: None,
-        lie: shrunk.spec.lie,
+        lie: None,
     };
-    slot.disk.set_state(sector_map(log, &full));
+    let mut names = describe_on(cfg, fs, slot, log, &full, recs);
+    let unowned = |n: &String| {
+        [
+            "free in the recovered image",
+            "owned by no inode",
+            "no file refers to it",
+        ]
+        .iter()
+        .any(|m| n.contains(m))
+    };
+    let again: Vec<usize> = (0..names.len()).filter(|&i| unowned(&names[i])).collect();
+    if !again.is_empty() {
+        let end = log.records.len();
+        let last = StateSpec {
+            point: end,
+            keep: volatile_at(log, end),
+            torn: None,
+            lie: None,
+        };
+        let recs_again: Vec<u32> = again.iter().map(|&i| recs[i]).collect();
+        let later = describe_on(cfg, fs, slot, log, &last, &recs_again);
+        for (&i, l) in again.iter().zip(later) {
+            if !unowned(&l) {
+                names[i] = format!("{} (at the end of the recording: {l})", names[i]);
+            }
+        }
+    }
+    names
+}
+
+/// Describes `recs` on the image of `spec`, mounted and unmounted first so
+/// the journal is replayed (a state that does not mount is named as it is).
+fn describe_on(
+    cfg: &Config,
+    fs: FsConfig,
+    slot: &mut Slot,
+    log: &Log,
+    spec: &StateSpec,
+    recs: &[u32],
+) -> Vec<String> {
+    slot.disk.set_state(sector_map(log, spec));
     let prepared = slot
         .stack
         .invalidate_cache()
         .and_then(|()| flush_buffers(&slot.stack.dev));
-    // Mounting replays the journal, so the image says what the writes
-    // belong to; a state that does not mount is named as it is.
     if prepared.is_ok()
         && fs.has_fs()
         && slot
@@ -112,9 +152,23 @@ fn list(names: &[String], recs: &[u32], verb: &str) -> String {
 }
 
 /// The sentence for a shrunk state, given the names of its lost and
-/// mattering kept writes.
+/// mattering kept writes (then of the torn and the corrupted write, if any).
 pub fn sentence(original: &StateSpec, s: &Shrunk, lost: &[String], kept: &[String]) -> String {
     let mut t = String::new();
+    let (kept, mut faults) = kept.split_at(s.kept_matter.len().min(kept.len()));
+    if let (Some((r, _)), Some(name)) = (s.spec.torn, faults.first()) {
+        let _ = write!(
+            t,
+            "torn: {name} written at record {r} (only some of its sectors reached the disk); "
+        );
+        faults = &faults[1..];
+    }
+    if let (Some((r, _)), Some(name)) = (s.spec.lie, faults.first()) {
+        let _ = write!(
+            t,
+            "corrupted after it was flushed (lying flash): {name} written at record {r}; "
+        );
+    }
     if !s.late.is_empty() {
         t.push_str("lost (not yet written at the cut): ");
         t.push_str(&list(
@@ -142,7 +196,8 @@ pub fn sentence(original: &StateSpec, s: &Shrunk, lost: &[String], kept: &[Strin
     if s.spec != *original {
         let _ = write!(t, ", shrunk from {original}");
     }
-    let _ = write!(t, " in {} checks", s.checks);
+    let plural = if s.checks == 1 { "" } else { "s" };
+    let _ = write!(t, " in {} check{plural}", s.checks);
     if s.budget_hit {
         let _ = write!(
             t,
@@ -233,6 +288,8 @@ fn explain_one(
     let mut recs = shrunk.lost.clone();
     recs.extend(&shrunk.late);
     recs.extend(&shrunk.kept_matter);
+    recs.extend(shrunk.spec.torn.map(|t| t.0));
+    recs.extend(shrunk.spec.lie.map(|l| l.0));
     let names = name_writes(cfg, fs, slot, log, &shrunk, &recs);
     let n_lost = shrunk.lost.len() + shrunk.late.len();
     let (lost, kept) = names.split_at(n_lost.min(names.len()));

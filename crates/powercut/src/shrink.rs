@@ -306,7 +306,8 @@ pub fn shrink(
     kept_matter.sort_unstable();
 
     // 4. Nothing lost: which later writes were still missing at the cut.
-    let late = if lost.is_empty() {
+    // (Not for a torn or corrupted write: that is the cause.)
+    let late = if lost.is_empty() && start.torn.is_none() && start.lie.is_none() {
         late_writes(&mut o, log, &spec)?
     } else {
         Vec::new()
