@@ -268,8 +268,10 @@ fn mount_explain_names_the_file_whose_data_was_lost() {
             // ext4 (dioread_nolock) wrote the data blocks into an unwritten
             // extent before the cut; what the cut lost is the journal
             // transaction that logs the inode converting that extent, so the
-            // file reads as zeros.
-            "logging inode table block"
+            // file reads as zeros. (The journal copy of that block is named
+            // by its descriptor: "logs inode table block ...", or "logging
+            // ..." when the descriptor is in the same write.)
+            "inode table block"
         } else {
             // xfs and btrfs wrote the data itself only after the cut.
             " data "
