@@ -50,6 +50,11 @@ pub(crate) struct Args {
     /// of the others (1 = every image).
     #[arg(long, value_name = "N", default_value_t = powercut::run::DEFAULT_FSCK_SAMPLE)]
     fsck_sample: u32,
+    /// Explain the first N violations per writer and configuration: shrink
+    /// each to the writes that made the difference and name what they hold
+    /// (0 = none).
+    #[arg(long, value_name = "N", default_value_t = powercut::explain::DEFAULT_EXPLAIN)]
+    explain: usize,
     /// Write the full results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -198,6 +203,7 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Failure> {
         cfg.enumeration.seed = args.seed;
         cfg.jobs = args.jobs;
         cfg.fsck_sample = args.fsck_sample;
+        cfg.explain = args.explain;
         cfg.progress = true;
         cfg.artifacts = args.artifacts.as_ref().map(|d| d.join(contender.name()));
         eprintln!("== {}: {}", contender.name(), contender.describe());
@@ -392,6 +398,9 @@ fn human_report(configs: &[FsConfig], reports: &[ContenderReport]) -> String {
                     v.point,
                     first_problem(v)
                 );
+                if let Some(why) = &v.explanation {
+                    let _ = writeln!(s, "  why: {why}");
+                }
                 if let Some(replay) = &v.replay {
                     let _ = writeln!(s, "  replay it: {replay}");
                 }

@@ -29,7 +29,9 @@ fn mount_powercut_experiment_catches_unsafe_writers_on_every_configuration() {
             "--seconds",
             "1",
         ])
-        .args(["--max-states", "80", "--json"])
+        // Explaining (shrinking each violation, naming its blocks) takes up
+        // to 14 s per violation on xfs; crates/powercut tests it.
+        .args(["--explain", "0", "--max-states", "80", "--json"])
         .arg(&json)
         .arg("--artifacts")
         .arg(&artifacts)
@@ -89,7 +91,7 @@ fn larger_sample(contender: &str, fs: &str) -> (u64, u64) {
     let out = Command::new(env!("CARGO_BIN_EXE_fstx-lab"))
         .args(["powercut", "--fs", fs, "--contenders", contender])
         .args(["--workers", "10", "--seconds", "1", "--max-states", "400"])
-        .args(["--seed", "2", "--json"])
+        .args(["--explain", "0", "--seed", "2", "--json"])
         .arg(&json)
         .output()
         .unwrap();

@@ -546,8 +546,10 @@ fn violations(c: &ConfigReport, id: &str) -> String {
                 escape(&shorten(e, 4000))
             );
         }
-        if let Some(r) = &v.replay {
-            let _ = write!(s, "<div>Replay: <code>{}</code></div>", escape(r));
+        for (what, r) in [("Replay", &v.replay), ("Replay minimal", &v.minimal_replay)] {
+            if let Some(r) = r {
+                let _ = write!(s, "<div>{what}: <code>{}</code></div>", escape(r));
+            }
         }
         s.push_str("</details>\n");
     }
@@ -632,6 +634,7 @@ mod tests {
                 message: "exit 1: file <a> & \"b\" lost".into(),
                 replay: Some("powercut replay --from /tmp/x --state p7:k6".into()),
                 explanation: Some("write 6 of file <a> lost".into()),
+                minimal_replay: None,
             }],
             timeline: Timeline::new(&log, &states),
             ..ConfigReport::default()

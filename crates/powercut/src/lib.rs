@@ -25,6 +25,13 @@
 //!    free (a sector map over the shared base image, plus a scratch layer
 //!    for what recovery writes).
 //!
+//! 4. [`explain`] shrinks the first violations of each configuration to a
+//!    minimal cause ([`shrink`]: the earliest failing crash point, a minimal
+//!    set of lost writes, the kept writes that matter, or the writes after
+//!    the cut that would have healed it) and names those writes in files,
+//!    inodes, journal and metadata with the filesystem's own tools
+//!    ([`blockmap`]), in [`Violation::explanation`].
+//!
 //! `powercut stats` records a workload without checking crash states and
 //! prints, for each stretch between two of its marks, the writes, bytes and
 //! cache flushes that reached the disk ([`log::Log::segments`]): the
@@ -45,7 +52,11 @@
 //! - A crash image's volatile writes are sampled when there are many of them;
 //!   the report's coverage section says how many states were chosen.
 
+pub mod blockmap;
+mod blockmap_ext4;
+mod blockmap_xfs_btrfs;
 pub mod disk;
+pub mod explain;
 pub mod html;
 pub mod kmsg;
 pub mod log;
@@ -54,6 +65,7 @@ pub mod replay;
 pub mod replay_disk;
 pub mod rng;
 pub mod run;
+pub mod shrink;
 pub mod stack;
 mod sys;
 pub mod timeline;

@@ -147,6 +147,12 @@ struct RunArgs {
     /// No progress output.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Explain every violation (default: the first 5 per configuration).
+    #[arg(long, conflicts_with = "no_explain")]
+    explain_all: bool,
+    /// Do not explain violations (no shrinking, no block owners).
+    #[arg(long)]
+    no_explain: bool,
 }
 
 fn parse_fs(s: &str) -> Result<Vec<FsConfig>, String> {
@@ -243,6 +249,11 @@ fn try_main() -> Result<ExitCode, String> {
             cfg.save_all = a.save_all;
             cfg.progress = !a.quiet;
             cfg.verify_images = a.verify_images;
+            if a.explain_all {
+                cfg.explain = usize::MAX;
+            } else if a.no_explain {
+                cfg.explain = 0;
+            }
             let report = powercut::run(&cfg).map_err(|e| e.to_string())?;
             print!("{}", report.table());
             for c in &report.configs {
@@ -251,8 +262,14 @@ fn try_main() -> Result<ExitCode, String> {
                         "VIOLATION {} {} [{}] after {:?}: {}",
                         v.config, v.state, v.stage, v.last_mark, v.message
                     );
+                    if let Some(e) = &v.explanation {
+                        println!("  explanation: {e}");
+                    }
                     if let Some(r) = &v.replay {
                         println!("  replay: {r}");
+                    }
+                    if let Some(r) = &v.minimal_replay {
+                        println!("  replay minimal: {r}");
                     }
                 }
                 if c.violation_count > c.violations.len() {

@@ -68,6 +68,9 @@ pub struct Config {
     /// Self-test: before mounting each crash image, read the whole loop
     /// device and compare it with the image rebuilt from the log (slow).
     pub verify_images: bool,
+    /// Explain the first this many violations per configuration (0 = none).
+    #[serde(default)]
+    pub explain: usize,
 }
 
 impl Config {
@@ -92,6 +95,7 @@ impl Config {
             save_all: false,
             progress: false,
             verify_images: false,
+            explain: crate::explain::DEFAULT_EXPLAIN,
         }
     }
 }
@@ -117,6 +121,9 @@ pub struct Violation {
     /// inodes, journal), when the violation was explained.
     #[serde(default)]
     pub explanation: Option<String>,
+    /// The replay command of the explanation's minimal state, when shrinking changed it.
+    #[serde(default)]
+    pub minimal_replay: Option<String>,
 }
 
 /// Figures for one configuration.
@@ -248,18 +255,18 @@ impl Report {
     }
 }
 
-struct Slot {
-    base: Arc<Vec<u8>>,
-    disk: Arc<ReplayDisk>,
-    stack: DiskStack,
-    marks_file: PathBuf,
-    kmsg: Kmsg,
-    dev_name: String,
+pub(crate) struct Slot {
+    pub(crate) base: Arc<Vec<u8>>,
+    pub(crate) disk: Arc<ReplayDisk>,
+    pub(crate) stack: DiskStack,
+    pub(crate) marks_file: PathBuf,
+    pub(crate) kmsg: Kmsg,
+    pub(crate) dev_name: String,
     /// The state the disk showed last.
-    last: Option<StateSpec>,
+    pub(crate) last: Option<StateSpec>,
 }
 
-enum Verdict {
+pub(crate) enum Verdict {
     Pass,
     Fail {
         stage: &'static str,
@@ -268,7 +275,7 @@ enum Verdict {
 }
 
 /// Time spent per stage of checking (ns), printed with `POWERCUT_TIMING=1`.
-static STAGE_NS: [std::sync::atomic::AtomicU64; 6] =
+pub(crate) static STAGE_NS: [std::sync::atomic::AtomicU64; 6] =
     [const { std::sync::atomic::AtomicU64::new(0) }; 6];
 const STAGE_NAMES: [&str; 6] = ["prepare", "mount", "commands", "umount", "fsck", "total"];
 
@@ -280,7 +287,7 @@ fn lap(stage: usize, t: &mut Instant) {
 
 /// What checking one state found beside its verdict.
 #[derive(Default, Clone, Copy)]
-struct Seen {
+pub(crate) struct Seen {
     fsck: bool,
     kernel_warning: bool,
 }
@@ -291,7 +298,7 @@ fn in_fsck_sample(hash: u128, seed: u64, sample: u32) -> bool {
         || Rng::new(seed ^ (hash as u64) ^ ((hash >> 64) as u64)).below(sample as usize) == 0
 }
 
-fn check_one(
+pub(crate) fn check_one(
     cfg: &Config,
     fs: FsConfig,
     slot: &mut Slot,
@@ -560,7 +567,7 @@ pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
             artifacts = Some(d);
         }
     }
-    let violations = failures
+    let mut violations: Vec<Violation> = failures
         .iter()
         .take(1000)
         .map(|(spec, stage, message)| Violation {
@@ -577,8 +584,10 @@ pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
                 )
             }),
             explanation: None,
+            minimal_replay: None,
         })
         .collect();
+    crate::explain::explain_violations(cfg, fs, &base, &log, &mut violations, cfg.explain);
     Ok(ConfigReport {
         config: fs.name().to_string(),
         records: log.records.len(),
