@@ -324,12 +324,7 @@ mod tests {
     use super::*;
 
     fn spec(point: usize, keep: &[u32]) -> StateSpec {
-        StateSpec {
-            point,
-            keep: keep.to_vec(),
-            torn: None,
-            lie: None,
-        }
+        StateSpec::kept(point, keep)
     }
 
     #[test]

@@ -34,6 +34,19 @@ pub struct StateSpec {
     pub lie: Option<(u32, u64)>,
 }
 
+impl StateSpec {
+    /// A cut before record `point` that kept the volatile writes `keep`
+    /// (no tear, no lie).
+    pub fn kept(point: usize, keep: &[u32]) -> StateSpec {
+        StateSpec {
+            point,
+            keep: keep.to_vec(),
+            torn: None,
+            lie: None,
+        }
+    }
+}
+
 impl fmt::Display for StateSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "p{}", self.point)?;

@@ -360,12 +360,7 @@ mod tests {
     }
 
     fn spec(point: usize, keep: &[u32]) -> StateSpec {
-        StateSpec {
-            point,
-            keep: keep.to_vec(),
-            torn: None,
-            lie: None,
-        }
+        StateSpec::kept(point, keep)
     }
 
     #[test]

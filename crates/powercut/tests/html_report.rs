@@ -14,9 +14,7 @@ use std::process::{Command, Stdio};
 
 use powercut::Report;
 
-fn writers() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/writers")
-}
+mod common;
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("powercut-test-{}-{name}", std::process::id()));
@@ -114,17 +112,10 @@ fn png_idat(png: &[u8], width: u32, height: u32) -> Vec<u8> {
 #[test]
 fn mount_html_report_renders_in_chromium() {
     let dir = tmp("html");
-    let w = writers();
     let fs = std::env::var("POWERCUT_TEST_HTML_FS").unwrap_or_else(|_| "ext4,xfs".into());
     let (html_path, json_path) = (dir.join("report.html"), dir.join("report.json"));
-    let out = Command::new(env!("CARGO_BIN_EXE_powercut"))
-        .args(["run", "-q", "--fs", &fs, "--max-states", "60"])
-        .arg("--setup")
-        .arg(format!("sh {}/setup.sh", w.display()))
-        .arg("--workload")
-        .arg(format!("sh {}/rename-nosync.sh", w.display()))
-        .arg("--check")
-        .arg(format!("sh {}/check.sh", w.display()))
+    let out = common::run_writer(&fs, "rename-nosync")
+        .args(["--max-states", "60"])
         .arg("--json")
         .arg(&json_path)
         .arg("--html")

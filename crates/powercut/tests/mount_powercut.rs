@@ -18,9 +18,8 @@ fn powercut() -> Command {
     Command::new(env!("CARGO_BIN_EXE_powercut"))
 }
 
-fn writers() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/writers")
-}
+mod common;
+use common::writers;
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -106,18 +105,10 @@ fn run_writer_with(
     extra: &[&str],
     inspect: impl Fn(&Report),
 ) -> (i32, Report) {
-    let w = writers();
     let dir = tmp(writer);
     let json = dir.join("report.json");
-    let out = powercut()
-        .args(["run", "-q", "--fs", fs])
+    let out = common::run_writer(fs, writer)
         .args(extra)
-        .arg("--setup")
-        .arg(format!("sh {}/setup.sh", w.display()))
-        .arg("--workload")
-        .arg(format!("sh {}/{writer}.sh", w.display()))
-        .arg("--check")
-        .arg(format!("sh {}/check.sh", w.display()))
         .args(["--max-states", states, "--timeout", "120"])
         .arg("--json")
         .arg(&json)
@@ -417,15 +408,8 @@ fn mount_killed_run_is_cleaned_up_and_runs_coexist() {
     }
     println!("victim mounted after {:?}", t.elapsed());
     // Meanwhile a second run works side by side.
-    let w = writers();
-    let other = powercut()
-        .args(["run", "-q", "--fs", "ext4", "--max-states", "30"])
-        .arg("--setup")
-        .arg(format!("sh {}/setup.sh", w.display()))
-        .arg("--workload")
-        .arg(format!("sh {}/correct.sh", w.display()))
-        .arg("--check")
-        .arg(format!("sh {}/check.sh", w.display()))
+    let other = common::run_writer("ext4", "correct")
+        .args(["--max-states", "30"])
         .env("WRITER_ITERATIONS", "5")
         .output()
         .unwrap();

@@ -1,0 +1,28 @@
+//! What the power-cut tests share: the writers in `tests/writers` and the
+//! `powercut run` command line that runs one of them.
+
+// Each test file uses part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The directory of the test writers (shell scripts).
+pub(crate) fn writers() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/writers")
+}
+
+/// `powercut run -q --fs FS` with `setup.sh`, the writer `NAME.sh` as the
+/// workload and `check.sh` as the checker; callers add the rest.
+pub(crate) fn run_writer(fs: &str, writer: &str) -> Command {
+    let w = writers();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_powercut"));
+    c.args(["run", "-q", "--fs", fs])
+        .arg("--setup")
+        .arg(format!("sh {}/setup.sh", w.display()))
+        .arg("--workload")
+        .arg(format!("sh {}/{writer}.sh", w.display()))
+        .arg("--check")
+        .arg(format!("sh {}/check.sh", w.display()));
+    c
+}
