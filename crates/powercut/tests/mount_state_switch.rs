@@ -10,7 +10,7 @@ mod common;
 fn mount_each_state_shows_exactly_its_crash_image() {
     let fs = std::env::var("POWERCUT_TEST_FS").unwrap_or_else(|_| "all".into());
     let out = common::run_writer(&fs, "correct")
-        .args(["--max-states", "60", "--verify-images", "--no-fsck"])
+        .args(["--max-states", "30", "--verify-images", "--no-fsck"])
         .env("WRITER_ITERATIONS", "20")
         .output()
         .unwrap();
