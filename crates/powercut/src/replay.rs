@@ -139,12 +139,30 @@ fn for_sectors(log: &Log, rec: usize, torn_seed: Option<u64>, mut f: impl FnMut(
 /// The sectors of the crash image `spec` describes (those not from the base).
 pub fn sector_map(log: &Log, spec: &StateSpec) -> SectorMap {
     let mut map = SectorMap::new();
-    let durable_end = last_flush_before(log, spec.point).unwrap_or(0);
-    for i in 0..durable_end {
+    add_flushed(log, 0, durable_end(log, spec), &mut map);
+    map.extend(overlay_map(log, spec));
+    map
+}
+
+/// The records `0..durable_end` reached the media for sure in the state
+/// `spec` (everything before the last flush before its cut).
+pub fn durable_end(log: &Log, spec: &StateSpec) -> usize {
+    last_flush_before(log, spec.point).unwrap_or(0)
+}
+
+/// Adds the sectors records `from..to` write to `map` (later ones win).
+pub fn add_flushed(log: &Log, from: usize, to: usize, map: &mut SectorMap) {
+    for i in from..to {
         for_sectors(log, i, None, |s, src| {
             map.insert(s, src);
         });
     }
+}
+
+/// What `spec` lays over its flushed records: the volatile writes it keeps
+/// (a torn one only in part) and a lying-flash corruption.
+pub fn overlay_map(log: &Log, spec: &StateSpec) -> SectorMap {
+    let mut map = SectorMap::new();
     for &k in &spec.keep {
         let torn = spec.torn.filter(|t| t.0 == k).map(|t| t.1);
         for_sectors(log, k as usize, torn, |s, src| {

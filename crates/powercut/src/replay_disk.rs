@@ -10,6 +10,7 @@ use fuser::Errno;
 
 use crate::disk::{lock, Backing, ReplyEmpty, ReplyWrite};
 use crate::log::{Log, SECTOR};
+use crate::replay::{add_flushed, durable_end, overlay_map, StateSpec};
 use crate::rng::Rng;
 
 /// Where the content of one sector of a crash image comes from.
@@ -41,8 +42,20 @@ pub fn sector_bytes(src: Src, log: &Log, out: &mut [u8]) {
 }
 
 struct ReplayState {
+    /// The flushed records' sectors...
     map: SectorMap,
+    /// ...of records `0..n`, when the map was built by [`ReplayDisk::set_spec`]
+    /// (it then grows in place for a later state).
+    map_end: Option<usize>,
+    /// The kept volatile writes and corruptions laid over `map`.
+    overlay: SectorMap,
     scratch: HashMap<u64, Box<[u8]>>,
+}
+
+impl ReplayState {
+    fn src(&self, s: u64) -> Option<Src> {
+        self.overlay.get(&s).or_else(|| self.map.get(&s)).copied()
+    }
 }
 
 /// A disk serving base + crash-state sectors + a scratch layer for what the
@@ -61,6 +74,8 @@ impl ReplayDisk {
             log,
             state: Mutex::new(ReplayState {
                 map: SectorMap::new(),
+                map_end: None,
+                overlay: SectorMap::new(),
                 scratch: HashMap::new(),
             }),
         })
@@ -76,28 +91,59 @@ impl ReplayDisk {
     /// cache of the rest stays valid.
     pub fn set_state(&self, map: SectorMap, candidates: Option<&[u64]>) -> Vec<(u64, u64)> {
         let mut st = lock(&self.state);
-        let Some(candidates) = candidates else {
-            st.map = map;
+        let before: Option<Vec<(u64, Option<Src>)>> =
+            candidates.map(|c| c.iter().map(|&s| (s, st.src(s))).collect());
+        st.map = map;
+        st.map_end = None;
+        st.overlay.clear();
+        Self::changes(&mut st, before)
+    }
+
+    /// [`ReplayDisk::set_state`] for the crash state `spec` of this disk's
+    /// log, without rebuilding the flushed records' map from the start when
+    /// `spec` flushed at least what the last state did (the states of a run
+    /// come in log order).
+    pub fn set_spec(&self, spec: &StateSpec, candidates: Option<&[u64]>) -> Vec<(u64, u64)> {
+        let end = durable_end(&self.log, spec);
+        let overlay = overlay_map(&self.log, spec);
+        let mut st = lock(&self.state);
+        let before: Option<Vec<(u64, Option<Src>)>> =
+            candidates.map(|c| c.iter().map(|&s| (s, st.src(s))).collect());
+        let from = match st.map_end {
+            Some(e) if e <= end => e,
+            _ => {
+                st.map.clear();
+                0
+            }
+        };
+        add_flushed(&self.log, from, end, &mut st.map);
+        st.map_end = Some(end);
+        st.overlay = overlay;
+        Self::changes(&mut st, before)
+    }
+
+    /// The pages that changed: the scratch layer's (then dropped) and those
+    /// of the sectors in `before` whose source differs now; `None`: all.
+    fn changes(st: &mut ReplayState, before: Option<Vec<(u64, Option<Src>)>>) -> Vec<(u64, u64)> {
+        let Some(before) = before else {
             st.scratch.clear();
             return vec![(0, 0)];
         };
         let mut pages: Vec<u64> = st.scratch.keys().map(|&s| s / PAGE_SECTORS).collect();
         pages.extend(
-            candidates
+            before
                 .iter()
-                .filter(|&s| st.map.get(s) != map.get(s))
-                .map(|&s| s / PAGE_SECTORS),
+                .filter(|&&(s, old)| st.src(s) != old)
+                .map(|&(s, _)| s / PAGE_SECTORS),
         );
-        st.map = map;
         st.scratch.clear();
-        drop(st);
         page_ranges(pages)
     }
 
     fn read_sector(&self, st: &ReplayState, s: u64, out: &mut [u8]) {
         if let Some(b) = st.scratch.get(&s) {
             out.copy_from_slice(b);
-        } else if let Some(&src) = st.map.get(&s) {
+        } else if let Some(src) = st.src(s) {
             sector_bytes(src, &self.log, out);
         } else {
             let a = (s * SECTOR) as usize;
@@ -247,5 +293,51 @@ mod tests {
         // Only candidates are looked at.
         b.insert(16, Src::Log(512));
         assert!(disk.set_state(b, Some(&[0])).is_empty());
+    }
+
+    #[test]
+    fn set_spec_serves_what_sector_map_describes_in_any_order() {
+        use crate::log::Record;
+        use crate::replay::sector_map;
+        // Writes to overlapping sectors, with flushes between them.
+        let mut log = Log::default();
+        for i in 0..40u64 {
+            log.push_write((i % 7) * 1024, &vec![i as u8; 1536]);
+            if i % 5 == 4 {
+                log.records.push(Record::Flush);
+            }
+        }
+        let log = Arc::new(log);
+        let disk = ReplayDisk::new(Arc::new(vec![0u8; 1 << 16]), Arc::clone(&log));
+        let n = log.records.len();
+        let mut specs: Vec<StateSpec> = (0..=n).map(|p| StateSpec::kept(p, &[])).collect();
+        // Keep the writes after the last flush, tear one, lie about one.
+        specs.push(StateSpec::kept(n, &[n as u32 - 2, n as u32 - 1]));
+        specs.push(StateSpec {
+            torn: Some((n as u32 - 1, 9)),
+            ..StateSpec::kept(n, &[n as u32 - 1])
+        });
+        specs.push(StateSpec {
+            lie: Some((3, 5)),
+            ..StateSpec::kept(20, &[])
+        });
+        // Forward, then backward, then forward again.
+        let order: Vec<&StateSpec> = specs
+            .iter()
+            .chain(specs.iter().rev())
+            .chain(&specs)
+            .collect();
+        let mut last: Option<&StateSpec> = None;
+        for spec in order {
+            let cand = last.map(|p| crate::replay::changed_sectors(&log, p, spec));
+            disk.set_spec(spec, cand.as_deref());
+            let want = sector_map(&log, spec);
+            let st = lock(&disk.state);
+            for s in 0..(1 << 16) / SECTOR {
+                assert_eq!(st.src(s), want.get(&s).copied(), "sector {s} of {spec}");
+            }
+            drop(st);
+            last = Some(spec);
+        }
     }
 }

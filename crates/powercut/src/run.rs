@@ -18,9 +18,7 @@ use crate::kmsg::Kmsg;
 use crate::log::{save_image, Log};
 pub use crate::record::{record, Recording};
 use crate::record::{shell, work_dir};
-use crate::replay::{
-    changed_sectors, enumerate, marks_before, sector_map, Coverage, Enumeration, StateSpec,
-};
+use crate::replay::{changed_sectors, enumerate, marks_before, Coverage, Enumeration, StateSpec};
 use crate::rng::Rng;
 use crate::stack::{
     cleanup_dead_runs, err, flush_buffers, preflight, run_with_timeout, DiskStack, FsConfig,
@@ -311,9 +309,7 @@ pub(crate) fn check_one(
     // kernel's cache of the disk file: the rest is read again from memory,
     // not through FUSE (`--verify-images` checks the result).
     let candidates = slot.last.as_ref().map(|p| changed_sectors(log, p, spec));
-    let changed = slot
-        .disk
-        .set_state(sector_map(log, spec), candidates.as_deref());
+    let changed = slot.disk.set_spec(spec, candidates.as_deref());
     slot.last = Some(spec.clone());
     slot.stack.invalidate_ranges(&changed)?;
     flush_buffers(&slot.stack.dev)?;
