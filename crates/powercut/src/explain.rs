@@ -254,11 +254,21 @@ pub fn explain_violations(
         dev_name,
         last: None,
     };
+    let mut broken: Option<String> = None;
     for v in violations.iter_mut().take(limit) {
+        // A failed check can leave the stack in any state (mounted, its
+        // cache unknown): no later violation is explained on it.
+        if let Some(why) = &broken {
+            v.explanation = Some(format!("not explained: an earlier one failed ({why})"));
+            continue;
+        }
         let t = Instant::now();
         let text = match explain_one(cfg, fs, &mut slot, log, v) {
             Ok(text) => text,
-            Err(e) => format!("not explained: {e}"),
+            Err(e) => {
+                broken = Some(e.to_string());
+                format!("not explained: {e}")
+            }
         };
         if std::env::var_os("POWERCUT_TIMING").is_some() {
             eprintln!(
@@ -292,9 +302,12 @@ fn explain_one(
     };
     let shrunk = {
         let mut fails = |spec: &StateSpec| -> io::Result<bool> {
+            // The same failure: a state that fails only at another stage
+            // (say fsck, where the run's sample skipped it) explains
+            // something else.
             Ok(matches!(
                 check_one(&every, fs, slot, log, (spec, 0))?.0,
-                Verdict::Fail { .. }
+                Verdict::Fail { stage, .. } if stage == v.stage
             ))
         };
         shrink(log, &original, BUDGET, &mut fails)?

@@ -42,6 +42,7 @@ pub struct Config {
     pub fsck: bool,
     /// `fsck` every crash image the kernel warned about (see [`crate::kmsg`])
     /// and a seeded 1 in `fsck_sample` of the others; 1 = every image.
+    #[serde(default = "default_fsck_sample")]
     pub fsck_sample: u32,
     /// Background noise: fsync an unrelated file at this interval (None = off).
     pub noise: Option<Duration>,
@@ -309,10 +310,13 @@ pub(crate) fn check_one(
     // kernel's cache of the disk file: the rest is read again from memory,
     // not through FUSE (`--verify-images` checks the result).
     let candidates = slot.last.as_ref().map(|p| changed_sectors(log, p, spec));
+    // Until the kernel's caches are known to match `spec`, nothing is known
+    // about what they hold: a failed switch makes the next one drop all.
+    slot.last = None;
     let changed = slot.disk.set_spec(spec, candidates.as_deref());
-    slot.last = Some(spec.clone());
     slot.stack.invalidate_ranges(&changed)?;
     flush_buffers(&slot.stack.dev)?;
+    slot.last = Some(spec.clone());
     if cfg.verify_images {
         let seen = fs::read(&slot.stack.dev)?;
         if seen != crate::replay::materialize(log, &slot.base, spec) {
@@ -532,7 +536,9 @@ fn check_states(
         return Err(e);
     }
     let mut f = failures.into_inner().unwrap();
-    f.sort_by_key(|(s, _, _)| (s.point, s.keep.clone()));
+    // The whole spec: which violations are explained first must not depend
+    // on the order the checkers finished in.
+    f.sort_by_key(|(s, _, _)| (s.point, s.keep.clone(), s.torn, s.lie));
     Ok((f, counts.map(AtomicUsize::into_inner)))
 }
 
@@ -664,6 +670,10 @@ pub fn replay_to(from: &Path, spec: &StateSpec, out: &Path) -> io::Result<PathBu
             .collect::<String>(),
     )?;
     Ok(p)
+}
+
+fn default_fsck_sample() -> u32 {
+    DEFAULT_FSCK_SAMPLE
 }
 
 /// The default fsck sample: every image the kernel warned about, plus a
