@@ -302,12 +302,9 @@ fn explain_one(
     };
     let shrunk = {
         let mut fails = |spec: &StateSpec| -> io::Result<bool> {
-            // The same failure: a state that fails only at another stage
-            // (say fsck, where the run's sample skipped it) explains
-            // something else.
             Ok(matches!(
                 check_one(&every, fs, slot, log, (spec, 0))?.0,
-                Verdict::Fail { stage, .. } if stage == v.stage
+                Verdict::Fail { .. }
             ))
         };
         shrink(log, &original, BUDGET, &mut fails)?
