@@ -14,12 +14,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::blockmap::{self, Range};
-use crate::disk::ReplayDisk;
 use crate::log::{Log, Record};
-use crate::replay::{sector_map, StateSpec};
+use crate::replay::StateSpec;
 use crate::run::{check_one, Config, Slot, Verdict, Violation};
 use crate::shrink::{shrink, volatile_at, Shrunk, BUDGET};
-use crate::stack::{flush_buffers, DiskStack, FsConfig};
+use crate::stack::{flush_buffers, FsConfig};
 
 /// Violations explained per configuration unless told otherwise.
 pub const DEFAULT_EXPLAIN: usize = 5;
@@ -103,12 +102,7 @@ fn describe_on(
     spec: &StateSpec,
     recs: &[u32],
 ) -> Vec<String> {
-    slot.disk.set_state(sector_map(log, spec), None);
-    slot.last = None;
-    let prepared = slot
-        .stack
-        .invalidate_cache()
-        .and_then(|()| flush_buffers(&slot.stack.dev));
+    let prepared = slot.switch_to(log, spec);
     if prepared.is_ok()
         && fs.has_fs()
         && slot
@@ -116,7 +110,10 @@ fn describe_on(
             .mount(fs.fstype(), fs.replay_options(), cfg.timeout)
             .is_ok()
     {
-        let _ = slot.stack.unmount(cfg.timeout);
+        if slot.stack.unmount(cfg.timeout).is_err() {
+            // Still mounted: the next check must not trust the cache.
+            slot.last = None;
+        }
         let _ = flush_buffers(&slot.stack.dev);
     }
     let ranges: Vec<Range<'_>> = recs.iter().filter_map(|&r| range_of(log, r)).collect();
@@ -230,29 +227,14 @@ pub fn explain_violations(
         let n = violations.len().min(limit);
         eprintln!("[{fs:<14}] explaining {n} violations (at most {BUDGET} checks each)");
     }
-    let disk = ReplayDisk::new(Arc::clone(base), Arc::clone(log));
-    let stack = match DiskStack::new(Arc::clone(&disk)) {
-        Ok(s) => s,
+    let mut slot = match Slot::new(base, log) {
+        Ok(slot) => slot,
         Err(e) => {
             for v in violations.iter_mut().take(limit) {
                 v.explanation = Some(format!("not explained: no replay stack: {e}"));
             }
             return;
         }
-    };
-    let marks_file = stack.dir.join("marks");
-    let dev_name = stack
-        .dev
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let mut slot = Slot {
-        base: Arc::clone(base),
-        disk,
-        stack,
-        marks_file,
-        kmsg: crate::kmsg::Kmsg::open(),
-        dev_name,
-        last: None,
     };
     let mut broken: Option<String> = None;
     for v in violations.iter_mut().take(limit) {

@@ -265,6 +265,40 @@ pub(crate) struct Slot {
     pub(crate) last: Option<StateSpec>,
 }
 
+impl Slot {
+    /// A replay stack of its own over `base` and `log`, showing the base.
+    pub(crate) fn new(base: &Arc<Vec<u8>>, log: &Arc<Log>) -> io::Result<Slot> {
+        let disk = ReplayDisk::new(Arc::clone(base), Arc::clone(log));
+        let stack = DiskStack::new(Arc::clone(&disk))?;
+        let dev_name = stack
+            .dev
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        Ok(Slot {
+            base: Arc::clone(base),
+            disk,
+            marks_file: stack.dir.join("marks"),
+            stack,
+            kmsg: Kmsg::open(),
+            dev_name,
+            last: None,
+        })
+    }
+
+    /// Shows the crash state `spec` on the loop device: drops from the
+    /// kernel's caches only the pages that differ from the last state.
+    pub(crate) fn switch_to(&mut self, log: &Log, spec: &StateSpec) -> io::Result<()> {
+        // Until the kernel's caches are known to match `spec`, nothing is
+        // known about what they hold: a failed switch makes the next drop all.
+        let candidates = self.last.take().map(|p| changed_sectors(log, &p, spec));
+        let changed = self.disk.set_spec(spec, candidates.as_deref());
+        self.stack.invalidate_ranges(&changed)?;
+        flush_buffers(&self.stack.dev)?;
+        self.last = Some(spec.clone());
+        Ok(())
+    }
+}
+
 pub(crate) enum Verdict {
     Pass,
     Fail {
@@ -309,14 +343,7 @@ pub(crate) fn check_one(
     // Only the pages that differ from the last state are dropped from the
     // kernel's cache of the disk file: the rest is read again from memory,
     // not through FUSE (`--verify-images` checks the result).
-    let candidates = slot.last.as_ref().map(|p| changed_sectors(log, p, spec));
-    // Until the kernel's caches are known to match `spec`, nothing is known
-    // about what they hold: a failed switch makes the next one drop all.
-    slot.last = None;
-    let changed = slot.disk.set_spec(spec, candidates.as_deref());
-    slot.stack.invalidate_ranges(&changed)?;
-    flush_buffers(&slot.stack.dev)?;
-    slot.last = Some(spec.clone());
+    slot.switch_to(log, spec)?;
     if cfg.verify_images {
         let seen = fs::read(&slot.stack.dev)?;
         if seen != crate::replay::materialize(log, &slot.base, spec) {
@@ -447,29 +474,13 @@ fn check_states(
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| {
-                let disk = ReplayDisk::new(Arc::clone(base), Arc::clone(log));
-                let stack = match DiskStack::new(Arc::clone(&disk)) {
-                    Ok(st) => st,
+                let mut slot = match Slot::new(base, log) {
+                    Ok(slot) => slot,
                     Err(e) => {
                         fatal.lock().unwrap().get_or_insert(e);
                         return;
                     }
                 };
-                let marks_file = stack.dir.join("marks");
-                let mut slot = Slot {
-                    base: Arc::clone(base),
-                    disk,
-                    stack,
-                    marks_file,
-                    kmsg: Kmsg::open(),
-                    dev_name: String::new(),
-                    last: None,
-                };
-                slot.dev_name = slot
-                    .stack
-                    .dev
-                    .file_name()
-                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
                 loop {
                     if fatal.lock().unwrap().is_some() {
                         break;
