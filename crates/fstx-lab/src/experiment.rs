@@ -51,6 +51,7 @@ pub(crate) fn commit_before_data_options() -> fstx::TxnOptions {
     use fstx_sim::bugs::{FlushBug, FlushBugs};
     let mut opts = fstx::TxnOptions::new();
     opts.storage(FlushBugs::one(FlushBug::CommitBeforeDataWrite).wrap(fstx::storage::os()));
+    opts.allow_weak_filesystems(weak());
     opts
 }
 
@@ -109,20 +110,45 @@ fn txn_root(w: usize) -> String {
     format!("t{w}")
 }
 
+/// Set by `--allow-weak-fs` (vfat runs): fstx accepts a filesystem whose
+/// rename is not crash-atomic, so the report shows what happens there.
+static ALLOW_WEAK_FS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Lets fstx write on filesystems it refuses by default (vfat), for this process.
+pub(crate) fn allow_weak_fs(yes: bool) {
+    ALLOW_WEAK_FS.store(yes, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn weak() -> bool {
+    ALLOW_WEAK_FS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn fstx_write(path: &Path, content: &[u8]) -> io::Result<()> {
+    Ok(fstx::Options::new()
+        .allow_weak_filesystems(weak())
+        .write(path, content)?)
+}
+
+fn txn_options() -> fstx::TxnOptions {
+    let mut o = fstx::TxnOptions::new();
+    o.allow_weak_filesystems(weak());
+    o
+}
+
 /// Creates version 0 of everything the contender's workers touch.
 pub(crate) fn setup(root: &Path, contender: Contender, workers: usize) -> io::Result<()> {
     for w in 0..workers {
-        fstx::write(root.join(file_name(w)), encode(&file_name(w), 0))?;
+        fstx_write(&root.join(file_name(w)), &encode(&file_name(w), 0))?;
         if contender.ops().contains(&Op::Txn) {
             let troot = root.join(txn_root(w));
             fs::create_dir_all(troot.join("sub"))?;
             for f in TXN_FILES {
-                fstx::write(troot.join(f), encode(&format!("{}/{f}", txn_root(w)), 0))?;
+                fstx_write(&troot.join(f), &encode(&format!("{}/{f}", txn_root(w)), 0))?;
             }
         }
     }
     if contender.ops().contains(&Op::Counter) {
-        fstx::write(root.join(COUNTER), encode(COUNTER, 0))?;
+        fstx_write(&root.join(COUNTER), &encode(COUNTER, 0))?;
     }
     Ok(())
 }
@@ -135,6 +161,7 @@ pub(crate) fn run_workers(contender: Contender, workers: usize, seconds: f64) ->
             Command::new(&exe)
                 .args(["__powercut", "worker", "--contender", contender.name()])
                 .args(["--id", &w.to_string(), "--seconds", &seconds.to_string()])
+                .args(weak().then_some("--allow-weak-fs"))
                 .spawn()
         })
         .collect::<io::Result<_>>()?;
@@ -189,14 +216,16 @@ pub(crate) fn worker(root: &Path, contender: Contender, w: usize, seconds: f64) 
                 marks.ack(&format!("w={w} file n={file_n}"))?;
             }
             Op::Counter => {
-                fstx::UpdateOptions::new().backup(BACKUP_SUFFIX).update(
-                    root.join(COUNTER),
-                    |old| {
+                let mut o = fstx::Options::new();
+                o.allow_weak_filesystems(weak());
+                fstx::UpdateOptions::new()
+                    .backup(BACKUP_SUFFIX)
+                    .options(o)
+                    .update(root.join(COUNTER), |old| {
                         let old = old.unwrap_or_default();
                         let n = decode(COUNTER, old).map_err(io::Error::other)?;
                         Ok(Some(encode(COUNTER, n + 1)))
-                    },
-                )?;
+                    })?;
                 marks.ack(&format!("w={w} inc"))?;
             }
             Op::Txn => {
@@ -205,7 +234,7 @@ pub(crate) fn worker(root: &Path, contender: Contender, w: usize, seconds: f64) 
                 let opts = if contender == Contender::CommitBeforeData {
                     commit_before_data_options()
                 } else {
-                    fstx::TxnOptions::new()
+                    txn_options()
                 };
                 let mut txn = opts.begin(&troot)?;
                 for f in TXN_FILES {
@@ -228,7 +257,7 @@ fn write_file(contender: Contender, path: &Path, content: &[u8]) -> io::Result<(
         PathBuf::from(t)
     };
     match contender {
-        Contender::Fstx | Contender::CommitBeforeData => Ok(fstx::write(path, content)?),
+        Contender::Fstx | Contender::CommitBeforeData => fstx_write(path, content),
         Contender::Seed2002 => {
             let t = temp();
             fs::write(&t, content)?;

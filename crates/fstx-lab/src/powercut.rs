@@ -104,11 +104,19 @@ struct Common {
     workers: usize,
     #[arg(long, default_value_t = 2.0)]
     seconds: f64,
+    /// Let fstx write on a filesystem it refuses (vfat).
+    #[arg(long)]
+    allow_weak_fs: bool,
 }
 
 /// Runs a hidden inner command (in the current directory).
 pub(crate) fn inner(args: &InnerArgs) -> Result<ExitCode, Failure> {
     let root = std::env::current_dir()?;
+    let c = match &args.action {
+        Inner::Setup(c) | Inner::Work(c) | Inner::Recover(c) | Inner::Check(c) => c,
+        Inner::Worker { common, .. } => common,
+    };
+    experiment::allow_weak_fs(c.allow_weak_fs);
     match &args.action {
         Inner::Setup(c) => experiment::setup(&root, c.contender, c.workers)?,
         Inner::Work(c) => experiment::run_workers(c.contender, c.workers, c.seconds)?,
@@ -140,24 +148,18 @@ struct ContenderReport {
 }
 
 fn parse_fs(names: &[String]) -> Result<Vec<FsConfig>, Failure> {
-    let mut out = Vec::new();
-    for name in names {
-        if name == "all" {
-            out.extend(FsConfig::ALL);
-            continue;
-        }
-        let fs = FsConfig::ALL
-            .into_iter()
-            .find(|c| c.name() == name)
-            .ok_or_else(|| {
-                Failure::new(format!(
-                    "--fs: unknown configuration '{name}' (ext4, ext4-writeback, ext4-journal, xfs, btrfs, all)"
-                ))
-            })?;
-        out.push(fs);
-    }
-    out.dedup();
-    Ok(out)
+    FsConfig::parse_list(&names.join(",")).map_err(|e| {
+        Failure::new(format!(
+            "--fs: {e} (ext4, ext4-writeback, ext4-journal, xfs, btrfs, all; f2fs, f2fs-strict, vfat, all-flash)"
+        ))
+    })
+}
+
+/// Whether fstx refuses this configuration's filesystem by default (its
+/// rename is not crash-atomic): the experiment runs fstx there with
+/// `--allow-weak-fs`, to show what happens.
+fn weak(fs: FsConfig) -> bool {
+    fs == FsConfig::Vfat
 }
 
 fn quote(s: &str) -> String {
@@ -174,7 +176,12 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Failure> {
         no_html_on_sim(args);
         return crate::simrun::run(args.workers, args.seconds, &args.contenders, args.seed);
     }
-    if let Err(e) = powercut::stack::preflight(&configs) {
+    let here: Vec<FsConfig> = configs
+        .iter()
+        .copied()
+        .filter(|&c| !powercut::vm::needs_vm(c))
+        .collect();
+    if let Err(e) = powercut::stack::preflight(&here) {
         eprintln!(
             "fstx-lab powercut: the kernel stack cannot run here ({e}); running the same experiment on the in-process simulator instead"
         );
@@ -186,32 +193,53 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Failure> {
     let mut reports = Vec::new();
     let started = std::time::Instant::now();
     for &contender in &args.contenders {
-        let common = format!(
-            "--contender {} --workers {} --seconds {}",
-            contender.name(),
-            args.workers,
-            args.seconds
-        );
-        let mut cfg = powercut::Config::new(
-            format!("{exe} __powercut work {common}"),
-            format!("{exe} __powercut check {common}"),
-        );
-        cfg.configs.clone_from(&configs);
-        cfg.setup = Some(format!("{exe} __powercut setup {common}"));
-        cfg.recover = Some(format!("{exe} __powercut recover {common}"));
-        cfg.enumeration.max_states = args.max_states;
-        cfg.enumeration.seed = args.seed;
-        cfg.jobs = args.jobs;
-        cfg.fsck_sample = args.fsck_sample;
-        cfg.explain = args.explain;
-        cfg.progress = true;
-        cfg.artifacts = args.artifacts.as_ref().map(|d| d.join(contender.name()));
         eprintln!("== {}: {}", contender.name(), contender.describe());
-        let report = powercut::run(&cfg)?;
+        let mut report: Option<powercut::Report> = None;
+        // Filesystems fstx refuses run apart, with --allow-weak-fs.
+        for weak_group in [false, true] {
+            let group: Vec<FsConfig> = configs
+                .iter()
+                .copied()
+                .filter(|&c| weak(c) == weak_group)
+                .collect();
+            if group.is_empty() {
+                continue;
+            }
+            let common = format!(
+                "--contender {} --workers {} --seconds {}{}",
+                contender.name(),
+                args.workers,
+                args.seconds,
+                if weak_group { " --allow-weak-fs" } else { "" }
+            );
+            let mut cfg = powercut::Config::new(
+                format!("{exe} __powercut work {common}"),
+                format!("{exe} __powercut check {common}"),
+            );
+            cfg.configs = group;
+            cfg.setup = Some(format!("{exe} __powercut setup {common}"));
+            cfg.recover = Some(format!("{exe} __powercut recover {common}"));
+            cfg.enumeration.max_states = args.max_states;
+            cfg.enumeration.seed = args.seed;
+            cfg.jobs = args.jobs;
+            cfg.fsck_sample = args.fsck_sample;
+            cfg.explain = args.explain;
+            cfg.progress = true;
+            cfg.artifacts = args.artifacts.as_ref().map(|d| d.join(contender.name()));
+            let r = powercut::run(&cfg)?;
+            match &mut report {
+                None => report = Some(r),
+                Some(all) => {
+                    all.checked += r.checked;
+                    all.violations += r.violations;
+                    all.configs.extend(r.configs);
+                }
+            }
+        }
         reports.push(ContenderReport {
             contender: contender.name(),
             writer: contender.describe(),
-            report,
+            report: report.unwrap_or_default(),
         });
     }
     print!("{}", human_report(&configs, &reports));
@@ -227,9 +255,13 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Failure> {
             .map_err(|e| Failure::new(format!("--html {}: {e}", path.display())))?;
         println!("HTML report: {}", path.display());
     }
+    // On vfat fstx runs with --allow-weak-fs, as evidence for refusing it:
+    // violations there are the expected result, not a failure of fstx.
     let fstx_failed = reports
         .iter()
-        .any(|r| r.contender == Contender::Fstx.name() && !r.report.passed());
+        .filter(|r| r.contender == Contender::Fstx.name())
+        .flat_map(|r| r.report.configs.iter())
+        .any(|c| c.violation_count > 0 && !FsConfig::parse(&c.config).is_some_and(weak));
     if fstx_failed {
         return Err(Failure::new(
             "fstx itself failed a crash state: see the report above",
@@ -346,7 +378,10 @@ fn human_report(configs: &[FsConfig], reports: &[ContenderReport]) -> String {
             let Some(c) = r.report.configs.iter().find(|c| c.config == fs.name()) else {
                 continue;
             };
-            let verdict = verdict(c);
+            let mut verdict = verdict(c);
+            if weak(*fs) && r.contender == Contender::Fstx.name() {
+                verdict.push_str(" (fstx refuses this filesystem; run with --allow-weak-fs)");
+            }
             let _ = writeln!(
                 s,
                 "{:<15} {:<19} {:>8} {:>9} {:>10.1}  {}",

@@ -57,6 +57,7 @@ mod blockmap_ext4;
 mod blockmap_xfs_btrfs;
 pub mod disk;
 pub mod explain;
+pub mod fsconfig;
 pub mod html;
 pub mod kmsg;
 pub mod log;
@@ -69,6 +70,7 @@ pub mod shrink;
 pub mod stack;
 mod sys;
 pub mod timeline;
+pub mod vm;
 
 pub use replay::{Enumeration, StateSpec};
 pub use run::{run, Config, ConfigReport, Report, Violation};

@@ -41,11 +41,22 @@ enum Cmd {
     Stats(StatsArgs),
     /// Clean up mounts and loop devices left by killed earlier runs.
     Cleanup,
+    /// The VM lane's guest side (run by `powercut run` inside the VM).
+    #[command(hide = true)]
+    VmGuest {
+        /// The run's configuration (JSON).
+        #[arg(long)]
+        config: PathBuf,
+        /// Where to write the report (JSON).
+        #[arg(long)]
+        report: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
 struct StatsArgs {
-    /// ext4, ext4-writeback, ext4-journal, xfs, btrfs, or all (comma-separated list allowed).
+    /// ext4, ext4-writeback, ext4-journal, xfs, btrfs, all; f2fs, f2fs-strict,
+    /// vfat, all-flash (in the VM lane); raw (comma-separated list allowed).
     #[arg(long, default_value = "ext4")]
     fs: String,
     /// Shell command run in the fresh filesystem before recording.
@@ -71,7 +82,8 @@ struct StatsArgs {
 #[derive(clap::Args)]
 #[allow(clippy::struct_excessive_bools)]
 struct RunArgs {
-    /// ext4, ext4-writeback, ext4-journal, xfs, btrfs, or all (comma-separated list allowed).
+    /// ext4, ext4-writeback, ext4-journal, xfs, btrfs, all; f2fs, f2fs-strict,
+    /// vfat, all-flash (in the VM lane); raw (comma-separated list allowed).
     #[arg(long, default_value = "ext4")]
     fs: String,
     /// Shell command run in the fresh filesystem before recording.
@@ -156,20 +168,16 @@ struct RunArgs {
 }
 
 fn parse_fs(s: &str) -> Result<Vec<FsConfig>, String> {
-    if s == "all" {
-        return Ok(FsConfig::ALL.to_vec());
-    }
-    s.split(',')
-        .map(|n| {
-            FsConfig::parse(n.trim())
-                .ok_or_else(|| format!("unknown filesystem configuration `{n}`"))
-        })
-        .collect()
+    FsConfig::parse_list(s)
 }
 
 fn try_main() -> Result<ExitCode, String> {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::VmGuest { config, report } => {
+            powercut::vm::guest_main(&config, &report).map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Cleanup => {
             powercut::stack::cleanup_dead_runs();
             Ok(ExitCode::SUCCESS)

@@ -421,7 +421,7 @@ pub(crate) fn check_one(
         && (seen.kernel_warning || in_fsck_sample(hash, cfg.enumeration.seed, cfg.fsck_sample));
     if seen.fsck {
         let r = run_with_timeout(&mut fs.fsck(&slot.stack.dev), cfg.timeout)?;
-        if r.code != Some(0) {
+        if r.timed_out || !fs.fsck_clean(r.code, &r.output) {
             verdict = Verdict::Fail {
                 stage: "fsck",
                 message: format!("{}: {}", r.status_text(), fsck_findings(&r.output)),
@@ -635,10 +635,14 @@ pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
 
 /// Runs every configuration of `cfg` and reports.
 pub fn run(cfg: &Config) -> io::Result<Report> {
-    preflight(&cfg.configs)?;
-    cleanup_dead_runs();
+    let (in_vm, here): (Vec<FsConfig>, Vec<FsConfig>) =
+        cfg.configs.iter().partition(|&&c| crate::vm::needs_vm(c));
     let mut report = Report::default();
-    for &fs in &cfg.configs {
+    if !here.is_empty() {
+        preflight(&here)?;
+        cleanup_dead_runs();
+    }
+    for &fs in &here {
         let c = run_config(cfg, fs).map_err(|e| err(format!("{fs}: {e}")))?;
         if cfg.progress {
             let mut e = io::stderr().lock();
@@ -651,6 +655,16 @@ pub fn run(cfg: &Config) -> io::Result<Report> {
         report.violations += c.violation_count;
         report.checked += c.checked;
         report.configs.push(c);
+    }
+    if !in_vm.is_empty() {
+        let names: Vec<&str> = in_vm.iter().map(|c| c.name()).collect();
+        for c in crate::vm::run_in_vm(cfg, &in_vm)
+            .map_err(|e| err(format!("{}: {e}", names.join(","))))?
+        {
+            report.violations += c.violation_count;
+            report.checked += c.checked;
+            report.configs.push(c);
+        }
     }
     // Our state directory is empty once every stack is torn down.
     let _ =

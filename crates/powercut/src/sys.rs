@@ -12,3 +12,17 @@ pub(crate) fn flush_block_buffers(fd: impl AsFd) -> std::io::Result<()> {
     unsafe { rustix::ioctl::ioctl(fd, rustix::ioctl::NoArg::<BLKFLSBUF>::new()) }?;
     Ok(())
 }
+
+/// Makes the kernel kill `cmd`'s process with SIGKILL when the thread that
+/// spawned it exits, so a killed powercut never leaves a VM running.
+pub(crate) fn kill_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec; it only
+    // makes one prctl system call (async-signal-safe) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
+}
