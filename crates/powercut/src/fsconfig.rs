@@ -249,6 +249,7 @@ impl FsConfig {
             (FsConfig::Vfat, Some(1)) => output.lines().map(str::trim).all(|l| {
                 l.is_empty()
                     || l.starts_with("fsck.fat ")
+                    || l.starts_with("Dirty bit is set. Fs was not properly unmounted")
                     || l == "Automatically removing dirty bit."
                     || l == "Leaving filesystem unchanged."
                     || (l.contains(" files, ") && l.ends_with(" clusters"))
@@ -267,6 +268,41 @@ impl FsConfig {
             "raw" => &[],
             _ => &[("mkfs.btrfs", "btrfs-progs"), ("btrfs", "btrfs-progs")],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FsConfig;
+
+    /// `fsck.vfat -n` on a vfat image with only its dirty bit set (exit 1),
+    /// as dosfstools 4.2 prints it.
+    const DIRTY_ONLY: &str = "fsck.fat 4.2 (2021-01-31)\nDirty bit is set. Fs was not properly unmounted and some data may be corrupt.\n Automatically removing dirty bit.\n\nLeaving filesystem unchanged.\nv.img: 0 files, 0/32695 clusters\n";
+
+    #[test]
+    fn vfat_dirty_bit_alone_is_clean_anything_else_is_not() {
+        assert!(FsConfig::Vfat.fsck_clean(Some(1), DIRTY_ONLY));
+        let more = DIRTY_ONLY.replace(
+            "\nLeaving",
+            "\n/a: File size is 12 bytes, cluster chain length is 0.\nLeaving",
+        );
+        assert!(!FsConfig::Vfat.fsck_clean(Some(1), &more));
+        assert!(!FsConfig::Vfat.fsck_clean(Some(4), DIRTY_ONLY));
+        assert!(!FsConfig::Ext4.fsck_clean(Some(1), DIRTY_ONLY));
+        assert!(FsConfig::F2fs.fsck_clean(Some(0), ""));
+    }
+
+    #[test]
+    fn lists_parse() {
+        assert_eq!(
+            FsConfig::parse_list("all-flash").unwrap(),
+            FsConfig::ALL_FLASH.to_vec()
+        );
+        assert_eq!(
+            FsConfig::parse_list("ext4,f2fs-strict").unwrap(),
+            vec![FsConfig::Ext4, FsConfig::F2fsStrict]
+        );
+        assert!(FsConfig::parse_list("ubifs").is_err());
     }
 }
 

@@ -157,8 +157,9 @@ impl Lane {
         fs::write(
             vm.join("guest.sh"),
             format!(
-                "cd /\nmodprobe -a {}\nexport {IN_VM_ENV}=1\nexec {} vm-guest --config {} --report {}\n",
+                "cd /\nmodprobe -a {}\n{}export {IN_VM_ENV}=1\nexec {} vm-guest --config {} --report {}\n",
                 modules.join(" "),
+                exported_environment(),
                 self.powercut.display(),
                 vm.join("config.json").display(),
                 vm.join("report.json").display(),
@@ -307,6 +308,27 @@ impl Lane {
     }
 }
 
+/// This process's environment as shell `export` lines, so the guest's
+/// commands see what they would see on the host (`$FSTX`, `$PATH`, ...).
+fn exported_environment() -> String {
+    const SKIP: [&str; 5] = ["PWD", "OLDPWD", "SHLVL", "_", IN_VM_ENV];
+    let mut out = String::new();
+    for (k, v) in std::env::vars_os() {
+        let (Some(k), Some(v)) = (k.to_str(), v.to_str()) else {
+            continue;
+        };
+        let name_ok = k
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        if k.is_empty() || !name_ok || SKIP.contains(&k) {
+            continue;
+        }
+        out.push_str(&format!("export {k}='{}'\n", v.replace('\'', r"'\''")));
+    }
+    out
+}
+
 /// How long one VM run may take (`POWERCUT_VM_TIMEOUT` seconds; 4 h).
 fn vm_timeout() -> Duration {
     let secs = std::env::var("POWERCUT_VM_TIMEOUT")
@@ -363,6 +385,19 @@ fn powercut_binary() -> io::Result<PathBuf> {
     let beside = me.with_file_name("powercut");
     if beside.is_file() {
         return Ok(beside);
+    }
+    // A test binary lives in target/PROFILE/deps, the workspace's binaries
+    // one level up.
+    if me
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|d| d == "deps")
+    {
+        if let Some(up) = me.parent().and_then(Path::parent) {
+            if up.join("powercut").is_file() {
+                return Ok(up.join("powercut"));
+            }
+        }
     }
     which("powercut").ok_or_else(|| {
         err(format!(
