@@ -6,6 +6,8 @@
 //! files alike. The envelopes expected are built here byte by byte, with
 //! the test kit's own CRC-32C.
 
+#![allow(clippy::many_single_char_names)]
+
 mod txnkit;
 
 use std::collections::BTreeMap;
