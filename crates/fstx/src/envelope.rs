@@ -16,6 +16,12 @@
 //! reader could fall back to (a clock would not do: devices boot without
 //! one).
 //!
+//! The same envelope is written by a verified `update` and `update_stream`
+//! (their function reads the newest payload that verifies, FILE's or a
+//! backup's: `ReadOptions::open_newest` checks it in bounded memory and
+//! keeps its handle open) and, with `TxnOptions::verified`, by every file a
+//! transaction stages (sealed in `txn/stage.rs`, `seal_staged`).
+//!
 //! # Reading
 //!
 //! [`ReadOptions::read`] looks at FILE and its backups (`FILE~`, `FILE~2`,
