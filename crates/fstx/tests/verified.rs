@@ -398,7 +398,7 @@ fn peak_rss_kib() -> u64 {
         .expect("VmHWM in /proc/self/status")
 }
 
-/// The child: a verified update_stream of a 64 MiB payload (checked, read
+/// The child: a verified `update_stream` of a 64 MiB payload (checked, read
 /// by the function, written, read back to seal); prints the peak RSS growth.
 fn memory_child(dir: &Path) {
     const SIZE: usize = 64 << 20;
