@@ -73,6 +73,46 @@ fn commit_operations_and_errors() {
     }
 }
 
+/// `--verified`: every file written is sealed (`fstx read` returns the
+/// payload, numbered one above the file's previous sequence number);
+/// renamed files keep their bytes.
+#[test]
+fn commit_verified_seals_every_written_file() {
+    let d = TempDir::new("verified");
+    let root = d.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(d.join("src"), "payload").unwrap();
+    std::fs::write(root.join("plain"), "plain").unwrap();
+    let put = |dest: &str| format!("{dest}={}", d.join("src").display());
+    for _ in 0..2 {
+        let (ok, _, err) = run(fstx().arg("commit").arg(&root).arg("--verified").args([
+            "--put",
+            &put("a"),
+            "--put",
+            &put("sub/b"),
+        ]));
+        assert!(ok, "{err}");
+    }
+    let (ok, _, err) = run(fstx()
+        .arg("commit")
+        .arg(&root)
+        .arg("--verified")
+        .args(["--rename", "plain=moved"]));
+    assert!(ok, "{err}");
+    for f in ["a", "sub/b"] {
+        let bytes = std::fs::read(root.join(f)).unwrap();
+        assert!(bytes.starts_with(b"FSTXENV\0"), "{f}");
+        assert_eq!(&bytes[16..24], &2u64.to_le_bytes(), "{f}: sequence 2");
+        let (ok, out, err) = run(fstx().arg("read").arg(root.join(f)));
+        assert!(ok && err.is_empty(), "{err}");
+        assert_eq!(out, "payload");
+    }
+    assert_eq!(
+        std::fs::read_to_string(root.join("moved")).unwrap(),
+        "plain"
+    );
+}
+
 #[test]
 fn from_dir_installs_a_set_atomically() {
     let d = TempDir::new("fromdir");

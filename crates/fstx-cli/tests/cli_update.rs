@@ -162,3 +162,68 @@ fn lock_timeout_and_dead_holder_releases() {
     assert_eq!(std::fs::read_to_string(&f).unwrap(), "2\n");
     let _ = Command::new("kill").arg(sleep_pid.to_string()).status();
 }
+
+/// `fstx read FILE`: (exit code, stdout, stderr).
+fn read(file: &Path) -> (i32, String, String) {
+    let o = fstx().arg("read").arg(file).output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// `--verified`: CMD reads the payload (not the envelope), the result is
+/// sealed; with FILE damaged, CMD reads FILE~'s payload and stderr says so
+/// in one line; with --generations the backups rotate as usual.
+#[test]
+fn verified_update_reads_the_payload_and_falls_back_to_the_backup() {
+    let d = TempDir::new("verified");
+    let f = d.join("n");
+    let flags = ["--verified", "--generations", "2"];
+    for _ in 0..3 {
+        let out = update(&f, &flags, "read x; echo $((x+1))");
+        assert!(out.status.success(), "{out:?}");
+        assert!(out.stderr.is_empty(), "{out:?}");
+    }
+    assert_eq!(read(&f), (0, "3\n".into(), String::new()));
+    assert!(std::fs::read(&f).unwrap().starts_with(b"FSTXENV\0"));
+    assert_eq!(read(&d.join("n~")).1, "2\n");
+    // Damage FILE's payload: CMD starts from n~ (2), reported once.
+    let mut b = std::fs::read(&f).unwrap();
+    let last = b.len() - 2;
+    b[last] ^= 1;
+    std::fs::write(&f, &b).unwrap();
+    let out = update(&f, &flags, "read x; echo $((x+10))");
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("fstx: update ")
+            && err.contains(&format!("fell back to {}~", f.display()))
+            && err.contains("payload checksum mismatch"),
+        "{err}"
+    );
+    assert_eq!(read(&f), (0, "12\n".into(), String::new()));
+    // The backup is the replaced FILE (damaged), the good one rotated on.
+    assert_eq!(read(&d.join("n~2")).1, "2\n");
+    // Nothing valid: exit 1, CMD never runs, nothing changes.
+    for name in ["n", "n~", "n~2"] {
+        let mut b = std::fs::read(d.join(name)).unwrap();
+        let last = b.len() - 1;
+        b[last] ^= 0x40;
+        std::fs::write(d.join(name), &b).unwrap();
+    }
+    let before = std::fs::read(&f).unwrap();
+    let marker = d.join("ran");
+    let out = update(
+        &f,
+        &flags,
+        &format!("touch {}; echo never", marker.display()),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("no valid version"), "{err}");
+    assert!(!marker.exists());
+    assert_eq!(std::fs::read(&f).unwrap(), before);
+}

@@ -488,6 +488,7 @@ impl AtomicFile {
             &self.dir.fd,
             &self.name,
             self.opts.backup_suffix.as_deref(),
+            true,
         )
         .map_err(|e| (Step::ReadSequenceNumber, e))?;
         crate::envelope::seal(st, self.temp(), seq).map_err(|e| (Step::WriteTemporaryFile, e))

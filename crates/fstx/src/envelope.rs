@@ -16,6 +16,12 @@
 //! reader could fall back to (a clock would not do: devices boot without
 //! one).
 //!
+//! The same envelope is written by a verified `update` and `update_stream`
+//! (their function reads the newest payload that verifies, FILE's or a
+//! backup's: `ReadOptions::open_newest` checks it in bounded memory and
+//! keeps its handle open) and, with `TxnOptions::verified`, by every file a
+//! transaction stages (sealed in `txn/stage.rs`, `seal_staged`).
+//!
 //! # Reading
 //!
 //! [`ReadOptions::read`] looks at FILE and its backups (`FILE~`, `FILE~2`,
@@ -260,7 +266,48 @@ impl ReadOptions {
     /// [`io::ErrorKind::InvalidData`] when none is valid (the message names
     /// every candidate and its defect); opening the directory.
     pub fn read(&self, path: impl AsRef<Path>) -> Result<ReadOutcome> {
-        let path = path.as_ref();
+        let chosen = self.choose(path.as_ref(), |st, fd, found| match found {
+            Found::Envelope(h) => read_payload(st, fd, h),
+            Found::Plain(size) => crate::io::read_to_end(st, fd, size).map(Ok),
+        })?;
+        Ok(ReadOutcome {
+            content: chosen.value,
+            path: chosen.path,
+            seq: chosen.seq,
+            rejected: chosen.rejected,
+            fell_back: chosen.fell_back,
+        })
+    }
+
+    /// The same choice as [`read`](Self::read), streaming: the chosen
+    /// candidate's payload is verified in bounded memory and its handle
+    /// returned, to be read again (an update's function reads it).
+    pub(crate) fn open_newest(&self, path: &Path) -> Result<Chosen<Payload>> {
+        self.choose(path, |st, fd, found| match found {
+            Found::Envelope(h) => Ok(crc_of_range(st, fd, ENVELOPE_HEADER_LEN, h.len)?.and_then(
+                |crc| {
+                    (crc == h.crc)
+                        .then_some(Payload {
+                            offset: ENVELOPE_HEADER_LEN,
+                            len: h.len,
+                        })
+                        .ok_or_else(|| "payload checksum mismatch".to_string())
+                },
+            )),
+            Found::Plain(size) => Ok(Ok(Payload {
+                offset: 0,
+                len: size,
+            })),
+        })
+    }
+
+    /// Opens every candidate, and returns the newest whose `load` succeeds
+    /// (see [`read`](Self::read) for the rules), with its open handle.
+    fn choose<T>(
+        &self,
+        path: &Path,
+        mut load: impl FnMut(&dyn Storage, &Fd, Found<'_>) -> io::Result<std::result::Result<T, String>>,
+    ) -> Result<Chosen<T>> {
         let st = &*self.storage;
         let fail = |step, e| Error::new("read", path, step, State::NotCommitted, e);
         let (dir_path, name) = split(path).map_err(|e| fail(Step::ParsePath, e))?;
@@ -297,7 +344,7 @@ impl ReadOptions {
             Candidate::Envelope(_, h) => (std::cmp::Reverse(h.seq), i),
             _ => (std::cmp::Reverse(0), usize::MAX),
         });
-        let mut found: Option<(usize, Vec<u8>, Option<u64>)> = None;
+        let mut found: Option<(usize, T, Option<u64>)> = None;
         if any_envelope || self.require_verified {
             for &i in &order {
                 let (p, c) = &cands[i];
@@ -306,8 +353,8 @@ impl ReadOptions {
                         if found.is_some() {
                             continue;
                         }
-                        match read_payload(st, fd, h) {
-                            Ok(Ok(payload)) => found = Some((i, payload, Some(h.seq))),
+                        match load(st, fd, Found::Envelope(h)) {
+                            Ok(Ok(value)) => found = Some((i, value, Some(h.seq))),
                             Ok(Err(d)) => reject(&mut rejected, p, d),
                             Err(e) => reject(&mut rejected, p, e.to_string()),
                         }
@@ -324,8 +371,9 @@ impl ReadOptions {
             for (i, (p, c)) in cands.iter().enumerate() {
                 match c {
                     Candidate::Plain(fd, size) if found.is_none() => {
-                        match crate::io::read_to_end(st, fd, *size) {
-                            Ok(content) => found = Some((i, content, None)),
+                        match load(st, fd, Found::Plain(*size)) {
+                            Ok(Ok(value)) => found = Some((i, value, None)),
+                            Ok(Err(d)) => reject(&mut rejected, p, d),
                             Err(e) => reject(&mut rejected, p, e.to_string()),
                         }
                     }
@@ -335,10 +383,15 @@ impl ReadOptions {
                 }
             }
         }
-        if let Some((i, content, seq)) = found {
-            return Ok(ReadOutcome {
-                content,
-                path: cands[i].0.clone(),
+        if let Some((i, value, seq)) = found {
+            let (path, c) = cands.swap_remove(i);
+            let (Candidate::Envelope(fd, _) | Candidate::Plain(fd, _)) = c else {
+                unreachable!("only an envelope or a plain file is chosen");
+            };
+            return Ok(Chosen {
+                fd,
+                value,
+                path,
                 seq,
                 rejected,
                 fell_back: i != 0,
@@ -360,6 +413,35 @@ impl ReadOptions {
             io::Error::new(kind, format!("no valid version: {list}")),
         ))
     }
+}
+
+/// What a candidate chosen by [`ReadOptions::choose`] holds.
+#[derive(Debug, Clone, Copy)]
+enum Found<'a> {
+    /// An envelope whose header verifies (the payload is not checked yet).
+    Envelope(&'a EnvelopeHeader),
+    /// A plain file of this size.
+    Plain(u64),
+}
+
+/// Where the content of a chosen candidate lies in its file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Payload {
+    /// Its first byte's offset (the header's length, or 0 for a plain file).
+    pub(crate) offset: u64,
+    /// Its length.
+    pub(crate) len: u64,
+}
+
+/// The candidate [`ReadOptions::choose`] chose, its handle still open.
+#[derive(Debug)]
+pub(crate) struct Chosen<T> {
+    pub(crate) fd: Fd,
+    pub(crate) value: T,
+    pub(crate) path: PathBuf,
+    pub(crate) seq: Option<u64>,
+    pub(crate) rejected: Vec<Rejected>,
+    pub(crate) fell_back: bool,
 }
 
 /// Reads the newest verified (or, if nothing carries an envelope, plain)
@@ -444,19 +526,22 @@ fn read_payload(
 /// than the highest that it and its backups carry in a header that
 /// verifies — `name~`, `name~2`, … while they exist, and the same with
 /// `suffix` (an update's own backup suffix) — so that no version a reader
-/// could fall back to outranks the new one.
+/// could fall back to outranks the new one. `follow`: whether symlinks are
+/// followed (a transaction never follows one: a symlink counts as a name
+/// without a sequence number).
 pub(crate) fn next_seq(
     st: &dyn Storage,
     dir: &Fd,
     name: &OsStr,
     suffix: Option<&OsStr>,
+    follow: bool,
 ) -> io::Result<u64> {
-    let mut max = header_seq(st, dir, name)?.unwrap_or(0);
+    let mut max = header_seq(st, dir, name, follow)?.unwrap_or(0);
     let mut suffixes = vec![OsStr::new("~")];
     suffixes.extend(suffix.filter(|s| *s != OsStr::new("~")));
     for sfx in suffixes {
         for k in 1..=DEFAULT_GENERATIONS {
-            match header_seq(st, dir, &crate::backup::backup_name(name, sfx, k))? {
+            match header_seq(st, dir, &crate::backup::backup_name(name, sfx, k), follow)? {
                 None => break,
                 Some(seq) => max = max.max(seq),
             }
@@ -467,9 +552,18 @@ pub(crate) fn next_seq(
 
 /// The sequence number in `name`'s envelope header, 0 if it has none that
 /// verifies; `None` if `name` does not exist.
-fn header_seq(st: &dyn Storage, dir: &Fd, name: &OsStr) -> io::Result<Option<u64>> {
+fn header_seq(st: &dyn Storage, dir: &Fd, name: &OsStr, follow: bool) -> io::Result<Option<u64>> {
+    if !follow {
+        // A symlink (or anything but a regular file) is not opened.
+        match st.stat_at(dir, name, false) {
+            Ok(s) if s.kind != FileKind::Regular => return Ok(Some(0)),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
     let how = OpenHow {
-        follow: true,
+        follow,
         ..OpenHow::READ_NOFOLLOW
     };
     let fd = match st.open(dir, name, how) {
@@ -494,21 +588,36 @@ fn header_seq(st: &dyn Storage, dir: &Fd, name: &OsStr) -> io::Result<Option<u64
 pub(crate) fn seal(st: &dyn Storage, temp: &Fd, seq: u64) -> io::Result<()> {
     let size = st.stat(temp)?.size;
     let len = size.saturating_sub(ENVELOPE_HEADER_LEN);
+    let crc = crc_of_range(st, temp, ENVELOPE_HEADER_LEN, len)?.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the temporary file shrank while sealing it",
+        )
+    })?;
+    let header = EnvelopeHeader { seq, len, crc }.encode();
+    crate::io::write_all_at(st, temp, &header, 0)
+}
+
+/// The CRC-32C of `len` bytes of `fd` from `off`, read in 64 KiB pieces;
+/// the defect in words if the file ends before.
+fn crc_of_range(
+    st: &dyn Storage,
+    fd: &Fd,
+    mut off: u64,
+    len: u64,
+) -> io::Result<std::result::Result<u32, String>> {
+    let end = off.saturating_add(len);
     let mut crc = 0u32;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut off = ENVELOPE_HEADER_LEN;
-    while off < size {
-        let want = usize::try_from(size - off).map_or(buf.len(), |n| n.min(buf.len()));
-        let n = read_full(st, temp, &mut buf[..want], off)?;
+    let mut buf = vec![0u8; usize::try_from(len).map_or(64 * 1024, |n| n.min(64 * 1024))];
+    while off < end {
+        let want = usize::try_from(end - off).map_or(buf.len(), |n| n.min(buf.len()));
+        let n = read_full(st, fd, &mut buf[..want], off)?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the temporary file shrank while sealing it",
-            ));
+            let got = len - (end - off);
+            return Ok(Err(format!("payload truncated ({got} of {len} bytes)")));
         }
         crc = crc32c::crc32c_append(crc, &buf[..n]);
         off += n as u64;
     }
-    let header = EnvelopeHeader { seq, len, crc }.encode();
-    crate::io::write_all_at(st, temp, &header, 0)
+    Ok(Ok(crc))
 }

@@ -97,9 +97,11 @@
 //! # After a power cut: verified reads and two-slot records
 //!
 //! [`Options::verified`] wraps the content in an envelope (checksum and a
-//! growing sequence number); [`read()`] returns the newest version that
-//! verifies among a file and its backups and says which candidates it
-//! rejected and why. [`RecordOptions`] keeps one bounded value in two slots
+//! growing sequence number) — for a write, an [`update`] or
+//! [`update_stream`] (whose function reads the newest payload that
+//! verifies), and, with [`TxnOptions::verified`], every file a transaction
+//! writes; [`read()`] returns the newest version that verifies among a file
+//! and its backups and says which candidates it rejected and why. [`RecordOptions`] keeps one bounded value in two slots
 //! of a file or block device, written in place into the older slot: no
 //! rename, so it holds on vfat, exfat and raw partitions
 //! ([`read_record`]). `docs/design.md` §7 states what holds after a cut,

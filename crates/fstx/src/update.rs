@@ -17,12 +17,13 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::atomic::{AtomicFile, Options};
 use crate::backup::{BackupKind, BackupMethod};
+use crate::envelope::Rejected;
 use crate::error::{invalid, Error, Result, State, Step};
 use crate::lock::{acquire, FileLock, Wait};
 use crate::paths::Resolved;
@@ -190,14 +191,27 @@ impl UpdateOptions {
         let path = path.as_ref();
         let (lock, target) = acquire("update", path, &self.opts, self.wait)?;
         let mut old = self.open_old(path, &target)?;
+        // Verified: the function reads the newest version that verifies
+        // (FILE or a backup); the backup is still made of FILE itself.
+        let mut source = if self.opts.verified {
+            self.open_verified(path)?
+        } else {
+            None
+        };
         let mut file = AtomicFile::open_resolved("update", path, target, &self.replace_options())?;
-        let commit = match f(old.as_mut(), &mut file) {
+        let given = if self.opts.verified {
+            source.as_mut()
+        } else {
+            old.as_mut()
+        };
+        let commit = match f(given, &mut file) {
             Ok(commit) => commit,
             Err(e) => {
                 let state = file.cleanup();
                 return Err(Error::new("update", path, Step::UpdateFunction, state, e));
             }
         };
+        drop(source);
         if !commit {
             file.discard()?;
             return Ok(Updated {
@@ -216,19 +230,54 @@ impl UpdateOptions {
         opts
     }
 
-    /// The newest verified version among the target and its backups
-    /// (`None` if none exists), for a verified update's function.
-    fn read_verified(&self, path: &Path) -> Result<Option<Vec<u8>>> {
+    /// The candidates a verified update reads: the target and its backups
+    /// (this update's suffix and generations, or `~` while they exist).
+    fn read_options(&self) -> crate::envelope::ReadOptions {
         let mut r = crate::envelope::ReadOptions::new();
         r.storage_(self.opts.storage.clone());
         if let Some(suffix) = &self.backup {
             r.backup(suffix).generations(self.generations);
         }
-        match r.read(path) {
+        r
+    }
+
+    /// The newest verified version among the target and its backups
+    /// (`None` if none exists), for a verified update's function.
+    fn read_verified(&self, path: &Path) -> Result<Option<Vec<u8>>> {
+        match self.read_options().read(path) {
             Ok(out) => Ok(Some(out.content)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(fail(path, Step::ReadCurrentContent, e.into_io_error())),
         }
+    }
+
+    /// The newest verified version among the target and its backups, its
+    /// payload checked in bounded memory and handed over as an [`OldFile`]
+    /// positioned at the payload (`None` if no candidate exists).
+    fn open_verified(&self, path: &Path) -> Result<Option<OldFile>> {
+        let chosen = match self.read_options().open_newest(path) {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(fail(path, Step::ReadCurrentContent, e.into_io_error())),
+        };
+        let st = &self.opts.storage;
+        let stat = st
+            .stat(&chosen.fd)
+            .map_err(|e| fail(path, Step::InspectCurrentFile, e))?;
+        Ok(Some(OldFile {
+            storage: st.clone(),
+            fd: chosen.fd,
+            stat,
+            offset: chosen.value.offset,
+            len: chosen.value.len,
+            pos: 0,
+            origin: Origin {
+                path: chosen.path,
+                seq: chosen.seq,
+                rejected: chosen.rejected,
+                fell_back: chosen.fell_back,
+            },
+        }))
     }
 
     /// Opens the current version of the target, if there is one.
@@ -259,8 +308,15 @@ impl UpdateOptions {
             storage: st.clone(),
             fd,
             stat,
+            offset: 0,
             len: stat.size,
             pos: 0,
+            origin: Origin {
+                path: path.to_path_buf(),
+                seq: None,
+                rejected: Vec::new(),
+                fell_back: false,
+            },
         }))
     }
 
@@ -298,17 +354,36 @@ fn fail(path: &Path, step: Step, e: io::Error) -> Error {
 
 /// The current version of a file being updated, for [`update_stream`]:
 /// readable and seekable, independent of anything written to the new file.
+///
+/// In a verified update ([`Options::verified`]) it is the payload of the
+/// newest version that verifies, FILE's or a backup's (its checksum already
+/// checked); [`path`](Self::path), [`seq`](Self::seq),
+/// [`fell_back`](Self::fell_back) and [`rejected`](Self::rejected) say
+/// which, and why.
 #[derive(Debug)]
 pub struct OldFile {
     storage: Arc<dyn Storage>,
     pub(crate) fd: Fd,
     pub(crate) stat: Stat,
+    /// Where the content starts in the file (after an envelope's header).
+    offset: u64,
     len: u64,
     pos: u64,
+    origin: Origin,
+}
+
+/// Which file an [`OldFile`] is, and why.
+#[derive(Debug)]
+struct Origin {
+    path: PathBuf,
+    seq: Option<u64>,
+    rejected: Vec<Rejected>,
+    fell_back: bool,
 }
 
 impl OldFile {
-    /// The size of the current version, in bytes.
+    /// The size of the current version, in bytes (in a verified update, of
+    /// its payload).
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -317,11 +392,47 @@ impl OldFile {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// The file this content comes from: the target, or in a verified
+    /// update a backup when the target is damaged or missing.
+    pub fn path(&self) -> &Path {
+        &self.origin.path
+    }
+
+    /// The sequence number of its envelope (`None` unless verified).
+    pub fn seq(&self) -> Option<u64> {
+        self.origin.seq
+    }
+
+    /// Whether a verified update fell back to a backup.
+    pub fn fell_back(&self) -> bool {
+        self.origin.fell_back
+    }
+
+    /// The candidates a verified update did not use, and why (see
+    /// [`ReadOutcome::rejected`](crate::ReadOutcome::rejected)).
+    pub fn rejected(&self) -> &[Rejected] {
+        &self.origin.rejected
+    }
 }
 
 impl Read for OldFile {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.storage.read_at(&self.fd, buf, self.pos)?;
+        // A payload ends where its envelope says (it is the file's end too,
+        // as the header was checked against the size); a plain file is read
+        // to its end.
+        let want = if self.offset > 0 {
+            let left = self.len.saturating_sub(self.pos);
+            usize::try_from(left).map_or(buf.len(), |n| n.min(buf.len()))
+        } else {
+            buf.len()
+        };
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self
+            .storage
+            .read_at(&self.fd, &mut buf[..want], self.offset + self.pos)?;
         self.pos += n as u64;
         Ok(n)
     }
@@ -423,6 +534,15 @@ where
 /// [`AtomicFile`] itself; it returns `Ok(true)` to commit what it wrote or
 /// `Ok(false)` to leave the file as it is. Same guarantees and errors as
 /// [`update`].
+///
+/// With [`Options::verified`] (in [`UpdateOptions::options`]), `f` reads
+/// the payload of the newest version that verifies among the target and its
+/// backups, as [`read`](crate::read()) chooses it (its checksum is checked
+/// first, in bounded memory, and [`OldFile::fell_back`] says whether it is
+/// a backup's); the backup is still made of the target itself. What `f`
+/// writes is the payload: the header is written last, at offset 0 of the
+/// temporary file, after the payload was read back to checksum it, before
+/// the file is flushed. Memory stays bounded on both sides.
 ///
 /// # Examples
 ///

@@ -45,6 +45,10 @@ pub struct Args {
     /// kernels), or serial.
     #[arg(long, value_enum, default_value = "auto")]
     flush: FlushArg,
+    /// Seal every file written in a verified envelope (checksum and
+    /// sequence number) that `fstx read` checks.
+    #[arg(long)]
+    verified: bool,
     /// Fail at once if another transaction holds ROOT, instead of waiting.
     #[arg(long)]
     no_wait: bool,
@@ -123,7 +127,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
 }
 
 /// Runs `fstx commit` with `opts` as the starting point: the flags set
-/// durability, waiting, weak filesystems and flushing on top of it; anything
+/// durability, waiting, weak filesystems, sealing and flushing on top of it; anything
 /// else in `opts` (such as an [`on_phase`](fstx::TxnOptions::on_phase) hook,
 /// which `fstx-lab` uses to pause a commit for the kill test) is kept. The
 /// `fstx` binary passes fresh options.
@@ -131,6 +135,7 @@ pub fn run_with(args: &Args, mut opts: fstx::TxnOptions) -> Result<ExitCode, Fai
     opts.durability(args.durability.into())
         .wait(!args.no_wait)
         .allow_weak_filesystems(args.allow_weak_fs)
+        .verified(args.verified)
         .flush(match args.flush {
             FlushArg::Auto => fstx::txn::Flush::Auto,
             FlushArg::Threads => fstx::txn::Flush::Threads(fstx::txn::DEFAULT_FLUSH_THREADS),

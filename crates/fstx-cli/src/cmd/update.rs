@@ -27,6 +27,11 @@ pub const EXIT_LOCK_TIMEOUT: u8 = 75;
 /// A counter incremented from many shells at once never loses a count:
 /// `fstx update n -- sh -c 'read x; echo $((x+1))'`.
 ///
+/// With --verified, CMD reads the payload of the newest version that
+/// verifies among FILE and its backups (as `fstx read` chooses it; falling
+/// back to a backup is reported in one line on standard error), and its
+/// output is sealed in an envelope numbered above every backup's.
+///
 /// Exit status: CMD's when it fails; 75 when `--timeout` expired; 127 when
 /// CMD cannot be started; 1 on other errors; 0 on success.
 #[derive(Debug, clap::Args)]
@@ -60,6 +65,11 @@ pub struct Args {
     /// Accept filesystems where a replace cannot be crash-atomic (vfat, NFS, ...).
     #[arg(long)]
     allow_weak_fs: bool,
+    /// Verified content: CMD reads the newest version of FILE (or of its
+    /// backups) whose envelope verifies, and its output is sealed in an
+    /// envelope that `fstx read` checks.
+    #[arg(long)]
+    verified: bool,
     /// The command computing the new content from the old, and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -82,7 +92,8 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
     let mut replace = fstx::Options::new();
     replace
         .durability(args.durability.into())
-        .allow_weak_filesystems(args.allow_weak_fs);
+        .allow_weak_filesystems(args.allow_weak_fs)
+        .verified(args.verified);
     let mut opts = fstx::UpdateOptions::new();
     opts.options(replace);
     if let Some(suffix) = &args.backup {
@@ -103,6 +114,9 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
     let mut failed: Option<ExitStatus> = None;
     let mut not_started = false;
     let result = opts.update_stream(&args.file, |old, new| {
+        if let Some(old) = old.as_deref().filter(|o| o.fell_back()) {
+            report_fallback(&args.file, old);
+        }
         let mut child = Command::new(&args.command[0])
             .args(&args.command[1..])
             .stdin(Stdio::piped())
@@ -165,6 +179,24 @@ pub fn run(args: &Args) -> Result<ExitCode, Failure> {
             })
         }
     }
+}
+
+/// One line on standard error: a verified update reads a backup.
+fn report_fallback(file: &std::path::Path, old: &fstx::OldFile) {
+    let why = old
+        .rejected()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    eprintln!(
+        "fstx: update {}: fell back to {}{}: {why}",
+        file.display(),
+        old.path().display(),
+        old.seq()
+            .map(|s| format!(" (sequence {s})"))
+            .unwrap_or_default()
+    );
 }
 
 /// The exit code that reports `status` as a shell would.

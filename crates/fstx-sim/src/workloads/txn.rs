@@ -8,6 +8,13 @@
 //! the last acknowledged one; no staged or temporary file and no journal is
 //! left; no file appears that no transaction wrote; each failed transaction
 //! left the live tree as its error's `State` says.
+//!
+//! The verified variant (`/verified`, [`TxnOptions::verified`]) seals every
+//! file it writes: the versions tracked are the sealed bytes, each numbered
+//! one above the sequence number of the version it replaces (the initial
+//! files are plain), so the checks above compare exact envelopes; and after
+//! recovery every tracked file reads back through `fstx::read` as the
+//! payload of the bytes it holds (or `NotFound` when it does not exist).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -77,6 +84,9 @@ pub struct Txn {
     /// operations per transaction instead of three. More situations per
     /// crash point (the big run spends most of its budget here).
     pub wide: bool,
+    /// Verified transactions ([`TxnOptions::verified`]): every written file
+    /// sealed in an envelope.
+    pub verified: bool,
 }
 
 /// The workload-name part for each flush strategy.
@@ -117,10 +127,14 @@ fn bug_flag<'a>(bugs: &'a mut TxnBugs, name: &str) -> Option<&'a mut bool> {
 }
 
 /// Parses a workload name made by [`Txn::name`](Workload::name):
-/// `txn[/serial|/syncfs|/threads][/wide][+bug...]`.
+/// `txn[/serial|/syncfs|/threads][/wide][/verified][+bug...]`.
 pub fn parse(name: &str) -> Option<Txn> {
     let mut parts = name.split('+');
     let first = parts.next()?;
+    let (first, verified) = match first.strip_suffix("/verified") {
+        Some(f) => (f, true),
+        None => (first, false),
+    };
     let (first, wide) = match first.strip_suffix("/wide") {
         Some(f) => (f, true),
         None => (first, false),
@@ -153,6 +167,27 @@ pub fn parse(name: &str) -> Option<Txn> {
         flush_bugs,
         flush,
         wide,
+        verified,
+    })
+}
+
+/// `payload` sealed in an envelope numbered `seq`, as the library writes it.
+fn sealed(seq: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = fstx::formats::EnvelopeHeader {
+        seq,
+        len: payload.len() as u64,
+        crc: crc32c::crc32c(payload),
+    }
+    .encode()
+    .to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The sequence number of a version (0 for a plain file or none).
+fn seq_of(bytes: Option<&Vec<u8>>) -> u64 {
+    bytes.map_or(0, |b| {
+        fstx::formats::decode_envelope_header(b, b.len() as u64).map_or(0, |h| h.seq)
     })
 }
 
@@ -226,6 +261,9 @@ impl Workload for Txn {
         if self.wide {
             name.push_str("/wide");
         }
+        if self.verified {
+            name.push_str("/verified");
+        }
         name_bugs(&mut name, self.flush_bugs);
         #[cfg(feature = "planted-bugs")]
         {
@@ -268,8 +306,13 @@ impl Workload for Txn {
             for s in &steps {
                 match s {
                     Step::Write(path, data, streamed) => {
+                        let data = if self.verified {
+                            sealed(seq_of(next.get(path)) + 1, data)
+                        } else {
+                            data.clone()
+                        };
                         next.insert(path, data.clone());
-                        writes.push((abs(path), Some(data.clone())));
+                        writes.push((abs(path), Some(data)));
                         desc.push(format!(
                             "write {path}{}",
                             if *streamed { " (streamed)" } else { "" }
@@ -295,7 +338,8 @@ impl Workload for Txn {
             let mut opts = TxnOptions::new();
             opts.storage(storage.clone())
                 .durability(Durability::Durable)
-                .flush(self.flush);
+                .flush(self.flush)
+                .verified(self.verified);
             #[cfg(feature = "planted-bugs")]
             opts.planted_bugs(self.bugs);
             let mut seq = None;
@@ -410,6 +454,9 @@ impl Workload for Txn {
         let mut out: Vec<String> = history.check_prefix(tree, k).into_iter().collect();
         // Renames move files, and their metadata, between tracked paths.
         out.extend(history.check_meta(tree, k, true));
+        if self.verified {
+            out.extend(verified_reads(tree, history));
+        }
         let control = Path::new(ROOT).join(".fstx-txn");
         for (p, ino) in tree.walk() {
             if self.is_leftover(&p) || p == control.join("journal") {
@@ -437,6 +484,42 @@ impl Workload for Txn {
             )
         })
     }
+}
+
+/// Every tracked file reads back through `fstx::read` (on a simulator
+/// booted from `tree`) as the payload of the bytes it holds — the bytes
+/// themselves for a plain (initial) file — or `NotFound` when it does not
+/// exist.
+fn verified_reads(tree: &Tree, history: &History) -> Vec<String> {
+    let fs = SimFs::from_image(tree.clone(), 0, crate::model::Profile::Weak);
+    let mut r = fstx::ReadOptions::new();
+    r.storage(fs);
+    let mut out = Vec::new();
+    for path in history.initial.keys() {
+        let bytes = tree.read(path);
+        let want = bytes.map(|b| match fstx::formats::decode_envelope(b) {
+            Ok((_, payload)) => payload,
+            Err(_) => b,
+        });
+        let got = r.read(path);
+        let ok = match (&got, want) {
+            (Ok(o), Some(w)) => o.content == w,
+            (Err(e), None) => e.kind() == std::io::ErrorKind::NotFound,
+            _ => false,
+        };
+        if !ok {
+            out.push(format!(
+                "the verified read of {} {}, the file holds {}",
+                path.display(),
+                match &got {
+                    Ok(o) => format!("returns {}", crate::tree::describe(&o.content)),
+                    Err(e) => format!("fails: {e}"),
+                },
+                bytes.map_or_else(|| "nothing".into(), crate::tree::describe)
+            ));
+        }
+    }
+    out
 }
 
 /// Errors inside the transaction closure.

@@ -1,6 +1,7 @@
 //! Workload: verified files — a sequence of `Options::verified` writes and
-//! verified updates with backups (`cfg~`, `cfg~2`) of `/d/cfg`, which may
-//! exist before (with a backup); recovery is `fstx::recover` on `/d`.
+//! verified updates with backups (`cfg~`, `cfg~2`) of `/d/cfg` (every other
+//! update streamed, `update_stream`), which may exist before (with a
+//! backup); recovery is `fstx::recover` on `/d`.
 //!
 //! The value is tracked under the pseudo path `/value-of/d/cfg` (the file's
 //! bytes carry the envelope); crash images of the files count as distinct by
@@ -13,6 +14,7 @@
 //! the read returns a value some write wrote (or the initial one), or a
 //! clear error — never garbage.
 
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -130,9 +132,14 @@ impl Workload for Verified {
         let mut opts = Options::new();
         opts.storage(storage).verified(true);
         for (i, (v, update)) in plan.steps.iter().enumerate() {
+            let stream = *update && i % 2 == 1;
             let label = format!(
                 "{}#{i} ({} bytes)",
-                if *update { "update" } else { "write" },
+                match (*update, stream) {
+                    (true, true) => "update_stream",
+                    (true, false) => "update",
+                    _ => "write",
+                },
                 v.len()
             );
             let before = history.current(Path::new(VALUE)).map(<[u8]>::to_vec);
@@ -145,13 +152,31 @@ impl Workload for Verified {
                 let mut u = UpdateOptions::new();
                 u.options(opts.clone()).backup("~").generations(2);
                 let seen = std::cell::RefCell::new(None);
-                let r = u
-                    .update(TARGET, |old| {
+                let r = if stream {
+                    u.update_stream(TARGET, |old, new| {
+                        let old = match old {
+                            Some(f) => {
+                                let mut b = Vec::new();
+                                f.read_to_end(&mut b)?;
+                                Some(b)
+                            }
+                            None => None,
+                        };
+                        *seen.borrow_mut() = Some(old);
+                        // In two pieces: the payload streams.
+                        let half = v.len() / 2;
+                        new.write_all(&v[..half])?;
+                        new.write_all(&v[half..])?;
+                        Ok(true)
+                    })
+                } else {
+                    u.update(TARGET, |old| {
                         *seen.borrow_mut() = Some(old.map(<[u8]>::to_vec));
                         Ok(Some(v.clone()))
                     })
-                    .map(|_| ())
-                    .map_err(|e| (e.state().clone(), e.into_io_error()));
+                }
+                .map(|_| ())
+                .map_err(|e| (e.state().clone(), e.into_io_error()));
                 if let Some(old) = seen.into_inner() {
                     if old != before {
                         history.live_violations.push(format!(

@@ -49,6 +49,7 @@ pub struct TxnOptions {
     pub(super) wait: bool,
     pub(super) preserve_metadata: bool,
     pub(super) preserve_xattrs: bool,
+    pub(super) verified: bool,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) bugs: TxnBugs,
 }
@@ -72,6 +73,7 @@ impl TxnOptions {
             wait: true,
             preserve_metadata: true,
             preserve_xattrs: true,
+            verified: false,
             storage: storage::os(),
             bugs: TxnBugs::default(),
         }
@@ -115,6 +117,18 @@ impl TxnOptions {
     /// Carry extended attributes (default `true`).
     pub fn preserve_xattrs(&mut self, yes: bool) -> &mut TxnOptions {
         self.preserve_xattrs = yes;
+        self
+    }
+
+    /// Seal every file the transaction writes in a verified envelope, as
+    /// [`Options::verified`](crate::Options::verified) does (default
+    /// `false`): its sequence number is one more than the highest that the
+    /// target and its backups (`NAME~`, `NAME~2`, … while they exist) carry
+    /// in a header that verifies, and [`read`](crate::read()) returns its
+    /// payload. The journal records the sealed file's length and checksum,
+    /// so recovery checks the file as it is on disk.
+    pub fn verified(&mut self, yes: bool) -> &mut TxnOptions {
+        self.verified = yes;
         self
     }
 

@@ -192,6 +192,17 @@ impl Transaction {
                 Err(e) => return Err(fail(self, Step::InspectTarget, e)),
             }
         }
+        // Verified: the envelope's sequence number, above the target's and
+        // its backups' (symlinks are not followed; a new directory holds
+        // nothing yet).
+        let seal = match (self.opts.verified, exists) {
+            (false, _) => None,
+            (true, false) => Some(1),
+            (true, true) => Some(
+                crate::envelope::next_seq(&*st, &sdir, &name, None, false)
+                    .map_err(|e| fail(self, Step::ReadSequenceNumber, e))?,
+            ),
+        };
         self.ensure_intent()
             .map_err(|e| fail(self, Step::WriteJournalIntent, e))?;
         let create_mode = match &old {
@@ -215,6 +226,7 @@ impl Transaction {
             stage_name,
             fd: Some(fd),
             old,
+            seal,
             pos: 0,
             crc: 0,
             done: false,
@@ -374,6 +386,10 @@ pub struct StagedFile<'t> {
     stage_name: OsString,
     fd: Option<Fd>,
     old: Option<(Stat, Option<Fd>)>,
+    /// Verified: the envelope's sequence number (the payload is written
+    /// after the header's place, the header at `finish`).
+    seal: Option<u64>,
+    /// Payload bytes written so far, and their CRC-32C.
     pos: u64,
     crc: u32,
     done: bool,
@@ -405,6 +421,18 @@ impl StagedFile<'_> {
             self.fd = Some(fd);
             return Err(self.txn.err("stage", &self.path, Step::CarryMetadata, e));
         }
+        // The file as the journal records it: with the envelope, its header
+        // and the payload.
+        let (len, crc) = match self.seal {
+            None => (self.pos, self.crc),
+            Some(seq) => match seal_staged(&*st, &fd, seq, self.pos, self.crc) {
+                Ok(file) => file,
+                Err(e) => {
+                    self.fd = Some(fd);
+                    return Err(self.txn.err("stage", &self.path, Step::WriteStagedFile, e));
+                }
+            },
+        };
         let meta = match meta_digest(&*st, &fd) {
             Ok(m) => m,
             Err(e) => {
@@ -420,8 +448,8 @@ impl StagedFile<'_> {
             path: self.rel.clone(),
             stage_dir: self.stage_dir.clone(),
             stage_name: self.stage_name.clone(),
-            len: self.pos,
-            crc: self.crc,
+            len,
+            crc,
             meta: Some(meta),
         });
         Ok(())
@@ -436,7 +464,12 @@ impl Write for StagedFile<'_> {
                 "staged file already finished",
             ));
         };
-        let n = self.txn.opts.storage.write_at(fd, buf, self.pos)?;
+        let base = if self.seal.is_some() {
+            crate::envelope::ENVELOPE_HEADER_LEN
+        } else {
+            0
+        };
+        let n = self.txn.opts.storage.write_at(fd, buf, base + self.pos)?;
         self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
         self.pos += n as u64;
         Ok(n)
@@ -474,6 +507,21 @@ impl Drop for StagedFile<'_> {
             Err(_) => self.txn.poisoned = Some(self.path.clone()),
         }
     }
+}
+
+/// Writes the envelope's header (sequence `seq`, a payload of `len` bytes
+/// whose CRC-32C is `crc`) at offset 0 of a staged file whose payload was
+/// written after it; returns the whole file's length and CRC-32C, for the
+/// journal. The payload's checksum was computed as it was written: nothing
+/// is read back.
+fn seal_staged(st: &dyn Storage, fd: &Fd, seq: u64, len: u64, crc: u32) -> io::Result<(u64, u32)> {
+    use crate::envelope::{EnvelopeHeader, ENVELOPE_HEADER_LEN};
+    let payload_len = usize::try_from(len)
+        .map_err(|_| invalid(io::ErrorKind::FileTooLarge, "staged file too large"))?;
+    let header = EnvelopeHeader { seq, len, crc }.encode();
+    write_all_at(st, fd, &header, 0)?;
+    let file_crc = crc32c::crc32c_combine(crc32c::crc32c(&header), crc, payload_len);
+    Ok((ENVELOPE_HEADER_LEN + len, file_crc))
 }
 
 /// Gives a staged file the old file's owner, group, mode (without set-id
