@@ -150,7 +150,7 @@ struct ContenderReport {
 fn parse_fs(names: &[String]) -> Result<Vec<FsConfig>, Failure> {
     FsConfig::parse_list(&names.join(",")).map_err(|e| {
         Failure::new(format!(
-            "--fs: {e} (ext4, ext4-writeback, ext4-journal, xfs, btrfs, all; f2fs, f2fs-strict, vfat, all-flash)"
+            "--fs: {e} (ext4, ext4-writeback, ext4-journal, xfs, btrfs, all; f2fs, f2fs-strict, vfat, exfat, all-flash)"
         ))
     })
 }
@@ -159,7 +159,7 @@ fn parse_fs(names: &[String]) -> Result<Vec<FsConfig>, Failure> {
 /// rename is not crash-atomic): the experiment runs fstx there with
 /// `--allow-weak-fs`, to show what happens.
 fn weak(fs: FsConfig) -> bool {
-    fs == FsConfig::Vfat
+    matches!(fs, FsConfig::Vfat | FsConfig::Exfat)
 }
 
 fn quote(s: &str) -> String {

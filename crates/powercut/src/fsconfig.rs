@@ -31,6 +31,8 @@ pub enum FsConfig {
     F2fsStrict,
     /// vfat (FAT16 at this size; no journal) (VM lane).
     Vfat,
+    /// exFAT (no journal) (VM lane).
+    Exfat,
 }
 
 impl FsConfig {
@@ -44,7 +46,12 @@ impl FsConfig {
     ];
 
     /// The configurations of the VM lane's flash filesystems (`--fs all-flash`).
-    pub const ALL_FLASH: [FsConfig; 3] = [FsConfig::F2fs, FsConfig::F2fsStrict, FsConfig::Vfat];
+    pub const ALL_FLASH: [FsConfig; 4] = [
+        FsConfig::F2fs,
+        FsConfig::F2fsStrict,
+        FsConfig::Vfat,
+        FsConfig::Exfat,
+    ];
 
     /// The configuration's name on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -58,6 +65,7 @@ impl FsConfig {
             FsConfig::F2fs => "f2fs",
             FsConfig::F2fsStrict => "f2fs-strict",
             FsConfig::Vfat => "vfat",
+            FsConfig::Exfat => "exfat",
         }
     }
 
@@ -69,7 +77,10 @@ impl FsConfig {
     /// Whether this configuration runs in the VM lane (Debian's kernel under
     /// QEMU) rather than on the running kernel.
     pub fn needs_vm(self) -> bool {
-        matches!(self, FsConfig::F2fs | FsConfig::F2fsStrict | FsConfig::Vfat)
+        matches!(
+            self,
+            FsConfig::F2fs | FsConfig::F2fsStrict | FsConfig::Vfat | FsConfig::Exfat
+        )
     }
 
     /// Parses a name as printed by [`FsConfig::name`] (`ext4-ordered` is accepted too).
@@ -84,6 +95,7 @@ impl FsConfig {
             "f2fs" | "f2fs-posix" => FsConfig::F2fs,
             "f2fs-strict" => FsConfig::F2fsStrict,
             "vfat" => FsConfig::Vfat,
+            "exfat" => FsConfig::Exfat,
             _ => return None,
         })
     }
@@ -114,6 +126,7 @@ impl FsConfig {
             FsConfig::Raw => "raw",
             FsConfig::F2fs | FsConfig::F2fsStrict => "f2fs",
             FsConfig::Vfat => "vfat",
+            FsConfig::Exfat => "exfat",
         }
     }
 
@@ -122,6 +135,7 @@ impl FsConfig {
         match self.fstype() {
             "f2fs" => &["f2fs"],
             "vfat" => &["vfat", "nls_cp437", "nls_ascii"],
+            "exfat" => &["exfat", "nls_utf8"],
             "ext4" => &["ext4"],
             "xfs" => &["xfs"],
             "btrfs" => &["btrfs"],
@@ -166,6 +180,7 @@ impl FsConfig {
                 c
             }
             "vfat" => Command::new("mkfs.vfat"),
+            "exfat" => Command::new("mkfs.exfat"),
             _ => {
                 let mut c = Command::new("mkfs.btrfs");
                 c.args(["-q", "-f", "-K"]);
@@ -182,7 +197,7 @@ impl FsConfig {
             FsConfig::Ext4 => vec!["data=ordered"],
             FsConfig::Ext4Writeback => vec!["data=writeback"],
             FsConfig::Ext4Journal => vec!["data=journal"],
-            FsConfig::Xfs | FsConfig::Raw | FsConfig::Vfat => vec![],
+            FsConfig::Xfs | FsConfig::Raw | FsConfig::Vfat | FsConfig::Exfat => vec![],
             FsConfig::Btrfs | FsConfig::F2fs => vec!["nodiscard"],
             FsConfig::F2fsStrict => vec!["nodiscard", "fsync_mode=strict"],
         };
@@ -202,7 +217,7 @@ impl FsConfig {
             FsConfig::Xfs => "nouuid",
             FsConfig::Btrfs | FsConfig::F2fs => "nodiscard",
             FsConfig::F2fsStrict => "nodiscard,fsync_mode=strict",
-            FsConfig::Raw | FsConfig::Vfat => "",
+            FsConfig::Raw | FsConfig::Vfat | FsConfig::Exfat => "",
         }
     }
 
@@ -226,6 +241,11 @@ impl FsConfig {
             }
             "vfat" => {
                 let mut c = Command::new("fsck.vfat");
+                c.arg("-n");
+                c
+            }
+            "exfat" => {
+                let mut c = Command::new("fsck.exfat");
                 c.arg("-n");
                 c
             }
@@ -265,6 +285,7 @@ impl FsConfig {
             "xfs" => &[("mkfs.xfs", "xfsprogs"), ("xfs_repair", "xfsprogs")],
             "f2fs" => &[("mkfs.f2fs", "f2fs-tools"), ("fsck.f2fs", "f2fs-tools")],
             "vfat" => &[("mkfs.vfat", "dosfstools"), ("fsck.vfat", "dosfstools")],
+            "exfat" => &[("mkfs.exfat", "exfatprogs"), ("fsck.exfat", "exfatprogs")],
             "raw" => &[],
             _ => &[("mkfs.btrfs", "btrfs-progs"), ("btrfs", "btrfs-progs")],
         }

@@ -80,7 +80,15 @@ fn unusual(record: &[u8], dev: &str) -> Option<String> {
     let (head, body) = text.split_once(';')?;
     let prio: u32 = head.split(',').next()?.parse().ok()?;
     let msg = body.lines().next().unwrap_or("");
-    (prio & 7 <= WARNING && names_device(msg, dev)).then(|| msg.to_string())
+    (prio & 7 <= WARNING && names_device(msg, dev) && !expected_after_a_cut(msg))
+        .then(|| msg.to_string())
+}
+
+/// A warning every crash image of a filesystem without a journal gets at
+/// mount (vfat's and exFAT's "Volume was not properly unmounted"): the
+/// normal trace of a cut there, not a sign of anything unusual.
+fn expected_after_a_cut(msg: &str) -> bool {
+    msg.contains("Volume was not properly unmounted")
 }
 
 /// `dev` appears in `msg` not followed by a digit (`loop1` is not `loop12`).
@@ -102,6 +110,8 @@ mod tests {
         assert!(unusual(err, "loop7").is_some());
         assert!(unusual(err, "loop1").is_none());
         assert!(unusual(err, "loop").is_none());
+        let dirty = b"4,104,5,-;FAT-fs (loop7): Volume was not properly unmounted. Some data may be corrupt. Please run fsck.";
+        assert!(unusual(dirty, "loop7").is_none());
         let info = b"6,101,5,-;EXT4-fs (loop7): recovery complete";
         assert!(unusual(info, "loop7").is_none());
         let warn = b"4,102,5,-;BTRFS warning (device loop12): csum failed root 5 ino 257";

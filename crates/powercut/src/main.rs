@@ -56,7 +56,7 @@ enum Cmd {
 #[derive(clap::Args)]
 struct StatsArgs {
     /// ext4, ext4-writeback, ext4-journal, xfs, btrfs, all; f2fs, f2fs-strict,
-    /// vfat, all-flash (in the VM lane); raw (comma-separated list allowed).
+    /// vfat, exfat, all-flash (in the VM lane); raw (comma-separated list allowed).
     #[arg(long, default_value = "ext4")]
     fs: String,
     /// Shell command run in the fresh filesystem before recording.
@@ -83,7 +83,7 @@ struct StatsArgs {
 #[allow(clippy::struct_excessive_bools)]
 struct RunArgs {
     /// ext4, ext4-writeback, ext4-journal, xfs, btrfs, all; f2fs, f2fs-strict,
-    /// vfat, all-flash (in the VM lane); raw (comma-separated list allowed).
+    /// vfat, exfat, all-flash (in the VM lane); raw (comma-separated list allowed).
     #[arg(long, default_value = "ext4")]
     fs: String,
     /// Shell command run in the fresh filesystem before recording.
