@@ -13,6 +13,7 @@
 //! `vm/console.log`. QEMU dies with the process that started it.
 
 use std::fs;
+use std::fmt::Write as _;
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -324,7 +325,7 @@ fn exported_environment() -> String {
         if k.is_empty() || !name_ok || SKIP.contains(&k) {
             continue;
         }
-        out.push_str(&format!("export {k}='{}'\n", v.replace('\'', r"'\''")));
+        let _ = writeln!(out, "export {k}='{}'", v.replace('\'', r"'\''"));
     }
     out
 }
