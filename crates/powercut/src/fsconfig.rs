@@ -292,6 +292,12 @@ impl FsConfig {
     }
 }
 
+impl fmt::Display for FsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::FsConfig;
@@ -327,8 +333,3 @@ mod tests {
     }
 }
 
-impl fmt::Display for FsConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
