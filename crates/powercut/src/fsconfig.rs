@@ -33,6 +33,10 @@ pub enum FsConfig {
     Vfat,
     /// exFAT (no journal) (VM lane).
     Exfat,
+    /// UBIFS on UBI on NAND-like raw flash (VM lane, [`crate::flash`]).
+    Ubifs,
+    /// JFFS2 on NOR-like raw flash (VM lane, [`crate::flash`]).
+    Jffs2,
 }
 
 impl FsConfig {
@@ -46,7 +50,9 @@ impl FsConfig {
     ];
 
     /// The configurations of the VM lane's flash filesystems (`--fs all-flash`).
-    pub const ALL_FLASH: [FsConfig; 4] = [
+    pub const ALL_FLASH: [FsConfig; 6] = [
+        FsConfig::Ubifs,
+        FsConfig::Jffs2,
         FsConfig::F2fs,
         FsConfig::F2fsStrict,
         FsConfig::Vfat,
@@ -66,7 +72,15 @@ impl FsConfig {
             FsConfig::F2fsStrict => "f2fs-strict",
             FsConfig::Vfat => "vfat",
             FsConfig::Exfat => "exfat",
+            FsConfig::Ubifs => "ubifs",
+            FsConfig::Jffs2 => "jffs2",
         }
+    }
+
+    /// Whether this configuration runs on raw flash (an MTD device), not a
+    /// block device.
+    pub fn is_flash(self) -> bool {
+        matches!(self, FsConfig::Ubifs | FsConfig::Jffs2)
     }
 
     /// Whether there is a filesystem to make, mount and check.
@@ -79,7 +93,12 @@ impl FsConfig {
     pub fn needs_vm(self) -> bool {
         matches!(
             self,
-            FsConfig::F2fs | FsConfig::F2fsStrict | FsConfig::Vfat | FsConfig::Exfat
+            FsConfig::F2fs
+                | FsConfig::F2fsStrict
+                | FsConfig::Vfat
+                | FsConfig::Exfat
+                | FsConfig::Ubifs
+                | FsConfig::Jffs2
         )
     }
 
@@ -96,6 +115,8 @@ impl FsConfig {
             "f2fs-strict" => FsConfig::F2fsStrict,
             "vfat" => FsConfig::Vfat,
             "exfat" => FsConfig::Exfat,
+            "ubifs" => FsConfig::Ubifs,
+            "jffs2" => FsConfig::Jffs2,
             _ => return None,
         })
     }
@@ -127,6 +148,8 @@ impl FsConfig {
             FsConfig::F2fs | FsConfig::F2fsStrict => "f2fs",
             FsConfig::Vfat => "vfat",
             FsConfig::Exfat => "exfat",
+            FsConfig::Ubifs => "ubifs",
+            FsConfig::Jffs2 => "jffs2",
         }
     }
 
@@ -136,6 +159,9 @@ impl FsConfig {
             "f2fs" => &["f2fs"],
             "vfat" => &["vfat", "nls_cp437", "nls_ascii"],
             "exfat" => &["exfat", "nls_utf8"],
+            // UBIFS cannot load its zstd compressor by itself in the guest.
+            "ubifs" => &["mtd", "ubi", "zstd", "ubifs"],
+            "jffs2" => &["mtd", "jffs2"],
             "ext4" => &["ext4"],
             "xfs" => &["xfs"],
             "btrfs" => &["btrfs"],
@@ -197,7 +223,12 @@ impl FsConfig {
             FsConfig::Ext4 => vec!["data=ordered"],
             FsConfig::Ext4Writeback => vec!["data=writeback"],
             FsConfig::Ext4Journal => vec!["data=journal"],
-            FsConfig::Xfs | FsConfig::Raw | FsConfig::Vfat | FsConfig::Exfat => vec![],
+            FsConfig::Xfs
+            | FsConfig::Raw
+            | FsConfig::Vfat
+            | FsConfig::Exfat
+            | FsConfig::Ubifs
+            | FsConfig::Jffs2 => vec![],
             FsConfig::Btrfs | FsConfig::F2fs => vec!["nodiscard"],
             FsConfig::F2fsStrict => vec!["nodiscard", "fsync_mode=strict"],
         };
@@ -217,7 +248,11 @@ impl FsConfig {
             FsConfig::Xfs => "nouuid",
             FsConfig::Btrfs | FsConfig::F2fs => "nodiscard",
             FsConfig::F2fsStrict => "nodiscard,fsync_mode=strict",
-            FsConfig::Raw | FsConfig::Vfat | FsConfig::Exfat => "",
+            FsConfig::Raw
+            | FsConfig::Vfat
+            | FsConfig::Exfat
+            | FsConfig::Ubifs
+            | FsConfig::Jffs2 => "",
         }
     }
 
@@ -286,6 +321,13 @@ impl FsConfig {
             "f2fs" => &[("mkfs.f2fs", "f2fs-tools"), ("fsck.f2fs", "f2fs-tools")],
             "vfat" => &[("mkfs.vfat", "dosfstools"), ("fsck.vfat", "dosfstools")],
             "exfat" => &[("mkfs.exfat", "exfatprogs"), ("fsck.exfat", "exfatprogs")],
+            "ubifs" => &[
+                ("ubiattach", "mtd-utils"),
+                ("ubimkvol", "mtd-utils"),
+                ("ubidetach", "mtd-utils"),
+                ("insmod", "kmod"),
+            ],
+            "jffs2" => &[("insmod", "kmod")],
             "raw" => &[],
             _ => &[("mkfs.btrfs", "btrfs-progs"), ("btrfs", "btrfs-progs")],
         }
@@ -329,7 +371,7 @@ mod tests {
             FsConfig::parse_list("ext4,f2fs-strict").unwrap(),
             vec![FsConfig::Ext4, FsConfig::F2fsStrict]
         );
-        assert!(FsConfig::parse_list("ubifs").is_err());
+        assert!(FsConfig::parse_list("ubifs,jffs2").is_ok());
+        assert!(FsConfig::parse_list("yaffs").is_err());
     }
 }
-

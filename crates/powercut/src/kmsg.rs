@@ -42,6 +42,15 @@ impl Kmsg {
     /// warning level or worse; `Err` when records were lost or the log
     /// cannot be read (the caller must treat the state as unusual).
     pub fn take_unusual(&mut self, dev: &str) -> io::Result<Vec<String>> {
+        self.take(dev, WARNING)
+    }
+
+    /// [`take_unusual`](Self::take_unusual) at error level or worse.
+    pub fn take_errors(&mut self, dev: &str) -> io::Result<Vec<String>> {
+        self.take(dev, 3)
+    }
+
+    fn take(&mut self, dev: &str, level: u32) -> io::Result<Vec<String>> {
         let Some(f) = self.file.as_mut() else {
             return Err(io::Error::other("/dev/kmsg is not readable"));
         };
@@ -52,7 +61,7 @@ impl Kmsg {
             match f.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    if let Some(msg) = unusual(&buf[..n], dev) {
+                    if let Some(msg) = at_level(&buf[..n], dev, level) {
                         found.push(msg);
                     }
                 }
@@ -75,12 +84,18 @@ impl Kmsg {
 
 /// The message of one `/dev/kmsg` record (`prio,seq,usec,flags;text`), if
 /// it is at warning level or worse and names `dev` as a whole word.
+#[cfg(test)]
 fn unusual(record: &[u8], dev: &str) -> Option<String> {
+    at_level(record, dev, WARNING)
+}
+
+/// [`unusual`] at `level` or worse.
+fn at_level(record: &[u8], dev: &str, level: u32) -> Option<String> {
     let text = String::from_utf8_lossy(record);
     let (head, body) = text.split_once(';')?;
     let prio: u32 = head.split(',').next()?.parse().ok()?;
     let msg = body.lines().next().unwrap_or("");
-    (prio & 7 <= WARNING && names_device(msg, dev) && !expected_after_a_cut(msg))
+    (prio & 7 <= level && names_device(msg, dev) && !expected_after_a_cut(msg))
         .then(|| msg.to_string())
 }
 

@@ -57,6 +57,7 @@ mod blockmap_ext4;
 mod blockmap_xfs_btrfs;
 pub mod disk;
 pub mod explain;
+pub mod flash;
 pub mod fsconfig;
 pub mod html;
 pub mod kmsg;

@@ -555,6 +555,9 @@ fn check_states(
 
 /// Records and checks one configuration.
 pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
+    if fs.is_flash() {
+        return crate::flash::run_config(cfg, fs);
+    }
     let t0 = Instant::now();
     let rec = record(cfg, fs)?;
     let record_secs = t0.elapsed().as_secs_f64();

@@ -12,8 +12,8 @@
 //! progress lines come back on a serial port, its kernel console goes to
 //! `vm/console.log`. QEMU dies with the process that started it.
 
-use std::fs;
 use std::fmt::Write as _;
+use std::fs;
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -53,6 +53,9 @@ const BOOT_MODULES: [&str; 11] = [
 ];
 
 const QEMU: &str = "qemu-system-x86_64";
+/// The raw-flash recorder's kernel module, built for the guest kernel when
+/// a run needs it.
+const MTD_SOURCE: &str = include_str!("../mtd/powercut_mtd.c");
 const BUSYBOX: &str = "/bin/busybox";
 const SETUP_HINT: &str = "scripts/setup installs it";
 
@@ -155,10 +158,20 @@ impl Lane {
         for c in configs {
             modules.extend_from_slice(c.modules());
         }
+        let mtd = if configs.iter().any(|c| c.is_flash()) {
+            let ko = self.build_mtd_module(&vm.join("mtd"))?;
+            format!(
+                "export {}='{}'\n",
+                crate::flash::MTD_MODULE_ENV,
+                ko.display()
+            )
+        } else {
+            String::new()
+        };
         fs::write(
             vm.join("guest.sh"),
             format!(
-                "cd /\nmodprobe -a {}\n{}export {IN_VM_ENV}=1\nexec {} vm-guest --config {} --report {}\n",
+                "cd /\nmodprobe -a {}\n{}{mtd}export {IN_VM_ENV}=1\nexec {} vm-guest --config {} --report {}\n",
                 modules.join(" "),
                 exported_environment(),
                 self.powercut.display(),
@@ -277,6 +290,30 @@ impl Lane {
                 console.display()
             ))),
         }
+    }
+
+    /// Builds `powercut_mtd.ko` (its source is in this binary) for the
+    /// guest kernel in `dir`, with the kernel's headers (Debian's
+    /// `linux-headers-VERSION`); returns its path.
+    fn build_mtd_module(&self, dir: &Path) -> io::Result<PathBuf> {
+        let build = self.modules.join("build");
+        if !build.join("Makefile").is_file() {
+            return Err(err(format!(
+                "UBIFS and JFFS2 need the guest kernel's headers to build powercut_mtd ({} is missing: Debian package linux-headers-{}); {SETUP_HINT}",
+                build.display(),
+                self.modules.file_name().unwrap_or_default().to_string_lossy()
+            )));
+        }
+        fs::create_dir_all(dir)?;
+        fs::write(dir.join("powercut_mtd.c"), MTD_SOURCE)?;
+        fs::write(dir.join("Kbuild"), "obj-m := powercut_mtd.o\n")?;
+        let mut c = Command::new("make");
+        c.arg("-C")
+            .arg(&build)
+            .arg(format!("M={}", dir.display()))
+            .arg("modules");
+        crate::stack::run_tool(c, "building powercut_mtd", Duration::from_secs(600))?;
+        Ok(dir.join("powercut_mtd.ko"))
     }
 
     /// The initramfs: `/init`, busybox, the boot modules (newc cpio).
