@@ -62,7 +62,8 @@ pub fn describe(fs: FsConfig, dev: &Path, ranges: &[Range<'_>]) -> Vec<String> {
         | FsConfig::Vfat
         | FsConfig::Exfat
         | FsConfig::Ubifs
-        | FsConfig::Jffs2 => Err(format!("no block owner lookup for {}", fs.fstype())),
+        | FsConfig::Jffs2
+        | FsConfig::UbifsEmulated => Err(format!("no block owner lookup for {}", fs.fstype())),
     };
     match owners {
         Ok(per_range) => ranges

@@ -665,7 +665,7 @@ fn check_one(
 
 /// Reads every file under `dir` (the fsck stand-in: every node's CRC is
 /// checked on the way); the first error, naming the file.
-fn read_everything(dir: &Path) -> Result<(), String> {
+pub(crate) fn read_everything(dir: &Path) -> Result<(), String> {
     let mut buf = vec![0u8; 1 << 16];
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -37,6 +37,10 @@ pub enum FsConfig {
     Ubifs,
     /// JFFS2 on NOR-like raw flash (VM lane, [`crate::flash`]).
     Jffs2,
+    /// UBIFS under UBI's own power-cut emulation on nandsim: the second,
+    /// independent oracle (VM lane, [`crate::flash_emu`]; whole runs, so
+    /// not in `all-flash`).
+    UbifsEmulated,
 }
 
 impl FsConfig {
@@ -74,6 +78,7 @@ impl FsConfig {
             FsConfig::Exfat => "exfat",
             FsConfig::Ubifs => "ubifs",
             FsConfig::Jffs2 => "jffs2",
+            FsConfig::UbifsEmulated => "ubifs-emulated",
         }
     }
 
@@ -99,6 +104,7 @@ impl FsConfig {
                 | FsConfig::Exfat
                 | FsConfig::Ubifs
                 | FsConfig::Jffs2
+                | FsConfig::UbifsEmulated
         )
     }
 
@@ -117,6 +123,7 @@ impl FsConfig {
             "exfat" => FsConfig::Exfat,
             "ubifs" => FsConfig::Ubifs,
             "jffs2" => FsConfig::Jffs2,
+            "ubifs-emulated" => FsConfig::UbifsEmulated,
             _ => return None,
         })
     }
@@ -148,7 +155,7 @@ impl FsConfig {
             FsConfig::F2fs | FsConfig::F2fsStrict => "f2fs",
             FsConfig::Vfat => "vfat",
             FsConfig::Exfat => "exfat",
-            FsConfig::Ubifs => "ubifs",
+            FsConfig::Ubifs | FsConfig::UbifsEmulated => "ubifs",
             FsConfig::Jffs2 => "jffs2",
         }
     }
@@ -228,7 +235,8 @@ impl FsConfig {
             | FsConfig::Vfat
             | FsConfig::Exfat
             | FsConfig::Ubifs
-            | FsConfig::Jffs2 => vec![],
+            | FsConfig::Jffs2
+            | FsConfig::UbifsEmulated => vec![],
             FsConfig::Btrfs | FsConfig::F2fs => vec!["nodiscard"],
             FsConfig::F2fsStrict => vec!["nodiscard", "fsync_mode=strict"],
         };
@@ -252,7 +260,8 @@ impl FsConfig {
             | FsConfig::Vfat
             | FsConfig::Exfat
             | FsConfig::Ubifs
-            | FsConfig::Jffs2 => "",
+            | FsConfig::Jffs2
+            | FsConfig::UbifsEmulated => "",
         }
     }
 
@@ -322,6 +331,7 @@ impl FsConfig {
             "vfat" => &[("mkfs.vfat", "dosfstools"), ("fsck.vfat", "dosfstools")],
             "exfat" => &[("mkfs.exfat", "exfatprogs"), ("fsck.exfat", "exfatprogs")],
             "ubifs" => &[
+                ("ubiformat", "mtd-utils"),
                 ("ubiattach", "mtd-utils"),
                 ("ubimkvol", "mtd-utils"),
                 ("ubidetach", "mtd-utils"),

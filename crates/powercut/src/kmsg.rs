@@ -42,15 +42,17 @@ impl Kmsg {
     /// warning level or worse; `Err` when records were lost or the log
     /// cannot be read (the caller must treat the state as unusual).
     pub fn take_unusual(&mut self, dev: &str) -> io::Result<Vec<String>> {
-        self.take(dev, WARNING)
+        self.take_at(dev, WARNING)
     }
 
     /// [`take_unusual`](Self::take_unusual) at error level or worse.
     pub fn take_errors(&mut self, dev: &str) -> io::Result<Vec<String>> {
-        self.take(dev, 3)
+        self.take_at(dev, 3)
     }
 
-    fn take(&mut self, dev: &str, level: u32) -> io::Result<Vec<String>> {
+    /// The records since the last call that name `dev` at `level` or worse
+    /// (0 emergency ... 7 debug).
+    pub fn take_at(&mut self, dev: &str, level: u32) -> io::Result<Vec<String>> {
         let Some(f) = self.file.as_mut() else {
             return Err(io::Error::other("/dev/kmsg is not readable"));
         };

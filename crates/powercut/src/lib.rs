@@ -58,6 +58,7 @@ mod blockmap_xfs_btrfs;
 pub mod disk;
 pub mod explain;
 pub mod flash;
+pub mod flash_emu;
 pub mod fsconfig;
 pub mod html;
 pub mod kmsg;

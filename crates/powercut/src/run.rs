@@ -558,6 +558,9 @@ pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
     if fs.is_flash() {
         return crate::flash::run_config(cfg, fs);
     }
+    if fs == FsConfig::UbifsEmulated {
+        return crate::flash_emu::run_config(cfg);
+    }
     let t0 = Instant::now();
     let rec = record(cfg, fs)?;
     let record_secs = t0.elapsed().as_secs_f64();
