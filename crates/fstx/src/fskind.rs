@@ -17,12 +17,16 @@ pub use crate::durability::BTRFS_MAGIC;
 pub enum FsClass {
     /// Journaled or copy-on-write local filesystems with crash-atomic rename
     /// and working file and directory flushes (ext4, xfs, btrfs, f2fs, ...).
+    /// ext4, xfs, btrfs, UBIFS, JFFS2 and F2FS (both fsync modes) are
+    /// power-cut tested (docs/design.md §5, §6, §8); the rest by design.
     Supported,
     /// Memory-backed (tmpfs, ramfs): atomic, and nothing survives a power
     /// cut anyway, so nothing more is promised.
     Volatile,
     /// A replacing rename is not crash-atomic (vfat, exfat, ntfs): a power
-    /// cut can leave neither name, or a directory needing repair.
+    /// cut can leave neither name, or a directory needing repair (on vfat,
+    /// power-cut runs of a full temp + fsync + rename + fsync(dir) lose data
+    /// in most states: docs/design.md §8).
     NotCrashAtomic,
     /// Network filesystems (NFS, SMB, 9p, Ceph, AFS): client caches and
     /// retried requests make rename and flush unreliable as seen by others.

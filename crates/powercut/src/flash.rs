@@ -607,23 +607,7 @@ fn check_one(
         ("POWERCUT_MARKS", marks_file.to_string_lossy().into_owned()),
         ("POWERCUT_FS", inst.fs.name().to_string()),
     ];
-    let mut verdict = None;
-    for (stage, cmd) in [
-        ("recover", cfg.recover.as_deref()),
-        ("check", Some(cfg.check.as_str())),
-    ] {
-        let Some(cmd) = cmd else { continue };
-        let r = run_with_timeout(&mut shell(cmd, &inst.mnt, &env), cfg.timeout)?;
-        if r.code != Some(0) {
-            verdict = Some((stage, format!("{}: {}", r.status_text(), r.output.trim())));
-            break;
-        }
-    }
-    if verdict.is_none() {
-        if let Err(e) = read_everything(&inst.mnt) {
-            verdict = Some(("fsck", e));
-        }
-    }
+    let mut verdict = recover_check_read(cfg, &inst.mnt, &env)?;
     if let Err(e) = inst.unmount(cfg.timeout) {
         return Err(err(format!("{}: {e}", inst.fs)));
     }
@@ -661,6 +645,29 @@ fn check_one(
         }
     }
     Ok((verdict, first_errors > 0))
+}
+
+/// Runs the recovery command and the checker in the mounted crash image
+/// `mnt`, then reads every file: the first failure (stage, message).
+pub(crate) fn recover_check_read(
+    cfg: &Config,
+    mnt: &Path,
+    env: &[(&str, String)],
+) -> io::Result<Option<(&'static str, String)>> {
+    for (stage, cmd) in [
+        ("recover", cfg.recover.as_deref()),
+        ("check", Some(cfg.check.as_str())),
+    ] {
+        let Some(cmd) = cmd else { continue };
+        let r = run_with_timeout(&mut shell(cmd, mnt, env), cfg.timeout)?;
+        if r.code != Some(0) {
+            return Ok(Some((
+                stage,
+                format!("{}: {}", r.status_text(), r.output.trim()),
+            )));
+        }
+    }
+    Ok(read_everything(mnt).err().map(|e| ("fsck", e)))
 }
 
 /// Reads every file under `dir` (the fsck stand-in: every node's CRC is

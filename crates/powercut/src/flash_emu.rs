@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::flash::read_everything;
+use crate::flash::{read_everything, recover_check_read};
 use crate::kmsg::Kmsg;
 use crate::record::shell;
 use crate::replay::Coverage;
@@ -180,21 +180,7 @@ impl Sim {
             ("POWERCUT_MARKS", self.marks.to_string_lossy().into_owned()),
             ("POWERCUT_FS", FsConfig::UbifsEmulated.name().to_string()),
         ];
-        let mut verdict = None;
-        for (stage, cmd) in [
-            ("recover", cfg.recover.as_deref()),
-            ("check", Some(cfg.check.as_str())),
-        ] {
-            let Some(cmd) = cmd else { continue };
-            let r = run_with_timeout(&mut shell(cmd, &self.mnt, &env), cfg.timeout)?;
-            if r.code != Some(0) {
-                verdict = Some((stage, format!("{}: {}", r.status_text(), r.output.trim())));
-                break;
-            }
-        }
-        if verdict.is_none() {
-            verdict = read_everything(&self.mnt).err().map(|e| ("fsck", e));
-        }
+        let mut verdict = recover_check_read(cfg, &self.mnt, &env)?;
         self.down();
         let _ = kmsg.take_at(UBI, 3);
         if verdict.is_none() {
@@ -298,7 +284,6 @@ impl Tally {
 /// Runs the emulation oracle (in the guest): `cfg.enumeration.max_states`
 /// cuts (0: 50), each a whole run.
 pub fn run_config(cfg: &Config) -> io::Result<ConfigReport> {
-    let fs = FsConfig::UbifsEmulated;
     let dir = Path::new(crate::stack::STATE_ROOT).join(format!("ubi-emu-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     let sim = Sim::load(&dir, cfg.timeout)?;
@@ -309,6 +294,25 @@ pub fn run_config(cfg: &Config) -> io::Result<ConfigReport> {
         n => n,
     };
     let mut t = Tally::default();
+    // `POWERCUT_UBI_CUTS=1,2,3`: exactly these cuts (tests that need a
+    // given cut point); else seeded ones.
+    if let Ok(list) = std::env::var("POWERCUT_UBI_CUTS") {
+        let cuts: Vec<u64> = list
+            .split(',')
+            .map(|n| n.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(|_| err(format!("POWERCUT_UBI_CUTS: not a list of numbers: {list}")))?;
+        for &n in &cuts {
+            t.run(cfg, n, &sim, &mut kmsg)?;
+        }
+        return Ok(report(
+            t,
+            cuts.iter().max().copied().unwrap_or(0),
+            t0,
+            sim,
+            &dir,
+        ));
+    }
     // Find how many header writes a run makes: double N until the run ends
     // before its cut (every calibration run is a checked cut too).
     let mut upper = 2;
@@ -325,6 +329,11 @@ pub fn run_config(cfg: &Config) -> io::Result<ConfigReport> {
         let n = 1 + rng.below_u64(upper);
         t.run(cfg, n, &sim, &mut kmsg)?;
     }
+    Ok(report(t, upper, t0, sim, &dir))
+}
+
+fn report(t: Tally, upper: u64, t0: Instant, sim: Sim, dir: &Path) -> ConfigReport {
+    let fs = FsConfig::UbifsEmulated;
     let Tally {
         mut failures,
         cuts,
@@ -332,7 +341,7 @@ pub fn run_config(cfg: &Config) -> io::Result<ConfigReport> {
     } = t;
     let secs = t0.elapsed().as_secs_f64();
     drop(sim);
-    let _ = fs::remove_dir_all(&dir);
+    let _ = fs::remove_dir_all(dir);
     failures.sort_by_key(|f| f.0);
     let violations = failures
         .iter()
@@ -349,7 +358,7 @@ pub fn run_config(cfg: &Config) -> io::Result<ConfigReport> {
             minimal_replay: None,
         })
         .collect();
-    Ok(ConfigReport {
+    ConfigReport {
         config: fs.name().to_string(),
         coverage: Coverage {
             crash_points: usize::try_from(upper).unwrap_or(usize::MAX),
@@ -369,5 +378,5 @@ pub fn run_config(cfg: &Config) -> io::Result<ConfigReport> {
         states_per_sec_per_core: checked as f64 / secs.max(1e-9),
         violations,
         ..ConfigReport::default()
-    })
+    }
 }

@@ -1,4 +1,4 @@
-//! # powercut: a power-loss simulator for real ext4, xfs and btrfs
+//! # powercut: a power-loss simulator for real ext4, xfs, btrfs and the device's filesystems
 //!
 //! powercut runs any program (the *workload*) on a real Linux filesystem whose
 //! disk is a RAM image served through FUSE and attached as a loop device. The
@@ -42,6 +42,15 @@
 //! ([`timeline::Timeline`], carried in [`ConfigReport::timeline`]) with the
 //! checked crash states and every violation on it, the coverage, and each
 //! violation's details.
+//!
+//! ## The device's filesystems: the VM lane
+//! `--fs ubifs|jffs2|f2fs|f2fs-strict|vfat|exfat` (`all-flash`) and
+//! `ubifs-emulated` run in Debian's kernel under QEMU ([`vm`]): the same
+//! recorder, replay and checkers for the block-device filesystems; for
+//! UBIFS and JFFS2 on raw flash, `powercut_mtd`, a RAM-backed MTD driver of
+//! this crate (`mtd/`) that logs every page program and block erase
+//! ([`flash`]); and UBI's own power-cut emulation on nandsim as a second
+//! UBIFS oracle ([`flash_emu`]).
 //!
 //! ## Notes and limitations
 //! - Needs root, `/dev/fuse`, loop devices, and the mkfs/fsck tools.

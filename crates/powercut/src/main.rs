@@ -1,5 +1,6 @@
 //! `powercut`: cut the power at every point of any program's run on real
-//! ext4, xfs and btrfs, and check what survives.
+//! ext4, xfs and btrfs (and, in a VM, the device's filesystems), and check
+//! what survives.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ use powercut::{Config, Enumeration, FsConfig, StateSpec};
 #[command(
     name = "powercut",
     version,
-    about = "Power-loss simulator for real ext4, xfs and btrfs"
+    about = "Power-loss simulator for real ext4, xfs, btrfs, and (in a VM) UBIFS, JFFS2, F2FS, vfat, exFAT"
 )]
 struct Cli {
     #[command(subcommand)]

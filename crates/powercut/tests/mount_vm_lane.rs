@@ -156,7 +156,9 @@ fn mount_vm_lane_catches_the_2002_recipe_and_the_held_out_writer() {
 }
 
 /// UBI's own power-cut emulation on nandsim, the second oracle: `fstx
-/// write` survives every cut UBI makes (at least one run must be cut).
+/// write` survives every cut UBI makes (at least one run must be cut), and
+/// a writer that never flushes does not (cut at UBI's first three header
+/// writes of a 60-version run: measured, the second leaves an empty file).
 #[test]
 fn mount_vm_lane_ubi_emulation_agrees() {
     if !root() {
@@ -173,6 +175,14 @@ fn mount_vm_lane_ubi_emulation_agrees() {
     assert_eq!(
         c.violation_count, 0,
         "fstx under UBI's emulation: {:?}",
+        c.violations
+    );
+    let env = [("POWERCUT_UBI_CUTS", "1,2,3"), ("WRITER_ITERATIONS", "60")];
+    let r = run_states("rename-nosync", "ubifs-emulated", &env, "3");
+    let c = config(&r, "ubifs-emulated");
+    assert!(
+        c.violations.iter().any(|v| v.stage == "check"),
+        "a writer that never flushes escaped UBI's emulation: {:?}",
         c.violations
     );
 }
