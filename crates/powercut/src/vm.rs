@@ -96,8 +96,15 @@ pub fn run_in_vm(cfg: &Config, configs: &[FsConfig]) -> io::Result<Vec<ConfigRep
         ),
     };
     let r = lane.run(cfg, configs, &share);
-    if temporary {
+    // A temporary directory goes, unless it holds a violation's artifacts
+    // (its replay command names them).
+    let keep = r
+        .as_ref()
+        .is_ok_and(|c| c.iter().any(|c| c.artifacts.is_some()));
+    if temporary && !keep {
         let _ = fs::remove_dir_all(&share);
+    } else if temporary {
+        let _ = fs::remove_file(share.join("vm/initrd.cpio"));
     }
     r
 }
