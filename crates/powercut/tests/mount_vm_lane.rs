@@ -14,7 +14,7 @@
 //! - vfat: what the writers do there (the evidence for fstx refusing it):
 //!   `fstx write --allow-weak-fs` and the 2002 recipe lose data.
 //!
-//! Knobs: `POWERCUT_TEST_VM_STATES` (per configuration, default 30).
+//! Knobs: `POWERCUT_TEST_VM_STATES` (per configuration, default 20).
 //! Needs root, `qemu-system-x86_64`, `linux-image-amd64`, `busybox-static`
 //! (`scripts/setup` installs them).
 
@@ -26,7 +26,7 @@ use powercut::Report;
 mod common;
 
 fn states() -> String {
-    std::env::var("POWERCUT_TEST_VM_STATES").unwrap_or_else(|_| "30".into())
+    std::env::var("POWERCUT_TEST_VM_STATES").unwrap_or_else(|_| "20".into())
 }
 
 /// The `fstx` device tool, built beside `powercut` by the workspace build.
@@ -184,5 +184,32 @@ fn mount_vm_lane_ubi_emulation_agrees() {
         c.violations.iter().any(|v| v.stage == "check"),
         "a writer that never flushes escaped UBI's emulation: {:?}",
         c.violations
+    );
+}
+
+#[test]
+fn mount_vm_lane_vfat_loses_fstx_writes_it_would_refuse() {
+    if !root() {
+        return;
+    }
+    // fstx refuses vfat for a durable replace ...
+    let (code, report, stderr) = try_run("fstx-write", "vfat", &[], &states());
+    assert_eq!(code, 2, "the workload must fail: fstx refuses vfat");
+    assert!(report.is_none());
+    assert!(
+        stderr.contains("workload failed") && stderr.contains("crash-atomic"),
+        "{stderr}"
+    );
+    // ... and this is why: told to accept it, it loses data there.
+    let r = run(
+        "fstx-write",
+        "vfat",
+        &[("FSTX_WRITE_FLAGS", "--allow-weak-fs")],
+    );
+    let c = config(&r, "vfat");
+    assert!(
+        c.violations.iter().any(|v| v.stage == "check"),
+        "fstx --allow-weak-fs on vfat: no lost data in {} states",
+        c.checked
     );
 }
