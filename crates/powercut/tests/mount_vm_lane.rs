@@ -213,3 +213,27 @@ fn mount_vm_lane_vfat_loses_fstx_writes_it_would_refuse() {
         c.checked
     );
 }
+
+/// Without QEMU, or without Debian's kernel, the lane fails at once with
+/// one line naming what to install (and starts nothing).
+#[test]
+fn vm_lane_without_qemu_or_kernel_fails_in_one_line() {
+    for (var, value, expect) in [
+        ("PATH", "/nonexistent", "qemu-system-x86"),
+        (
+            "POWERCUT_KERNEL",
+            "/nonexistent/vmlinuz",
+            "linux-image-amd64",
+        ),
+    ] {
+        let out = common::run_writer("f2fs", "correct")
+            .args(["--max-states", "1"])
+            .env(var, value)
+            .output()
+            .expect("run powercut");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(expect), "{var}={value}: {stderr}");
+    }
+}
