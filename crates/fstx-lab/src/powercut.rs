@@ -150,7 +150,7 @@ struct ContenderReport {
 fn parse_fs(names: &[String]) -> Result<Vec<FsConfig>, Failure> {
     FsConfig::parse_list(&names.join(",")).map_err(|e| {
         Failure::new(format!(
-            "--fs: {e} (ext4, ext4-writeback, ext4-journal, xfs, btrfs, all; f2fs, f2fs-strict, vfat, exfat, all-flash)"
+            "--fs: {e} (ext4, ext4-writeback, ext4-journal, xfs, btrfs, all; ubifs, jffs2, f2fs, f2fs-strict, vfat, exfat, all-flash, ubifs-emulated)"
         ))
     })
 }

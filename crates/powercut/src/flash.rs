@@ -181,12 +181,20 @@ fn apply_in(img: &mut [u8], origin: usize, op: &Op, torn: Option<(u64, Geometry)
             match torn {
                 None => img[off..off + len].fill(0xFF),
                 Some((seed, _)) => {
-                    // Erased up to a point, garbage after it.
+                    // Erased up to a point; after it either garbage, or the
+                    // old data with some bits already set (half erased:
+                    // old headers still there, their data damaged).
                     let mut rng = Rng::new(seed);
-                    let cut = rng.below(len / 4096 + 1) * 4096;
-                    img[off..off + cut.min(len)].fill(0xFF);
-                    for b in &mut img[off + cut.min(len)..off + len] {
-                        *b = rng.next_u64() as u8;
+                    let cut = (rng.below(len / 4096 + 1) * 4096).min(len);
+                    let garbage = rng.coin();
+                    img[off..off + cut].fill(0xFF);
+                    for b in &mut img[off + cut..off + len] {
+                        let r = rng.next_u64() as u8;
+                        *b = if garbage {
+                            r
+                        } else {
+                            *b | (r & rng.next_u64() as u8)
+                        };
                     }
                 }
             }
@@ -361,6 +369,8 @@ fn drain(log: &mut fs::File, into: &mut Vec<u8>) -> io::Result<()> {
 struct Recording {
     base: Vec<u8>,
     ops: Vec<Op>,
+    /// The log as read from the device (saved with a violation's artifacts).
+    raw_log: Vec<u8>,
     log_bytes: u64,
     workload_secs: f64,
 }
@@ -439,6 +449,7 @@ fn record(cfg: &Config, fs: FsConfig, g: Geometry, dir: &Path) -> io::Result<Rec
         base,
         ops: parse(&bytes)?,
         log_bytes: bytes.len() as u64,
+        raw_log: bytes,
         workload_secs,
     })
 }
@@ -599,6 +610,9 @@ fn check_one(
     }
     fs::write(&marks_file, text)?;
     let _ = kmsg.take_unusual(&inst.ubi());
+    // A checker's own log is of no use: dropped, so the kernel does not
+    // keep every program the checks make.
+    drain(&mut fs::File::open(inst.log())?, &mut Vec::new())?;
     if let Err(e) = inst.mount(false, cfg.timeout) {
         let _ = inst.unmount(cfg.timeout);
         return Ok((Some(("mount", e.to_string())), false));
@@ -771,10 +785,23 @@ fn check_all(
                     Some((torn_seed(cfg.enumeration.seed, st.point, t.variant), g)),
                 );
             }
-            if tx
-                .send((st.clone(), state_img, marks_before(&rec.ops, st.point)))
-                .is_err()
-            {
+            // Never blocks for good: if every checker stopped on an error,
+            // the queue stays full and `fatal` says why.
+            let mut item = (st.clone(), state_img, marks_before(&rec.ops, st.point));
+            let sent = loop {
+                match tx.try_send(item) {
+                    Ok(()) => break true,
+                    Err(mpsc::TrySendError::Full(back)) => {
+                        if fatal.lock().unwrap().is_some() {
+                            break false;
+                        }
+                        item = back;
+                        thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(mpsc::TrySendError::Disconnected(_)) => break false,
+                }
+            };
+            if !sent {
                 break;
             }
         }
@@ -808,6 +835,10 @@ pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
             let d = a.join(fs.name());
             fs::create_dir_all(&d)?;
             fs::write(d.join("base.img"), &rec.base)?;
+            // The program/erase log (the driver's record format) and the
+            // seed of the torn variants: with the base image, every state.
+            fs::write(d.join("mtd-log.bin"), &rec.raw_log)?;
+            fs::write(d.join("seed"), cfg.enumeration.seed.to_string())?;
             fs::write(d.join("config"), fs.name())?;
             artifacts = Some(d);
         }

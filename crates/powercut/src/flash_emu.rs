@@ -2,8 +2,11 @@
 //! own power-cut emulation on `nandsim`, in the VM's guest.
 //!
 //! UBI's debugfs (`tst_emulate_power_cut`, `_min`, `_max`) makes UBI stop
-//! writing at its N-th erase-counter or volume-header write, as if the
-//! power had gone, and turn read-only: everything after it fails. Each
+//! writing, as if the power had gone, and turn read-only: with `_min` =
+//! `_max` = N, the first erase-counter or volume-header write after arming
+//! loads the counter and each later one counts it down, so write N + 1 is
+//! the one cut (`cut-after-header-write-N`; the first write after arming
+//! can never be cut). Each
 //! run formats the simulated NAND, attaches UBI, creates the volume,
 //! mounts UBIFS, runs the setup, arms the emulation with a seeded N, runs
 //! the workload (its marks go to a plain file outside the flash), then
@@ -14,8 +17,8 @@
 //! Independent of the recorded lane: another flash driver (nandsim, small
 //! pages), cuts chosen by UBI itself between whole writes (no torn pages),
 //! the workload's real execution after the cut (its writes failing). N is
-//! drawn from 1 to just past the number of header writes a run makes
-//! (found by doubling N until a run ends before the cut).
+//! drawn from 1 to the first power of two at which a run ends uncut (so up
+//! to half the runs may end uncut; they are checked all the same).
 
 #![allow(clippy::cast_precision_loss)] // only for statistics
 
@@ -348,7 +351,7 @@ fn report(t: Tally, upper: u64, t0: Instant, sim: Sim, dir: &Path) -> ConfigRepo
         .take(1000)
         .map(|(n, stage, message, last)| Violation {
             config: fs,
-            state: format!("cut-at-header-write-{n}"),
+            state: format!("cut-after-header-write-{n}"),
             point: usize::try_from(*n).unwrap_or(usize::MAX),
             last_mark: last.clone(),
             stage: (*stage).to_string(),

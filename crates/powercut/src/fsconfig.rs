@@ -141,7 +141,8 @@ impl FsConfig {
                 ),
             }
         }
-        out.dedup();
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|c| seen.insert(*c));
         Ok(out)
     }
 
@@ -382,6 +383,10 @@ mod tests {
             vec![FsConfig::Ext4, FsConfig::F2fsStrict]
         );
         assert!(FsConfig::parse_list("ubifs,jffs2").is_ok());
+        assert_eq!(
+            FsConfig::parse_list("ext4,all").unwrap(),
+            FsConfig::ALL.to_vec()
+        );
         assert!(FsConfig::parse_list("yaffs").is_err());
     }
 }

@@ -181,9 +181,9 @@ impl Lane {
                 "cd /\nmodprobe -a {}\n{}{mtd}export {IN_VM_ENV}=1\nexec {} vm-guest --config {} --report {}\n",
                 modules.join(" "),
                 exported_environment(),
-                self.powercut.display(),
-                vm.join("config.json").display(),
-                vm.join("report.json").display(),
+                quote(&self.powercut.to_string_lossy()),
+                quote(&vm.join("config.json").to_string_lossy()),
+                quote(&vm.join("report.json").to_string_lossy()),
             ),
         )?;
         let initrd = vm.join("initrd.cpio");
@@ -261,6 +261,8 @@ impl Lane {
         if let Some(t) = out {
             let _ = t.join();
         }
+        // It holds the caller's environment: not left in the artifacts.
+        let _ = fs::remove_file(vm.join("guest.sh"));
         let qemu_err = qemu_err.and_then(|t| t.join().ok()).unwrap_or_default();
         let rc = fs::read_to_string(vm.join("rc")).ok();
         let report = fs::read(vm.join("report.json"));
@@ -369,9 +371,32 @@ fn exported_environment() -> String {
         if k.is_empty() || !name_ok || SKIP.contains(&k) {
             continue;
         }
-        let _ = writeln!(out, "export {k}='{}'", v.replace('\'', r"'\''"));
+        let _ = writeln!(out, "export {k}={}", quote(v));
     }
     out
+}
+
+/// `s` as one shell word.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A sort key that orders version strings by their numbers (`-9` < `-57`).
+fn version_key(s: &str) -> Vec<(u64, String)> {
+    let mut key = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits > 0 {
+            key.push((rest[..digits].parse().unwrap_or(u64::MAX), String::new()));
+            rest = &rest[digits..];
+        } else {
+            let text = rest.len() - rest.trim_start_matches(|c: char| !c.is_ascii_digit()).len();
+            key.push((0, rest[..text].to_string()));
+            rest = &rest[text..];
+        }
+    }
+    key
 }
 
 /// How long one VM run may take (`POWERCUT_VM_TIMEOUT` seconds; 4 h).
@@ -400,7 +425,8 @@ fn find_kernel() -> io::Result<(PathBuf, PathBuf)> {
                     .collect()
             })
             .unwrap_or_default();
-        v.sort();
+        // Newest first, by version (6.1.0-57 after 6.1.0-9).
+        v.sort_by_key(|p| version_key(&p.to_string_lossy()));
         v.reverse();
         v
     };
@@ -477,6 +503,42 @@ pub fn guest_main(config: &Path, report: &Path) -> io::Result<()> {
 }
 
 /// A newc-format cpio archive, built in memory.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_sort_by_version_and_words_quote() {
+        let mut v = vec![
+            "vmlinuz-6.1.0-57-amd64",
+            "vmlinuz-6.1.0-9-amd64",
+            "vmlinuz-6.10.0-1-amd64",
+        ];
+        v.sort_by_key(|s| version_key(s));
+        assert_eq!(
+            v,
+            [
+                "vmlinuz-6.1.0-9-amd64",
+                "vmlinuz-6.1.0-57-amd64",
+                "vmlinuz-6.10.0-1-amd64"
+            ]
+        );
+        assert_eq!(quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn cpio_entries_are_newc_and_aligned() {
+        let mut c = Cpio::default();
+        c.dir("bin");
+        c.file("init", 0o755, b"#!/bin/sh\n");
+        let out = c.finish();
+        assert!(out.starts_with(b"070701"));
+        assert_eq!(out.len() % 4, 0);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("TRAILER!!!") && text.contains("init"));
+    }
+}
+
 #[derive(Default)]
 struct Cpio {
     out: Vec<u8>,

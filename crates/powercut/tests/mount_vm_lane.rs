@@ -130,7 +130,8 @@ fn mount_vm_lane_catches_the_2002_recipe_and_the_held_out_writer() {
     }
     let all = "ubifs,jffs2,f2fs,f2fs-strict,vfat";
     let r = run("inplace-halves", all, &[]);
-    for c in &r.configs {
+    for name in all.split(',') {
+        let c = config(&r, name);
         assert!(
             c.violations.iter().any(|v| v.stage == "check"),
             "the two-halves overwrite was not caught on {} ({} states checked)",
@@ -139,7 +140,8 @@ fn mount_vm_lane_catches_the_2002_recipe_and_the_held_out_writer() {
         );
     }
     let r = run("rename-datanosync", all, &[]);
-    for c in &r.configs {
+    for name in all.split(',') {
+        let c = config(&r, name);
         let caught = c.violations.iter().any(|v| v.stage == "check");
         println!(
             "the 2002 recipe on {}: {} of {} states lost data",
@@ -218,6 +220,10 @@ fn mount_vm_lane_vfat_loses_fstx_writes_it_would_refuse() {
 /// one line naming what to install (and starts nothing).
 #[test]
 fn vm_lane_without_qemu_or_kernel_fails_in_one_line() {
+    // The kernel is looked for after QEMU and busybox: that case needs them.
+    let lane_tools = std::path::Path::new("/bin/busybox").is_file()
+        && std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .any(|d| d.join("qemu-system-x86_64").is_file());
     for (var, value, expect) in [
         ("PATH", "/nonexistent", "qemu-system-x86"),
         (
@@ -226,6 +232,10 @@ fn vm_lane_without_qemu_or_kernel_fails_in_one_line() {
             "linux-image-amd64",
         ),
     ] {
+        if var == "POWERCUT_KERNEL" && !lane_tools {
+            eprintln!("skipped the kernel case: no QEMU or busybox here");
+            continue;
+        }
         let out = common::run_writer("f2fs", "correct")
             .args(["--max-states", "1"])
             .env(var, value)
