@@ -57,13 +57,8 @@ pub fn describe(fs: FsConfig, dev: &Path, ranges: &[Range<'_>]) -> Vec<String> {
         FsConfig::Xfs => crate::blockmap_xfs_btrfs::xfs(dev, ranges),
         FsConfig::Btrfs => crate::blockmap_xfs_btrfs::btrfs(dev, ranges),
         FsConfig::Raw => Err("raw device, no filesystem".into()),
-        FsConfig::F2fs
-        | FsConfig::F2fsStrict
-        | FsConfig::Vfat
-        | FsConfig::Exfat
-        | FsConfig::Ubifs
-        | FsConfig::Jffs2
-        | FsConfig::UbifsEmulated => Err(format!("no block owner lookup for {}", fs.fstype())),
+        // The VM lane's filesystems: no owner lookup.
+        _ => Err(format!("no block owner lookup for {}", fs.fstype())),
     };
     match owners {
         Ok(per_range) => ranges

@@ -375,20 +375,32 @@ struct Recording {
     workload_secs: f64,
 }
 
+/// Runs the setup command (if any) in the mounted filesystem `mnt`.
+pub(crate) fn run_setup(
+    cfg: &Config,
+    fs: FsConfig,
+    mnt: &Path,
+    env: &[(&str, String)],
+) -> io::Result<()> {
+    let Some(setup) = &cfg.setup else {
+        return Ok(());
+    };
+    let r = run_with_timeout(&mut shell(setup, mnt, env), cfg.timeout)?;
+    if r.code != Some(0) {
+        return Err(err(format!(
+            "setup failed on {fs} ({}): {}",
+            r.status_text(),
+            r.output.trim()
+        )));
+    }
+    Ok(())
+}
+
 fn record(cfg: &Config, fs: FsConfig, g: Geometry, dir: &Path) -> io::Result<Recording> {
     let mut inst = Instance::new(0, fs, dir)?;
     let env = [("POWERCUT_FS", fs.name().to_string())];
     inst.mount(true, cfg.timeout)?;
-    if let Some(setup) = &cfg.setup {
-        let r = run_with_timeout(&mut shell(setup, &inst.mnt, &env), cfg.timeout)?;
-        if r.code != Some(0) {
-            return Err(err(format!(
-                "setup failed on {fs} ({}): {}",
-                r.status_text(),
-                r.output.trim()
-            )));
-        }
-    }
+    run_setup(cfg, fs, &inst.mnt, &env)?;
     inst.unmount(cfg.timeout)?;
     let mut log = fs::File::open(inst.log())?;
     drain(&mut log, &mut Vec::new())?;

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::flash::{read_everything, recover_check_read};
+use crate::flash::{read_everything, recover_check_read, run_setup};
 use crate::kmsg::Kmsg;
 use crate::record::shell;
 use crate::replay::Coverage;
@@ -135,16 +135,7 @@ impl Sim {
             ("POWERCUT_CTL", self.ctl.to_string_lossy().into_owned()),
         ];
         fs::write(&self.marks, "")?;
-        if let Some(setup) = &cfg.setup {
-            let r = run_with_timeout(&mut shell(setup, &self.mnt, &env), cfg.timeout)?;
-            if r.code != Some(0) {
-                return Err(err(format!(
-                    "setup failed ({}): {}",
-                    r.status_text(),
-                    r.output.trim()
-                )));
-            }
-        }
+        run_setup(cfg, FsConfig::UbifsEmulated, &self.mnt, &env)?;
         rustix::fs::sync();
         let _ = kmsg.take_at(UBI, 6);
         if let Some(n) = n {
