@@ -825,11 +825,25 @@ fn check_all(
     Ok((failures.into_inner().unwrap(), warned.into_inner()))
 }
 
+/// Checkers at most: `powercut_mtd` has 16 instances (`PCM_MAX_INSTANCES`
+/// in `mtd/powercut_mtd.c`), and the first one records.
+const MAX_CHECKERS: usize = 15;
+
 /// Records and checks one raw-flash configuration (in the guest).
 pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
     let g = geometry(fs).ok_or_else(|| err(format!("{fs} is not a raw-flash configuration")))?;
     let cores = thread::available_parallelism().map_or(1, usize::from);
-    let jobs = if cfg.jobs == 0 { cores + 1 } else { cfg.jobs };
+    let jobs = match cfg.jobs {
+        0 => (cores + 1).min(MAX_CHECKERS),
+        n if n > MAX_CHECKERS => {
+            return Err(err(format!(
+                "--jobs {n}: {fs} runs at most {MAX_CHECKERS} checkers \
+                 (powercut_mtd has {} flash instances, one of them records)",
+                MAX_CHECKERS + 1
+            )))
+        }
+        n => n,
+    };
     let dir = Path::new(crate::stack::STATE_ROOT).join(format!("flash-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     let _module = Module::load(g, jobs + 1)?;
