@@ -64,6 +64,13 @@ impl Sim {
         let mut args = vec!["modprobe", "nandsim"];
         args.extend(NANDSIM);
         tool(&args, timeout)?;
+        Self::after_modprobe(dir, timeout).inspect_err(|_| {
+            let _ = tool(&["rmmod", "nandsim"], timeout);
+        })
+    }
+
+    /// [`Sim::load`] once nandsim is loaded (the caller unloads it on error).
+    fn after_modprobe(dir: &Path, timeout: Duration) -> io::Result<Sim> {
         let mtds = fs::read_to_string("/proc/mtd")?;
         let mtd = mtds
             .lines()
