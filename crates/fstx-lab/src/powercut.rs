@@ -62,7 +62,8 @@ pub(crate) struct Args {
     /// table, then each writer's timeline, coverage and violations).
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
-    /// Keep base images and logs here, to replay violations.
+    /// Keep base images and logs here, to replay violations: DIR/CONTENDER
+    /// (and DIR/CONTENDER/allow-weak-fs for the filesystems fstx refuses).
     #[arg(long, value_name = "DIR")]
     artifacts: Option<PathBuf>,
     /// Run on the in-process simulator even where the kernel stack works.
@@ -225,7 +226,17 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Failure> {
             cfg.fsck_sample = args.fsck_sample;
             cfg.explain = args.explain;
             cfg.progress = true;
-            cfg.artifacts = args.artifacts.as_ref().map(|d| d.join(contender.name()));
+            // Each group is a run of its own (its own VM in the VM lane):
+            // its own directory, so that the second does not overwrite the
+            // first's `vm/`.
+            cfg.artifacts = args.artifacts.as_ref().map(|d| {
+                let d = d.join(contender.name());
+                if weak_group {
+                    d.join("allow-weak-fs")
+                } else {
+                    d
+                }
+            });
             let r = powercut::run(&cfg)?;
             match &mut report {
                 None => report = Some(r),
