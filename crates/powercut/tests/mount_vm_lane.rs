@@ -2,24 +2,25 @@
 //! (`powercut_mtd`), F2FS (posix and strict fsync modes) and vfat, in
 //! Debian's kernel under QEMU, recorded and replayed by the same powercut
 //! inside the guest; and UBIFS under UBI's own power-cut emulation. Named
-//! `mount_*`: the serial group.
+//! `mount_*`: the serial group. Every VM boot and every recording is paid
+//! for: one boot per run, all five configurations in it.
 //!
 //! - `fstx write` (the device tool): every crash state old or new with
 //!   every acknowledged version, on UBIFS, JFFS2 and both F2FS modes, and
-//!   under UBI's emulation.
+//!   under UBI's emulation. On vfat, in the same run: fstx refuses a
+//!   durable replace, and told to accept weak semantics it loses data (the
+//!   evidence for the refusal).
 //! - The held-out broken writer (an in-place overwrite in two flushed
 //!   halves): caught on each. The 2002 recipe (no fsync of the temp file):
 //!   caught wherever it is unsafe — everywhere but JFFS2, which writes
-//!   file data at write(2) (printed, not asserted).
-//! - vfat: what the writers do there (the evidence for fstx refusing it):
-//!   `fstx write --allow-weak-fs` and the 2002 recipe lose data.
+//!   file data at write(2) (printed, not asserted). Both in one workload.
 //!
 //! Knobs: `POWERCUT_TEST_VM_STATES` (per configuration, default 20).
 //! Needs root, `qemu-system-x86_64`, `linux-image-amd64`, `busybox-static`
 //! (`scripts/setup` installs them).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use powercut::Report;
 
@@ -47,21 +48,26 @@ fn run(writer: &str, fs: &str, env: &[(&str, &str)]) -> Report {
 
 /// [`run`], checking at most `states` states per configuration.
 fn run_states(writer: &str, fs: &str, env: &[(&str, &str)], states: &str) -> Report {
-    let (code, report, stderr) = try_run(writer, fs, env, states);
+    report_of(common::run_writer(fs, writer), writer, env, states)
+}
+
+/// Runs `powercut` (`c`, a run of the writers' scripts named `name`) in
+/// the VM lane; returns the report.
+fn report_of(c: Command, name: &str, env: &[(&str, &str)], states: &str) -> Report {
+    let (code, report, stderr) = try_run(c, name, env, states);
     report.unwrap_or_else(|| panic!("powercut failed to run ({code}): {stderr}"))
 }
 
-/// Runs `writer` on `fs` in the VM lane: exit code, report if it ran, stderr.
+/// Runs `c` in the VM lane: exit code, report if it ran, stderr.
 fn try_run(
-    writer: &str,
-    fs: &str,
+    mut c: Command,
+    name: &str,
     env: &[(&str, &str)],
     states: &str,
 ) -> (i32, Option<Report>, String) {
-    let dir = std::env::temp_dir().join(format!("powercut-vm-{}-{writer}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("powercut-vm-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("report.json");
-    let mut c = common::run_writer(fs, writer);
     c.args(["--no-explain", "--max-states", states, "--timeout", "120"])
         .arg("--json")
         .arg(&json)
@@ -106,12 +112,17 @@ fn config<'a>(r: &'a Report, name: &str) -> &'a powercut::ConfigReport {
         .unwrap_or_else(|| panic!("no report for {name}"))
 }
 
+/// `fstx write` on the four supported configurations and on vfat, in one
+/// VM boot: 0 violations on UBIFS, JFFS2 and both F2FS modes; on vfat the
+/// writer first checks that fstx refuses a durable replace (the workload
+/// fails if it does not), then, told to accept weak semantics, fstx loses
+/// data there: the evidence for the refusal.
 #[test]
-fn mount_vm_lane_fstx_write_survives_ubifs_jffs2_and_f2fs() {
+fn mount_vm_lane_fstx_write_survives_ubifs_jffs2_f2fs_and_is_right_to_refuse_vfat() {
     if !root() {
         return;
     }
-    let r = run("fstx-write", "ubifs,jffs2,f2fs,f2fs-strict", &[]);
+    let r = run("fstx-write", "ubifs,jffs2,f2fs,f2fs-strict,vfat", &[]);
     for name in ["ubifs", "jffs2", "f2fs", "f2fs-strict"] {
         let c = config(&r, name);
         assert!(c.checked >= 10, "{name}: only {} states", c.checked);
@@ -121,37 +132,52 @@ fn mount_vm_lane_fstx_write_survives_ubifs_jffs2_and_f2fs() {
             "{name}: the workload's marks reached the log"
         );
     }
+    let c = config(&r, "vfat");
+    assert!(
+        c.violations.iter().any(|v| v.stage == "check"),
+        "fstx --allow-weak-fs on vfat: no lost data in {} states",
+        c.checked
+    );
 }
 
+/// The held-out writer (an in-place overwrite in two flushed halves) and
+/// the 2002 recipe, side by side in one workload (`pair.sh`: one directory
+/// each, one recording and one VM boot for both); each violation names
+/// its writer.
 #[test]
 fn mount_vm_lane_catches_the_2002_recipe_and_the_held_out_writer() {
     if !root() {
         return;
     }
     let all = "ubifs,jffs2,f2fs,f2fs-strict,vfat";
-    let r = run("inplace-halves", all, &[]);
+    let pair = common::run_scripts(all, "setup-pair", "pair", "check-pair");
+    let r = report_of(pair, "pair", &[], &states());
     for name in all.split(',') {
         let c = config(&r, name);
+        let caught = |writer: &str| {
+            c.violations
+                .iter()
+                .filter(|v| v.stage == "check" && v.message.contains(writer))
+                .count()
+        };
         assert!(
-            c.violations.iter().any(|v| v.stage == "check"),
-            "the two-halves overwrite was not caught on {} ({} states checked)",
+            caught("inplace-halves:") > 0,
+            "the two-halves overwrite was not caught on {} ({} states checked): {:?}",
             c.config,
-            c.checked
+            c.checked,
+            c.violations
         );
-    }
-    let r = run("rename-datanosync", all, &[]);
-    for name in all.split(',') {
-        let c = config(&r, name);
-        let caught = c.violations.iter().any(|v| v.stage == "check");
+        let lost = caught("rename-datanosync:");
         println!(
-            "the 2002 recipe on {}: {} of {} states lost data",
-            c.config, c.violation_count, c.checked
+            "the 2002 recipe on {}: {lost} of {} states lost data",
+            c.config, c.checked
         );
         if c.config != "jffs2" {
             assert!(
-                caught,
+                lost > 0,
                 "the 2002 recipe was not caught on {} ({} states checked)",
-                c.config, c.checked
+                c.config,
+                c.checked
             );
         }
     }
@@ -186,33 +212,6 @@ fn mount_vm_lane_ubi_emulation_agrees() {
         c.violations.iter().any(|v| v.stage == "check"),
         "a writer that never flushes escaped UBI's emulation: {:?}",
         c.violations
-    );
-}
-
-#[test]
-fn mount_vm_lane_vfat_loses_fstx_writes_it_would_refuse() {
-    if !root() {
-        return;
-    }
-    // fstx refuses vfat for a durable replace ...
-    let (code, report, stderr) = try_run("fstx-write", "vfat", &[], &states());
-    assert_eq!(code, 2, "the workload must fail: fstx refuses vfat");
-    assert!(report.is_none());
-    assert!(
-        stderr.contains("workload failed") && stderr.contains("crash-atomic"),
-        "{stderr}"
-    );
-    // ... and this is why: told to accept it, it loses data there.
-    let r = run(
-        "fstx-write",
-        "vfat",
-        &[("FSTX_WRITE_FLAGS", "--allow-weak-fs")],
-    );
-    let c = config(&r, "vfat");
-    assert!(
-        c.violations.iter().any(|v| v.stage == "check"),
-        "fstx --allow-weak-fs on vfat: no lost data in {} states",
-        c.checked
     );
 }
 

@@ -15,14 +15,21 @@ pub(crate) fn writers() -> PathBuf {
 /// `powercut run -q --fs FS` with `setup.sh`, the writer `NAME.sh` as the
 /// workload and `check.sh` as the checker; callers add the rest.
 pub(crate) fn run_writer(fs: &str, writer: &str) -> Command {
+    run_scripts(fs, "setup", writer, "check")
+}
+
+/// `powercut run -q --fs FS` with the writers' scripts `SETUP.sh`,
+/// `WORKLOAD.sh` and `CHECK.sh`; callers add the rest.
+pub(crate) fn run_scripts(fs: &str, setup: &str, workload: &str, check: &str) -> Command {
     let w = writers();
     let mut c = Command::new(env!("CARGO_BIN_EXE_powercut"));
-    c.args(["run", "-q", "--fs", fs])
-        .arg("--setup")
-        .arg(format!("sh {}/setup.sh", w.display()))
-        .arg("--workload")
-        .arg(format!("sh {}/{writer}.sh", w.display()))
-        .arg("--check")
-        .arg(format!("sh {}/check.sh", w.display()));
+    c.args(["run", "-q", "--fs", fs]);
+    for (flag, script) in [
+        ("--setup", setup),
+        ("--workload", workload),
+        ("--check", check),
+    ] {
+        c.arg(flag).arg(format!("sh {}/{script}.sh", w.display()));
+    }
     c
 }

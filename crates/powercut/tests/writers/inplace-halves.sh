@@ -6,7 +6,7 @@ i=1
 while [ $i -le $N ]; do
     content $i | dd of=data bs=4096 count=1 conv=notrunc,fsync status=none
     content $i | dd of=data bs=4096 skip=1 seek=1 iflag=fullblock conv=notrunc,fsync status=none
-    echo "ack $i" > "$POWERCUT_CTL"
+    echo "${ACK:-ack} $i" > "$POWERCUT_CTL"
     sleep $PAUSE
     i=$((i + 1))
 done

@@ -6,7 +6,7 @@ while [ $i -le $N ]; do
     content $i > data.tmp
     mv data.tmp data
     sync .
-    echo "ack $i" > "$POWERCUT_CTL"
+    echo "${ACK:-ack} $i" > "$POWERCUT_CTL"
     sleep $PAUSE
     i=$((i + 1))
 done
