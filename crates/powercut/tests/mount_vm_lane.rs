@@ -258,3 +258,22 @@ fn vm_lane_without_qemu_or_kernel_fails_in_one_line() {
         assert!(stderr.contains(expect), "{var}={value}: {stderr}");
     }
 }
+
+/// More raw-flash checkers than `powercut_mtd` has instances: one line,
+/// before any VM starts (no QEMU on `PATH`, so a boot would fail
+/// differently).
+#[test]
+fn vm_lane_refuses_too_many_raw_flash_checkers_before_booting() {
+    let out = common::run_writer("ubifs", "correct")
+        .args(["--max-states", "1", "--jobs", "16"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .expect("run powercut");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("--jobs 16") && stderr.contains("at most 15 checkers"),
+        "{stderr}"
+    );
+}
