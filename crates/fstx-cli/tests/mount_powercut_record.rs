@@ -189,7 +189,9 @@ fn mount_powercut_verified_files_on_every_filesystem() {
 
 /// vfat and exFAT (the VM lane: Debian's kernel under QEMU): a record in a
 /// regular file needs no rename, so it holds where temp + rename does not
-/// (`powercut`'s `mount_vm_lane` shows those writers losing data there).
+/// (the seed experiment on vfat and exFAT, design §8, shows those writers
+/// losing data there; `powercut`'s `mount_vm_lane` shows it for `fstx
+/// write --allow-weak-fs` on vfat).
 #[test]
 fn mount_powercut_records_on_vfat_and_exfat() {
     if !root() {

@@ -519,10 +519,11 @@ fn check_all(
 /// in `mtd/powercut_mtd.c`), and the first one records.
 pub(crate) const MAX_CHECKERS: usize = 15;
 
-/// The error for `--jobs n` on raw flash (checked before the VM boots too).
-pub(crate) fn too_many_checkers(n: usize, fs: FsConfig) -> io::Error {
+/// The error for `--jobs n` on raw flash (checked before the VM boots too;
+/// the caller names the configuration).
+pub(crate) fn too_many_checkers(n: usize) -> io::Error {
     err(format!(
-        "--jobs {n}: {fs} runs at most {MAX_CHECKERS} checkers \
+        "--jobs {n}: raw flash runs at most {MAX_CHECKERS} checkers \
          (powercut_mtd has {} flash instances, one of them records)",
         MAX_CHECKERS + 1
     ))
@@ -534,7 +535,7 @@ pub fn run_config(cfg: &Config, fs: FsConfig) -> io::Result<ConfigReport> {
     let cores = thread::available_parallelism().map_or(1, usize::from);
     let jobs = match cfg.jobs {
         0 => (cores + 1).min(MAX_CHECKERS),
-        n if n > MAX_CHECKERS => return Err(too_many_checkers(n, fs)),
+        n if n > MAX_CHECKERS => return Err(too_many_checkers(n)),
         n => n,
     };
     let dir = Path::new(crate::stack::STATE_ROOT).join(format!("flash-{}", std::process::id()));

@@ -136,7 +136,8 @@ struct RunArgs {
     /// Seed for sampling and delays.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Parallel checkers (0 = one per core, plus one).
+    /// Parallel checkers (0 = one per core, plus one; on raw flash at
+    /// most 15).
     #[arg(long, short = 'j', default_value_t = 0)]
     jobs: usize,
     /// Timeout in seconds for each command.

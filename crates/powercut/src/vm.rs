@@ -88,10 +88,8 @@ $B poweroff -f
 /// Runs `configs` of `cfg` in the VM and returns their reports.
 pub fn run_in_vm(cfg: &Config, configs: &[FsConfig]) -> io::Result<Vec<ConfigReport>> {
     // A bad --jobs fails here, not minutes later in the guest.
-    if let Some(&fs) = configs.iter().find(|c| c.is_flash()) {
-        if cfg.jobs > crate::flash::MAX_CHECKERS {
-            return Err(crate::flash::too_many_checkers(cfg.jobs, fs));
-        }
+    if configs.iter().any(|c| c.is_flash()) && cfg.jobs > crate::flash::MAX_CHECKERS {
+        return Err(crate::flash::too_many_checkers(cfg.jobs));
     }
     let lane = Lane::find()?;
     let (share, temporary) = match &cfg.artifacts {

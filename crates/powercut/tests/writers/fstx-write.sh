@@ -13,7 +13,10 @@ msdos | vfat | fat | exfat)
     *crash-atomic*) ;;
     *) echo "fstx refused $(stat -f -c %T .), but not as expected: $out" >&2; exit 1 ;;
     esac
-    flags="$flags --allow-weak-fs"
+    case " $flags " in
+    *" --allow-weak-fs "*) ;;
+    *) flags="$flags --allow-weak-fs" ;;
+    esac
     ;;
 esac
 i=1

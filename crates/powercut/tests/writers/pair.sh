@@ -6,5 +6,10 @@ w=$(cd "$(dirname "$0")" && pwd)
 h=$!
 (cd r2002 && ACK=ack-r2002 exec sh "$w/rename-datanosync.sh") &
 r=$!
-wait $h || exit 1
-wait $r || exit 1
+# Both finish before the verdict: a writer still running would keep the
+# filesystem busy.
+wait $h; hs=$?
+wait $r; rs=$?
+[ $hs -eq 0 ] || echo "pair.sh: inplace-halves.sh failed ($hs)" >&2
+[ $rs -eq 0 ] || echo "pair.sh: rename-datanosync.sh failed ($rs)" >&2
+[ $hs -eq 0 ] && [ $rs -eq 0 ]
