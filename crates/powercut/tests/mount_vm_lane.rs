@@ -59,18 +59,7 @@ fn run_states(writer: &str, fs: &str, env: &[(&str, &str)], states: &str) -> Rep
 
 /// Runs `powercut` (`c`, a run of the writers' scripts named `name`) in
 /// the VM lane; returns the report.
-fn report_of(c: Command, name: &str, env: &[(&str, &str)], states: &str) -> Report {
-    let (code, report, stderr) = try_run(c, name, env, states);
-    report.unwrap_or_else(|| panic!("powercut failed to run ({code}): {stderr}"))
-}
-
-/// Runs `c` in the VM lane: exit code, report if it ran, stderr.
-fn try_run(
-    mut c: Command,
-    name: &str,
-    env: &[(&str, &str)],
-    states: &str,
-) -> (i32, Option<Report>, String) {
+fn report_of(mut c: Command, name: &str, env: &[(&str, &str)], states: &str) -> Report {
     let dir = std::env::temp_dir().join(format!("powercut-vm-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("report.json");
@@ -100,7 +89,7 @@ fn try_run(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let _ = std::fs::remove_dir_all(&dir);
-    (code, report, stderr)
+    report.unwrap_or_else(|| panic!("powercut failed to run ({code}): {stderr}"))
 }
 
 fn root() -> bool {

@@ -3,15 +3,16 @@
 # does not); then, told to accept weak semantics, it shows why it refuses.
 . "$(dirname "$0")/common.sh"
 flags=$FSTX_WRITE_FLAGS
-case $(stat -f -c %T .) in
+fs=$(stat -f -c %T .)
+case $fs in
 msdos | vfat | fat | exfat)
     if out=$(content 1 | "$FSTX" write data 2>&1); then
-        echo "fstx wrote to $(stat -f -c %T .) without --allow-weak-fs" >&2
+        echo "fstx wrote to $fs without --allow-weak-fs" >&2
         exit 1
     fi
     case $out in
     *crash-atomic*) ;;
-    *) echo "fstx refused $(stat -f -c %T .), but not as expected: $out" >&2; exit 1 ;;
+    *) echo "fstx refused $fs, but not as expected: $out" >&2; exit 1 ;;
     esac
     case " $flags " in
     *" --allow-weak-fs "*) ;;
